@@ -1,0 +1,242 @@
+// The box formulas, written once for CPU and CUDA, forward and backward (see dual.h).
+//
+// Each formula reproduces the reference library's eager PyTorch expression operation by operation
+// (same operations, same order), so with fused multiply-add disabled (-ffp-contract=off,
+// nvcc --fmad=false) float32/float64 results are bit-identical to the reference formulas; only
+// atan (complete IoU) may differ in the last ulp. Half and bfloat16 inputs are computed in float32.
+#pragma once
+
+#include "common/dual.h"
+
+#include <cstdint>
+
+namespace pydet {
+
+// ---- formats ------------------------------------------------------------------------------------
+enum class BoxFormat : int8_t { kXYXY, kXYWH, kCXCYWH };
+
+template <class V>
+struct Box4 {
+  V a, b, c, d;  // coordinates in the box's own format
+};
+
+// torchvision's _box_*_to_xyxy / _box_xyxy_to_* helpers; other pairs go through xyxy as there.
+template <class V>
+C10_HOST_DEVICE inline Box4<V> to_xyxy(BoxFormat fmt, const Box4<V>& q) {
+  using S = scalar_of_t<V>;
+  switch (fmt) {
+    case BoxFormat::kXYWH:  // (x, y, w, h)
+      return {q.a, q.b, q.a + q.c, q.b + q.d};
+    case BoxFormat::kCXCYWH:  // (cx, cy, w, h)
+      return {q.a - S(0.5) * q.c, q.b - S(0.5) * q.d, q.a + S(0.5) * q.c, q.b + S(0.5) * q.d};
+    default:
+      return q;
+  }
+}
+template <class V>
+C10_HOST_DEVICE inline Box4<V> from_xyxy(BoxFormat fmt, const Box4<V>& q) {
+  using S = scalar_of_t<V>;
+  switch (fmt) {
+    case BoxFormat::kXYWH:
+      return {q.a, q.b, q.c - q.a, q.d - q.b};
+    case BoxFormat::kCXCYWH:
+      return {(q.a + q.c) / S(2), (q.b + q.d) / S(2), q.c - q.a, q.d - q.b};
+    default:
+      return q;
+  }
+}
+
+// torchvision box_area: (x2 - x1) * (y2 - y1).
+template <class V>
+C10_HOST_DEVICE inline V box_area(const Box4<V>& q) {
+  return (q.c - q.a) * (q.d - q.b);
+}
+
+// torchvision clip_boxes_to_image: x clamped to [0, width], y to [0, height].
+template <class V, class S>
+C10_HOST_DEVICE inline Box4<V> clip_box(const Box4<V>& q, S height, S width) {
+  return {clamp(q.a, S(0), width), clamp(q.b, S(0), height), clamp(q.c, S(0), width), clamp(q.d, S(0), height)};
+}
+
+// Backward helpers: seed a box's four coordinates as the variables of a Dual<S, 4>, and pull an
+// upstream gradient back through a box-valued result (vector-Jacobian product).
+template <class S>
+C10_HOST_DEVICE inline Box4<Dual<S, 4>> seed_box(const Box4<S>& q) {
+  using D = Dual<S, 4>;
+  return {D::variable(q.a, 0), D::variable(q.b, 1), D::variable(q.c, 2), D::variable(q.d, 3)};
+}
+template <class S, class G>
+C10_HOST_DEVICE inline Box4<S> pull_back(const Box4<Dual<S, 4>>& out, const Box4<G>& grad) {
+  Box4<S> r;
+  S* rp[4] = {&r.a, &r.b, &r.c, &r.d};
+  for (int k = 0; k < 4; ++k) {
+    *rp[k] = S(grad.a) * out.a.d[k] + S(grad.b) * out.b.d[k] + S(grad.c) * out.c.d[k] + S(grad.d) * out.d.d[k];
+  }
+  return r;
+}
+
+// ---- pairwise metrics ---------------------------------------------------------------------------
+enum class BoxMetric : int8_t {
+  // torchvision.ops box_iou, generalized_box_iou, distance_box_iou, complete_box_iou
+  kIoU,
+  kGIoU,
+  kDIoU,
+  kCIoU,
+  // torchvision.ops generalized_/distance_/complete_box_iou_loss, per pair (before reduction)
+  kGIoULoss,
+  kDIoULoss,
+  kCIoULoss,
+  // mmdet/mmcv bbox_overlaps modes: +offset on widths and heights, union clamped below by eps
+  kMmIoU,
+  kMmIoF,
+  kMmGIoU,
+};
+
+template <class S>
+struct MetricParams {
+  S eps;
+  S offset;  // mmdet/mmcv legacy +1 (0 or 1); only the kMm* metrics use it
+};
+
+constexpr bool metric_is_mm(BoxMetric m) {
+  return m == BoxMetric::kMmIoU || m == BoxMetric::kMmIoF || m == BoxMetric::kMmGIoU;
+}
+constexpr bool metric_needs_center(BoxMetric m) {
+  return m == BoxMetric::kDIoU || m == BoxMetric::kCIoU || m == BoxMetric::kDIoULoss ||
+         m == BoxMetric::kCIoULoss;
+}
+constexpr bool metric_needs_aspect(BoxMetric m) {
+  return m == BoxMetric::kCIoU || m == BoxMetric::kCIoULoss;
+}
+
+// Per-box terms, computed once per box (pairwise kernels precompute them for a whole row/column).
+template <class V>
+struct BoxTerms {
+  V x1, y1, x2, y2;
+  V area;    // (x2 - x1) * (y2 - y1), + offset on each side for the kMm* metrics
+  V cx, cy;  // centre, (x1 + x2) / 2         (DIoU, CIoU)
+  V aspect;  // atan((x2 - x1) / (y2 - y1))  (CIoU)
+};
+
+template <BoxMetric M, class V, class S>
+C10_HOST_DEVICE inline BoxTerms<V> box_terms(V x1, V y1, V x2, V y2, const MetricParams<S>& p) {
+  BoxTerms<V> t;
+  t.x1 = x1;
+  t.y1 = y1;
+  t.x2 = x2;
+  t.y2 = y2;
+  if constexpr (metric_is_mm(M)) {
+    t.area = (x2 - x1 + p.offset) * (y2 - y1 + p.offset);
+  } else {
+    t.area = (x2 - x1) * (y2 - y1);
+  }
+  t.cx = t.cy = t.aspect = V(0);
+  if constexpr (metric_needs_center(M)) {
+    t.cx = (x1 + x2) / S(2);
+    t.cy = (y1 + y2) / S(2);
+  }
+  if constexpr (metric_needs_aspect(M)) {
+    t.aspect = atan_((x2 - x1) / (y2 - y1));
+  }
+  return t;
+}
+
+// 4 / pi^2 as torchvision writes it (a Python double, rounded to the tensor dtype when multiplied).
+constexpr double kCIoUFactor = 4.0 / (3.14159265358979323846 * 3.14159265358979323846);
+
+template <BoxMetric M, class V, class S>
+C10_HOST_DEVICE inline V box_metric(const BoxTerms<V>& a, const BoxTerms<V>& b, const MetricParams<S>& p) {
+  if constexpr (M == BoxMetric::kIoU || M == BoxMetric::kGIoU || M == BoxMetric::kDIoU ||
+                M == BoxMetric::kCIoU) {
+    // torchvision _box_inter_union: wh = (rb - lt).clamp(min=0); union = area1 + area2 - inter.
+    // 0/0 (two degenerate boxes) is NaN, exactly as in torchvision.
+    const V w = clamp_min(minimum(a.x2, b.x2) - maximum(a.x1, b.x1), S(0));
+    const V h = clamp_min(minimum(a.y2, b.y2) - maximum(a.y1, b.y1), S(0));
+    const V inter = w * h;
+    const V uni = a.area + b.area - inter;
+    const V iou = inter / uni;
+    if constexpr (M == BoxMetric::kIoU) {
+      return iou;
+    } else {
+      const V wc = clamp_min(maximum(a.x2, b.x2) - minimum(a.x1, b.x1), S(0));
+      const V hc = clamp_min(maximum(a.y2, b.y2) - minimum(a.y1, b.y1), S(0));
+      if constexpr (M == BoxMetric::kGIoU) {
+        const V area_c = wc * hc;
+        return iou - (area_c - uni) / area_c;
+      } else {
+        const V diag = wc * wc + hc * hc + p.eps;
+        const V dx = a.cx - b.cx;
+        const V dy = a.cy - b.cy;
+        const V diou = iou - (dx * dx + dy * dy) / diag;
+        if constexpr (M == BoxMetric::kDIoU) {
+          return diou;
+        } else {
+          const V da = a.aspect - b.aspect;
+          const V v = S(kCIoUFactor) * (da * da);
+          const V alpha = detach(v / (S(1) - iou + v + p.eps));
+          return diou - alpha * v;
+        }
+      }
+    }
+  } else if constexpr (M == BoxMetric::kGIoULoss || M == BoxMetric::kDIoULoss ||
+                       M == BoxMetric::kCIoULoss) {
+    // torchvision _loss_inter_union: the intersection is set only where it is strictly positive.
+    const V xk1 = maximum(a.x1, b.x1);
+    const V yk1 = maximum(a.y1, b.y1);
+    const V xk2 = minimum(a.x2, b.x2);
+    const V yk2 = minimum(a.y2, b.y2);
+    const V inter = (yk2 > yk1 && xk2 > xk1) ? (xk2 - xk1) * (yk2 - yk1) : V(0);
+    const V uni = a.area + b.area - inter;
+    const V xc1 = minimum(a.x1, b.x1);
+    const V yc1 = minimum(a.y1, b.y1);
+    const V xc2 = maximum(a.x2, b.x2);
+    const V yc2 = maximum(a.y2, b.y2);
+    if constexpr (M == BoxMetric::kGIoULoss) {
+      const V iou = inter / (uni + p.eps);
+      const V area_c = (xc2 - xc1) * (yc2 - yc1);
+      return S(1) - (iou - (area_c - uni) / (area_c + p.eps));
+    } else {
+      // torchvision's complete_box_iou_loss calls _diou_iou_loss without its eps: the DIoU part
+      // always uses 1e-7 and `eps` only enters alpha. Reproduced for drop-in numerics.
+      const S diou_eps = M == BoxMetric::kCIoULoss ? S(1e-7) : p.eps;
+      const V iou = inter / (uni + diou_eps);
+      const V wc = xc2 - xc1;
+      const V hc = yc2 - yc1;
+      const V diag = wc * wc + hc * hc + diou_eps;
+      const V dx = a.cx - b.cx;
+      const V dy = a.cy - b.cy;
+      const V diou_loss = S(1) - iou + (dx * dx + dy * dy) / diag;
+      if constexpr (M == BoxMetric::kDIoULoss) {
+        return diou_loss;
+      } else {
+        const V da = b.aspect - a.aspect;
+        const V v = S(kCIoUFactor) * (da * da);
+        const V alpha = detach(v / (S(1) - iou + v + p.eps));
+        return diou_loss + alpha * v;
+      }
+    }
+  } else {
+    // mmdet bbox_overlaps: overlap = clamp(rb - lt (+offset), 0); union clamped below by eps.
+    const V w = clamp_min(minimum(a.x2, b.x2) - maximum(a.x1, b.x1) + p.offset, S(0));
+    const V h = clamp_min(minimum(a.y2, b.y2) - maximum(a.y1, b.y1) + p.offset, S(0));
+    const V overlap = w * h;
+    V uni;
+    if constexpr (M == BoxMetric::kMmIoF) {
+      uni = a.area;
+    } else {
+      uni = a.area + b.area - overlap;
+    }
+    uni = maximum(uni, V(p.eps));
+    const V ious = overlap / uni;
+    if constexpr (M != BoxMetric::kMmGIoU) {
+      return ious;
+    } else {
+      const V ew = clamp_min(maximum(a.x2, b.x2) - minimum(a.x1, b.x1) + p.offset, S(0));
+      const V eh = clamp_min(maximum(a.y2, b.y2) - minimum(a.y1, b.y1) + p.offset, S(0));
+      const V enclose = maximum(ew * eh, V(p.eps));
+      return ious - (enclose - uni) / enclose;
+    }
+  }
+}
+
+}  // namespace pydet

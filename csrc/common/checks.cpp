@@ -1,0 +1,108 @@
+#include "common/checks.h"
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <sstream>
+
+namespace pydet {
+
+std::string shape_str(at::IntArrayRef sizes) {
+  std::ostringstream s;
+  s << '[';
+  for (size_t i = 0; i < sizes.size(); ++i) s << (i ? ", " : "") << sizes[i];
+  s << ']';
+  return s.str();
+}
+
+std::optional<std::vector<int64_t>> broadcast_shapes(at::IntArrayRef a, at::IntArrayRef b) {
+  const size_t n = std::max(a.size(), b.size());
+  std::vector<int64_t> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t da = i < n - a.size() ? 1 : a[i - (n - a.size())];
+    const int64_t db = i < n - b.size() ? 1 : b[i - (n - b.size())];
+    if (da != db && da != 1 && db != 1) return std::nullopt;
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+// torch's Python name of a dtype ("int64", not c10's "Long"), so messages match the fake kernels'.
+static std::string dtype_name(at::ScalarType st) {
+  switch (st) {
+    case at::kByte: return "uint8";
+    case at::kChar: return "int8";
+    case at::kShort: return "int16";
+    case at::kInt: return "int32";
+    case at::kLong: return "int64";
+    case at::kBool: return "bool";
+    case at::kHalf: return "float16";
+    case at::kFloat: return "float32";
+    case at::kDouble: return "float64";
+    case at::kBFloat16: return "bfloat16";
+    case at::kComplexFloat: return "complex64";
+    case at::kComplexDouble: return "complex128";
+    default: return c10::toString(st);
+  }
+}
+
+void check_floating(const at::Tensor& t, const char* op, const char* arg) {
+  const auto st = t.scalar_type();
+  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16, "pydet.",
+                   op, ": ", arg, " must be a floating-point tensor (float32, float64, float16 or bfloat16), got ",
+                   dtype_name(st));
+}
+
+void check_boxes(const at::Tensor& t, const char* op, const char* arg, const char* expected,
+                 int64_t min_rank, int64_t max_rank) {
+  TORCH_CHECK_VALUE(t.dim() >= min_rank && t.dim() <= max_rank && t.size(-1) == 4, "pydet.", op, ": ", arg,
+                    " must have shape ", expected, ", got ", shape_str(t.sizes()));
+  check_floating(t, op, arg);
+}
+
+void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name,
+                       const char* op) {
+  TORCH_CHECK_VALUE(a.device() == b.device(), "pydet.", op, ": ", a_name, " and ", b_name,
+                    " must be on the same device, got ", a.device().str(), " and ", b.device().str());
+}
+
+BoxFormat parse_box_format(c10::string_view fmt, const char* op, const char* arg) {
+  if (fmt == "xyxy") return BoxFormat::kXYXY;
+  if (fmt == "xywh") return BoxFormat::kXYWH;
+  if (fmt == "cxcywh") return BoxFormat::kCXCYWH;
+  C10_THROW_ERROR(ValueError, c10::str("pydet.", op, ": ", arg, " must be one of 'xyxy', 'xywh', 'cxcywh', got '",
+                    std::string(fmt), "'"));
+}
+
+BoxMetric parse_metric(c10::string_view name, const char* op) {
+  if (name == "iou") return BoxMetric::kIoU;
+  if (name == "giou") return BoxMetric::kGIoU;
+  if (name == "diou") return BoxMetric::kDIoU;
+  if (name == "ciou") return BoxMetric::kCIoU;
+  if (name == "giou_loss") return BoxMetric::kGIoULoss;
+  if (name == "diou_loss") return BoxMetric::kDIoULoss;
+  if (name == "ciou_loss") return BoxMetric::kCIoULoss;
+  if (name == "mm_iou") return BoxMetric::kMmIoU;
+  if (name == "mm_iof") return BoxMetric::kMmIoF;
+  if (name == "mm_giou") return BoxMetric::kMmGIoU;
+  C10_THROW_ERROR(ValueError, c10::str("pydet.", op, ": metric must be one of 'iou', 'giou', 'diou', 'ciou', 'giou_loss', "
+                    "'diou_loss', 'ciou_loss', 'mm_iou', 'mm_iof', 'mm_giou', got '", std::string(name), "'"));
+}
+
+Reduction parse_reduction(c10::string_view reduction, const char* op) {
+  if (reduction == "none") return Reduction::kNone;
+  if (reduction == "mean") return Reduction::kMean;
+  if (reduction == "sum") return Reduction::kSum;
+  C10_THROW_ERROR(ValueError, c10::str("pydet.", op, ": reduction must be one of 'none', 'mean', 'sum', got '",
+                    std::string(reduction), "'"));
+}
+
+BoxMetric parse_overlap_mode(c10::string_view mode, const char* op) {
+  if (mode == "iou") return BoxMetric::kMmIoU;
+  if (mode == "iof") return BoxMetric::kMmIoF;
+  if (mode == "giou") return BoxMetric::kMmGIoU;
+  C10_THROW_ERROR(ValueError, c10::str("pydet.", op, ": mode must be one of 'iou', 'iof', 'giou', got '", std::string(mode),
+                    "'"));
+}
+
+}  // namespace pydet

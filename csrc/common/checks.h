@@ -1,0 +1,44 @@
+// Argument validation shared by every device's kernels. Messages name the operator, the argument
+// and what was expected; pydet/ops/_checks.py raises the same messages from the fake kernels.
+//   shape / value / device problems -> ValueError   (TORCH_CHECK_VALUE)
+//   dtype problems                  -> TypeError    (TORCH_CHECK_TYPE)
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/string_view.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/box_math.h"
+
+namespace pydet {
+
+std::string shape_str(at::IntArrayRef sizes);
+
+// NumPy broadcast of two shapes; nullopt when they are not broadcastable.
+std::optional<std::vector<int64_t>> broadcast_shapes(at::IntArrayRef a, at::IntArrayRef b);
+
+// `t` must be a float32/float64/float16/bfloat16 tensor of rank in [min_rank, max_rank] whose last
+// dimension is 4. `expected` is the shape as documented, e.g. "[N, 4]".
+void check_boxes(const at::Tensor& t, const char* op, const char* arg, const char* expected,
+                 int64_t min_rank, int64_t max_rank);
+
+void check_floating(const at::Tensor& t, const char* op, const char* arg);
+
+void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name,
+                       const char* op);
+
+BoxFormat parse_box_format(c10::string_view fmt, const char* op, const char* arg);
+
+// Names of the metrics the internal backward ops take ("iou", "giou", ..., "mm_giou").
+BoxMetric parse_metric(c10::string_view name, const char* op);
+
+enum class Reduction : int8_t { kNone, kMean, kSum };
+Reduction parse_reduction(c10::string_view reduction, const char* op);
+
+// mmdet bbox_overlaps mode: "iou" | "iof" | "giou".
+BoxMetric parse_overlap_mode(c10::string_view mode, const char* op);
+
+}  // namespace pydet

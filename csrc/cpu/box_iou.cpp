@@ -1,0 +1,310 @@
+// CPU kernels for the IoU family (pairwise, aligned, losses, backward).
+//
+// Pairwise forward: the column boxes' per-box terms (corners, area, centre, aspect) are computed once
+// into structure-of-arrays buffers (O(N) extra memory); each task then evaluates one row box against
+// a block of 4096 columns in a branch-free loop that the compiler vectorises, compiled for AVX-512,
+// AVX2 and baseline x86-64 (simd.h). Tasks are ordered column-block-major so a block's terms stay in
+// L2 while every row streams past it. Nothing of size M x N is allocated except the output.
+//
+// Backward: the same formula evaluated on dual numbers (common/dual.h). Gradients of the row boxes
+// reduce along rows, those of the column boxes along 16-column strips; both reductions run in a
+// fixed order in float64, so results do not depend on the thread count.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "common/box_math.h"
+#include "common/simd.h"
+#include "cpu/rows.h"
+#include "ops/box_iou.h"
+
+namespace pydet::box_iou {
+namespace {
+
+// Per-box terms of a [B, N, 4] tensor as one contiguous array per field and batch.
+template <BoxMetric M, class T>
+struct TermsSoA {
+  static constexpr int kCenter = metric_needs_center(M) ? 5 : -1;
+  static constexpr int kAspect = metric_needs_aspect(M) ? (metric_needs_center(M) ? 7 : 5) : -1;
+  static constexpr int kFields = 5 + (kCenter >= 0 ? 2 : 0) + (kAspect >= 0 ? 1 : 0);
+
+  std::vector<T> buf;
+  int64_t n;
+
+  TermsSoA(const cpu::BatchedBoxRows<T>& rows, int64_t batches, int64_t n_, const MetricParams<T>& p)
+      : buf(size_t(batches * kFields * n_)), n(n_) {
+    at::parallel_for(0, batches * n, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t idx = begin; idx < end; ++idx) {
+        const int64_t b = idx / n, j = idx % n;
+        const Box4<T> q = rows.at(b, j);
+        const BoxTerms<T> t = box_terms<M>(q.a, q.b, q.c, q.d, p);
+        T* base = buf.data() + b * kFields * n + j;
+        base[0 * n] = t.x1;
+        base[1 * n] = t.y1;
+        base[2 * n] = t.x2;
+        base[3 * n] = t.y2;
+        base[4 * n] = t.area;
+        if constexpr (kCenter >= 0) {
+          base[kCenter * n] = t.cx;
+          base[(kCenter + 1) * n] = t.cy;
+        }
+        if constexpr (kAspect >= 0) base[kAspect * n] = t.aspect;
+      }
+    });
+  }
+
+  const T* field(int64_t b, int f) const {
+    return f < 0 ? nullptr : buf.data() + (b * kFields + f) * n;
+  }
+
+  // The terms of box (b, j) as constants of value type V (plain T, or a dual with zero partials).
+  template <class V>
+  BoxTerms<V> get(int64_t b, int64_t j) const {
+    BoxTerms<V> t;
+    t.x1 = V(field(b, 0)[j]);
+    t.y1 = V(field(b, 1)[j]);
+    t.x2 = V(field(b, 2)[j]);
+    t.y2 = V(field(b, 3)[j]);
+    t.area = V(field(b, 4)[j]);
+    t.cx = kCenter >= 0 ? V(field(b, kCenter)[j]) : V(0);
+    t.cy = kCenter >= 0 ? V(field(b, kCenter + 1)[j]) : V(0);
+    t.aspect = kAspect >= 0 ? V(field(b, kAspect)[j]) : V(0);
+    return t;
+  }
+};
+
+// out[j] = metric(a, column j) for j < n. The hot loop of every pairwise op.
+template <BoxMetric M, class T>
+PYDET_TARGET_CLONES void metric_row(const BoxTerms<T> a, const T* __restrict x1, const T* __restrict y1,
+                                    const T* __restrict x2, const T* __restrict y2, const T* __restrict area,
+                                    const T* __restrict cx, const T* __restrict cy, const T* __restrict aspect,
+                                    const MetricParams<T> p, T* __restrict out, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    BoxTerms<T> b;
+    b.x1 = x1[j];
+    b.y1 = y1[j];
+    b.x2 = x2[j];
+    b.y2 = y2[j];
+    b.area = area[j];
+    if constexpr (metric_needs_center(M)) {
+      b.cx = cx[j];
+      b.cy = cy[j];
+    } else {
+      b.cx = b.cy = T(0);
+    }
+    if constexpr (metric_needs_aspect(M)) {
+      b.aspect = aspect[j];
+    } else {
+      b.aspect = T(0);
+    }
+    out[j] = box_metric<M>(a, b, p);
+  }
+}
+
+template <BoxMetric M, class T>
+void pairwise_impl(const at::Tensor& boxes1, const at::Tensor& boxes2, at::Tensor& out, const MetricParams<T>& p) {
+  using Soa = TermsSoA<M, T>;
+  const int64_t B = boxes1.size(0), rows = boxes1.size(1), N = boxes2.size(1);
+  const cpu::BatchedBoxRows<T> r1(boxes1), r2(boxes2);
+  const Soa cols(r2, B, N, p);
+  constexpr int64_t kBlock = 4096;
+  const int64_t block = std::min(N, kBlock);
+  const int64_t blocks = (N + block - 1) / block;
+  T* o = out.data_ptr<T>();
+  const int64_t grain = std::max<int64_t>(1, 32768 / block);
+  at::parallel_for(0, B * blocks * rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t i = t % rows, blk = (t / rows) % blocks, b = t / (rows * blocks);
+      const int64_t j0 = blk * block, n = std::min(block, N - j0);
+      const Box4<T> q = r1.at(b, i);
+      const auto off = [&](int f) { return f < 0 ? nullptr : cols.field(b, f) + j0; };
+      metric_row<M, T>(box_terms<M>(q.a, q.b, q.c, q.d, p), off(0), off(1), off(2), off(3), off(4), off(Soa::kCenter),
+                       off(Soa::kCenter < 0 ? -1 : Soa::kCenter + 1), off(Soa::kAspect), p,
+                       o + (b * rows + i) * N + j0, n);
+    }
+  });
+}
+
+template <BoxMetric M, class T>
+void pairwise_backward_impl(const at::Tensor& grad, const at::Tensor& boxes1, const at::Tensor& boxes2,
+                            at::Tensor& g1, at::Tensor& g2, const MetricParams<T>& p) {
+  using D = Dual<T, 4>;
+  const int64_t B = boxes1.size(0), rows = boxes1.size(1), N = boxes2.size(1);
+  const cpu::BatchedBoxRows<T> r1(boxes1), r2(boxes2);
+  const T* g = grad.const_data_ptr<T>();
+  T* o1 = g1.data_ptr<T>();
+  T* o2 = g2.data_ptr<T>();
+  const MetricParams<T> pd = p;
+
+  // d/d boxes1[b, i] = sum_j grad[b, i, j] * d metric(i, j) / d boxes1[b, i]
+  {
+    const TermsSoA<M, T> cols(r2, B, N, p);
+    at::parallel_for(0, B * rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(N, 1)), [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t b = t / rows;
+        const Box4<T> q = r1.at(b, t % rows);
+        const auto s = seed_box(q);
+        const BoxTerms<D> a = box_terms<M>(s.a, s.b, s.c, s.d, pd);
+        const T* gr = g + t * N;
+        double acc[4] = {0, 0, 0, 0};
+        for (int64_t j = 0; j < N; ++j) {
+          const D r = box_metric<M>(a, cols.template get<D>(b, j), pd);
+          for (int k = 0; k < 4; ++k) acc[k] += double(gr[j]) * double(r.d[k]);
+        }
+        for (int k = 0; k < 4; ++k) o1[4 * t + k] = T(acc[k]);
+      }
+    });
+  }
+  // d/d boxes2[b, j] = sum_i grad[b, i, j] * d metric(i, j) / d boxes2[b, j], 16 columns at a time so
+  // each grad row segment read is one cache line.
+  {
+    const TermsSoA<M, T> rows_terms(r1, B, rows, p);
+    constexpr int64_t kStrip = 16;
+    const int64_t strips = (N + kStrip - 1) / kStrip;
+    at::parallel_for(0, B * strips, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t b = t / strips, j0 = (t % strips) * kStrip, n = std::min(kStrip, N - j0);
+        BoxTerms<D> cols[kStrip];
+        for (int64_t jj = 0; jj < n; ++jj) {
+          const auto s = seed_box(r2.at(b, j0 + jj));
+          cols[jj] = box_terms<M>(s.a, s.b, s.c, s.d, pd);
+        }
+        double acc[kStrip][4] = {};
+        for (int64_t i = 0; i < rows; ++i) {
+          const BoxTerms<D> a = rows_terms.template get<D>(b, i);
+          const T* gr = g + (b * rows + i) * N + j0;
+          for (int64_t jj = 0; jj < n; ++jj) {
+            const D r = box_metric<M>(a, cols[jj], pd);
+            for (int k = 0; k < 4; ++k) acc[jj][k] += double(gr[jj]) * double(r.d[k]);
+          }
+        }
+        for (int64_t jj = 0; jj < n; ++jj) {
+          for (int k = 0; k < 4; ++k) o2[(b * N + j0 + jj) * 4 + k] = T(acc[jj][k]);
+        }
+      }
+    });
+  }
+}
+
+// out[k] = metric(boxes1[k], boxes2[k]) for k in [begin, end).
+template <BoxMetric M, class T>
+PYDET_TARGET_CLONES void aligned_chunk(const T* __restrict p1, int64_t s10, int64_t s11, const T* __restrict p2,
+                                       int64_t s20, int64_t s21, const MetricParams<T> p, T* __restrict out,
+                                       int64_t begin, int64_t end) {
+  for (int64_t k = begin; k < end; ++k) {
+    const T* a = p1 + k * s10;
+    const T* b = p2 + k * s20;
+    out[k] = box_metric<M>(box_terms<M>(a[0], a[s11], a[2 * s11], a[3 * s11], p),
+                           box_terms<M>(b[0], b[s21], b[2 * s21], b[3 * s21], p), p);
+  }
+}
+
+struct CpuKernels {
+  static void pairwise(const at::Tensor& b1, const at::Tensor& b2, at::Tensor& out, BoxMetric metric, double eps,
+                       double offset) {
+    AT_DISPATCH_FLOATING_TYPES(b1.scalar_type(), "pairwise_box_metric", [&] {
+      dispatch_metric(metric, [&](auto mc) {
+        constexpr BoxMetric M = decltype(mc)::value;
+        if constexpr (metric_is_pairwise(M)) {
+          pairwise_impl<M, scalar_t>(b1, b2, out, {scalar_t(eps), scalar_t(offset)});
+        }
+      });
+    });
+  }
+
+  static void pairwise_backward(const at::Tensor& grad, const at::Tensor& b1, const at::Tensor& b2, at::Tensor& g1,
+                                at::Tensor& g2, BoxMetric metric, double eps, double offset) {
+    AT_DISPATCH_FLOATING_TYPES(b1.scalar_type(), "pairwise_box_metric_backward", [&] {
+      dispatch_metric(metric, [&](auto mc) {
+        constexpr BoxMetric M = decltype(mc)::value;
+        if constexpr (metric_is_pairwise(M)) {
+          pairwise_backward_impl<M, scalar_t>(grad, b1, b2, g1, g2, {scalar_t(eps), scalar_t(offset)});
+        }
+      });
+    });
+  }
+
+  static void aligned(const at::Tensor& b1, const at::Tensor& b2, at::Tensor& out, BoxMetric metric, double eps,
+                      double offset) {
+    AT_DISPATCH_FLOATING_TYPES(b1.scalar_type(), "aligned_box_metric", [&] {
+      dispatch_metric(metric, [&](auto mc) {
+        constexpr BoxMetric M = decltype(mc)::value;
+        const MetricParams<scalar_t> p{scalar_t(eps), scalar_t(offset)};
+        const scalar_t* p1 = b1.const_data_ptr<scalar_t>();
+        const scalar_t* p2 = b2.const_data_ptr<scalar_t>();
+        scalar_t* o = out.data_ptr<scalar_t>();
+        at::parallel_for(0, b1.size(0), 8192, [&](int64_t begin, int64_t end) {
+          aligned_chunk<M, scalar_t>(p1, b1.stride(0), b1.stride(1), p2, b2.stride(0), b2.stride(1), p, o, begin, end);
+        });
+      });
+    });
+  }
+
+  static void aligned_backward(const at::Tensor& grad, double grad_scale, const at::Tensor& b1, const at::Tensor& b2,
+                               at::Tensor& g1, at::Tensor& g2, BoxMetric metric, double eps, double offset) {
+    AT_DISPATCH_FLOATING_TYPES(b1.scalar_type(), "aligned_box_metric_backward", [&] {
+      using T = scalar_t;
+      using D = Dual<T, 8>;
+      dispatch_metric(metric, [&](auto mc) {
+        constexpr BoxMetric M = decltype(mc)::value;
+        const MetricParams<T> p{T(eps), T(offset)};
+        const cpu::BoxRows<T> r1(b1), r2(b2);
+        const T* g = grad.const_data_ptr<T>();
+        const int64_t gstride = grad.numel() == 1 ? 0 : 1;
+        T* o1 = g1.data_ptr<T>();
+        T* o2 = g2.data_ptr<T>();
+        at::parallel_for(0, b1.size(0), 2048, [&](int64_t begin, int64_t end) {
+          for (int64_t k = begin; k < end; ++k) {
+            const Box4<T> q1 = r1[k], q2 = r2[k];
+            const BoxTerms<D> a = box_terms<M>(D::variable(q1.a, 0), D::variable(q1.b, 1), D::variable(q1.c, 2),
+                                               D::variable(q1.d, 3), p);
+            const BoxTerms<D> b = box_terms<M>(D::variable(q2.a, 4), D::variable(q2.b, 5), D::variable(q2.c, 6),
+                                               D::variable(q2.d, 7), p);
+            const D r = box_metric<M>(a, b, p);
+            const T gk = T(double(g[k * gstride]) * grad_scale);
+            for (int c = 0; c < 4; ++c) {
+              o1[4 * k + c] = gk * r.d[c];
+              o2[4 * k + c] = gk * r.d[4 + c];
+            }
+          }
+        });
+      });
+    });
+  }
+
+  // Sum in float64 over fixed 4096-element blocks, blocks added in order: the same bits for any
+  // thread count.
+  static at::Tensor sum(const at::Tensor& values) {
+    at::Tensor out = at::empty({}, values.options());
+    AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "box_loss_sum", [&] {
+      const scalar_t* v = values.const_data_ptr<scalar_t>();
+      const int64_t n = values.numel();
+      constexpr int64_t kBlock = 4096;
+      const int64_t blocks = (n + kBlock - 1) / kBlock;
+      std::vector<double> partial(size_t(blocks), 0.0);
+      at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t blk = begin; blk < end; ++blk) {
+          double s = 0;
+          for (int64_t k = blk * kBlock, e = std::min(n, (blk + 1) * kBlock); k < e; ++k) s += double(v[k]);
+          partial[blk] = s;
+        }
+      });
+      double total = 0;
+      for (double s : partial) total += s;
+      *out.data_ptr<scalar_t>() = scalar_t(total);
+    });
+    return out;
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pydet, CPU, m) {
+  Ops<CpuKernels>::register_all(m);
+}
+
+}  // namespace pydet::box_iou

@@ -1,0 +1,142 @@
+// CPU kernels for box_area, box_convert, clip_boxes_to_image, remove_small_boxes (+ backward).
+// The formulas are in common/box_math.h; the operator front ends in ops/boxes.h.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "common/box_math.h"
+#include "cpu/rows.h"
+#include "ops/boxes.h"
+
+namespace pydet::boxes {
+namespace {
+
+constexpr int64_t kGrain = 8192;
+
+// out[k] = f(box k) for every row of a [K, 4] tensor, in parallel.
+template <class T, class F>
+void for_each_box(const at::Tensor& boxes, F&& f) {
+  const cpu::BoxRows<T> in(boxes);
+  at::parallel_for(0, in.size, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) f(k, in[k]);
+  });
+}
+
+template <class T>
+void store(T* out, int64_t k, const Box4<T>& q) {
+  out[4 * k + 0] = q.a;
+  out[4 * k + 1] = q.b;
+  out[4 * k + 2] = q.c;
+  out[4 * k + 3] = q.d;
+}
+
+template <class T>
+Box4<T> load(const T* in, int64_t k) {
+  return {in[4 * k + 0], in[4 * k + 1], in[4 * k + 2], in[4 * k + 3]};
+}
+
+struct CpuKernels {
+  static void area(const at::Tensor& boxes, at::Tensor& out) {
+    AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "box_area", [&] {
+      scalar_t* o = out.data_ptr<scalar_t>();
+      for_each_box<scalar_t>(boxes, [&](int64_t k, const Box4<scalar_t>& q) { o[k] = box_area(q); });
+    });
+  }
+
+  static void area_backward(const at::Tensor& grad, const at::Tensor& boxes, at::Tensor& grad_boxes) {
+    AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "box_area_backward", [&] {
+      const scalar_t* g = grad.const_data_ptr<scalar_t>();
+      const int64_t gs = grad.stride(0);
+      scalar_t* o = grad_boxes.data_ptr<scalar_t>();
+      for_each_box<scalar_t>(boxes, [&](int64_t k, const Box4<scalar_t>& q) {
+        const auto a = box_area(seed_box(q));
+        store(o, k, Box4<scalar_t>{g[k * gs] * a.d[0], g[k * gs] * a.d[1], g[k * gs] * a.d[2], g[k * gs] * a.d[3]});
+      });
+    });
+  }
+
+  static void convert(const at::Tensor& boxes, at::Tensor& out, BoxFormat fi, BoxFormat fo) {
+    AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "box_convert", [&] {
+      scalar_t* o = out.data_ptr<scalar_t>();
+      for_each_box<scalar_t>(boxes, [&](int64_t k, const Box4<scalar_t>& q) {
+        store(o, k, from_xyxy(fo, to_xyxy(fi, q)));
+      });
+    });
+  }
+
+  static void convert_backward(const at::Tensor& grad, at::Tensor& grad_boxes, BoxFormat fi, BoxFormat fo) {
+    AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "box_convert_backward", [&] {
+      // The conversions are linear: their Jacobian is the same at every point.
+      const auto jac = from_xyxy(fo, to_xyxy(fi, seed_box(Box4<scalar_t>{0, 0, 0, 0})));
+      scalar_t* o = grad_boxes.data_ptr<scalar_t>();
+      for_each_box<scalar_t>(grad, [&](int64_t k, const Box4<scalar_t>& g) { store(o, k, pull_back(jac, g)); });
+    });
+  }
+
+  static void clip(const at::Tensor& boxes, at::Tensor& out, double height, double width) {
+    AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "clip_boxes_to_image", [&] {
+      const scalar_t h = scalar_t(height), w = scalar_t(width);
+      scalar_t* o = out.data_ptr<scalar_t>();
+      for_each_box<scalar_t>(boxes, [&](int64_t k, const Box4<scalar_t>& q) { store(o, k, clip_box(q, h, w)); });
+    });
+  }
+
+  static void clip_backward(const at::Tensor& grad, const at::Tensor& boxes, at::Tensor& grad_boxes, double height,
+                            double width) {
+    AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "clip_boxes_to_image_backward", [&] {
+      const scalar_t h = scalar_t(height), w = scalar_t(width);
+      const cpu::BoxRows<scalar_t> g(grad);
+      scalar_t* o = grad_boxes.data_ptr<scalar_t>();
+      for_each_box<scalar_t>(boxes, [&](int64_t k, const Box4<scalar_t>& q) {
+        store(o, k, pull_back(clip_box(seed_box(q), h, w), g[k]));
+      });
+    });
+  }
+
+  // Indices of boxes whose width and height are >= min_size, in increasing order. Chunks are
+  // counted in parallel, then written at their prefix offsets: deterministic for any thread count.
+  static at::Tensor keep_large(const at::Tensor& boxes, double min_size) {
+    const int64_t n = boxes.size(0);
+    constexpr int64_t kChunk = 16384;
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+    std::vector<int64_t> offsets(chunks + 1, 0);
+    at::Tensor keep = at::empty({n}, boxes.options().dtype(at::kLong));
+    AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "remove_small_boxes", [&] {
+      const cpu::BoxRows<scalar_t> in(boxes);
+      const scalar_t ms = scalar_t(min_size);
+      auto large = [&](int64_t k) {
+        const Box4<scalar_t> q = in[k];
+        return (q.c - q.a) >= ms && (q.d - q.b) >= ms;
+      };
+      at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
+        for (int64_t c = cb; c < ce; ++c) {
+          int64_t count = 0;
+          for (int64_t k = c * kChunk, e = std::min(n, (c + 1) * kChunk); k < e; ++k) count += large(k);
+          offsets[c + 1] = count;
+        }
+      });
+      for (int64_t c = 0; c < chunks; ++c) offsets[c + 1] += offsets[c];
+      int64_t* out = keep.data_ptr<int64_t>();
+      at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
+        for (int64_t c = cb; c < ce; ++c) {
+          int64_t w = offsets[c];
+          for (int64_t k = c * kChunk, e = std::min(n, (c + 1) * kChunk); k < e; ++k) {
+            if (large(k)) out[w++] = k;
+          }
+        }
+      });
+    });
+    return keep.narrow(0, 0, offsets[chunks]).clone();
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pydet, CPU, m) {
+  Ops<CpuKernels>::register_all(m);
+}
+
+}  // namespace pydet::boxes

@@ -1,0 +1,40 @@
+// Strided read access to box tensors for the CPU kernels (inputs are never copied to be contiguous).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "common/box_math.h"
+
+namespace pydet::cpu {
+
+// Rows of a [K, 4] tensor with arbitrary strides.
+template <class T>
+struct BoxRows {
+  const T* data;
+  int64_t row_stride, col_stride, size;
+
+  explicit BoxRows(const at::Tensor& t)
+      : data(t.const_data_ptr<T>()), row_stride(t.stride(0)), col_stride(t.stride(1)), size(t.size(0)) {}
+
+  Box4<T> operator[](int64_t k) const {
+    const T* r = data + k * row_stride;
+    return {r[0], r[col_stride], r[2 * col_stride], r[3 * col_stride]};
+  }
+};
+
+// Rows of a [B, M, 4] tensor with arbitrary strides.
+template <class T>
+struct BatchedBoxRows {
+  const T* data;
+  int64_t batch_stride, row_stride, col_stride;
+
+  explicit BatchedBoxRows(const at::Tensor& t)
+      : data(t.const_data_ptr<T>()), batch_stride(t.stride(0)), row_stride(t.stride(1)), col_stride(t.stride(2)) {}
+
+  Box4<T> at(int64_t b, int64_t k) const {
+    const T* r = data + b * batch_stride + k * row_stride;
+    return {r[0], r[col_stride], r[2 * col_stride], r[3 * col_stride]};
+  }
+};
+
+}  // namespace pydet::cpu

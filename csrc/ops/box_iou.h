@@ -1,0 +1,245 @@
+// IoU family (box_iou, generalized/distance/complete_box_iou, their aligned forms, bbox_overlaps and
+// the IoU losses): the device-agnostic half of each operator. It validates, promotes dtypes,
+// flattens batch dimensions and allocates; the device half (`Kernels`, see cpu/box_iou.cpp and
+// cuda/box_iou.cu) only computes. Both devices register these same front ends.
+#pragma once
+
+#include <ATen/ExpandUtils.h>  // at::sum_to
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/ScalarType.h>
+#include <torch/library.h>
+
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "common/checks.h"
+#include "ops/boxes.h"
+
+namespace pydet::box_iou {
+
+using boxes::compute_dtype;
+using boxes::kAnyRank;
+
+// Calls f(std::integral_constant<BoxMetric, m>{}) so kernels can be instantiated per metric.
+template <class F>
+void dispatch_metric(BoxMetric m, F&& f) {
+  switch (m) {
+#define PYDET_METRIC_CASE(name)                                   \
+  case BoxMetric::name:                                           \
+    f(std::integral_constant<BoxMetric, BoxMetric::name>{});      \
+    break;
+    PYDET_METRIC_CASE(kIoU)
+    PYDET_METRIC_CASE(kGIoU)
+    PYDET_METRIC_CASE(kDIoU)
+    PYDET_METRIC_CASE(kCIoU)
+    PYDET_METRIC_CASE(kGIoULoss)
+    PYDET_METRIC_CASE(kDIoULoss)
+    PYDET_METRIC_CASE(kCIoULoss)
+    PYDET_METRIC_CASE(kMmIoU)
+    PYDET_METRIC_CASE(kMmIoF)
+    PYDET_METRIC_CASE(kMmGIoU)
+#undef PYDET_METRIC_CASE
+  }
+}
+
+// The losses exist only in aligned form; pairwise kernels are not instantiated for them.
+constexpr bool metric_is_pairwise(BoxMetric m) {
+  return m != BoxMetric::kGIoULoss && m != BoxMetric::kDIoULoss && m != BoxMetric::kCIoULoss;
+}
+
+// Kernels must provide (boxes float/double, any strides; outputs and grads contiguous):
+//   static void pairwise(const Tensor& b1 /*[B,M,4]*/, const Tensor& b2 /*[B,N,4]*/, Tensor& out /*[B,M,N]*/,
+//                        BoxMetric, double eps, double offset);
+//   static void pairwise_backward(const Tensor& grad /*[B,M,N]*/, const Tensor& b1, const Tensor& b2,
+//                                 Tensor& g1 /*[B,M,4]*/, Tensor& g2 /*[B,N,4]*/, BoxMetric, double eps, double offset);
+//   static void aligned(const Tensor& b1 /*[K,4]*/, const Tensor& b2 /*[K,4]*/, Tensor& out /*[K]*/,
+//                       BoxMetric, double eps, double offset);
+//   static void aligned_backward(const Tensor& grad /*[K] or [1] broadcast*/, double grad_scale,
+//                                const Tensor& b1, const Tensor& b2, Tensor& g1, Tensor& g2,
+//                                BoxMetric, double eps, double offset);
+//   static at::Tensor sum(const Tensor& values /*[K]*/);  // 0-dim, deterministic for a given input
+template <class Kernels>
+struct Ops {
+  struct Promoted {
+    at::Tensor b1, b2;
+    at::ScalarType out_dtype;
+  };
+
+  static Promoted promote(const at::Tensor& boxes1, const at::Tensor& boxes2) {
+    const at::ScalarType out = c10::promoteTypes(boxes1.scalar_type(), boxes2.scalar_type());
+    const at::ScalarType comp = compute_dtype(out);
+    return {boxes1.to(comp), boxes2.to(comp), out};
+  }
+
+  // ---- pairwise: [..., M, 4] x [..., N, 4] -> [..., M, N] -------------------------------------------
+  static void check_pairwise(const char* op, const at::Tensor& boxes1, const char* n1, const at::Tensor& boxes2,
+                             const char* n2, bool batched) {
+    if (batched) {
+      check_boxes(boxes1, op, n1, "[..., M, 4]", 2, kAnyRank);
+      check_boxes(boxes2, op, n2, "[..., N, 4]", 2, kAnyRank);
+      TORCH_CHECK_VALUE(boxes1.sizes().slice(0, boxes1.dim() - 2) == boxes2.sizes().slice(0, boxes2.dim() - 2),
+                        "pydet.", op, ": the batch dimensions of ", n1, " ", shape_str(boxes1.sizes()), " and ", n2,
+                        " ", shape_str(boxes2.sizes()), " must match");
+    } else {
+      check_boxes(boxes1, op, n1, "[N, 4]", 2, 2);
+      check_boxes(boxes2, op, n2, "[M, 4]", 2, 2);
+    }
+    check_same_device(boxes1, n1, boxes2, n2, op);
+  }
+
+  static at::Tensor pairwise(const char* op, const at::Tensor& boxes1, const char* n1, const at::Tensor& boxes2,
+                             const char* n2, bool batched, BoxMetric metric, double eps, double offset) {
+    check_pairwise(op, boxes1, n1, boxes2, n2, batched);
+    const Promoted p = promote(boxes1, boxes2);
+    const int64_t M = boxes1.size(-2), N = boxes2.size(-2);
+    const at::Tensor b1 = p.b1.reshape({-1, M, 4});
+    const at::Tensor b2 = p.b2.reshape({b1.size(0), N, 4});
+    at::Tensor out = at::empty({b1.size(0), M, N}, b1.options());
+    if (out.numel() > 0) Kernels::pairwise(b1, b2, out, metric, eps, offset);
+    std::vector<int64_t> shape(boxes1.sizes().begin(), boxes1.sizes().end() - 1);
+    shape.push_back(N);
+    return out.to(p.out_dtype).view(shape);
+  }
+
+  static std::tuple<at::Tensor, at::Tensor> pairwise_backward(const at::Tensor& grad, const at::Tensor& boxes1,
+                                                              const at::Tensor& boxes2, c10::string_view metric,
+                                                              double eps, double offset) {
+    const BoxMetric m = parse_metric(metric, "_pairwise_box_metric_backward");
+    TORCH_CHECK_VALUE(metric_is_pairwise(m), "pydet._pairwise_box_metric_backward: metric '", std::string(metric),
+                      "' exists only in aligned form");
+    const Promoted p = promote(boxes1, boxes2);
+    const int64_t M = boxes1.size(-2), N = boxes2.size(-2);
+    const at::Tensor b1 = p.b1.reshape({-1, M, 4});
+    const at::Tensor b2 = p.b2.reshape({b1.size(0), N, 4});
+    const at::Tensor g = grad.to(b1.scalar_type()).reshape({b1.size(0), M, N}).contiguous();
+    at::Tensor g1 = at::empty(b1.sizes(), b1.options());
+    at::Tensor g2 = at::empty(b2.sizes(), b2.options());
+    if (g.numel() > 0) {
+      Kernels::pairwise_backward(g, b1, b2, g1, g2, m, eps, offset);
+    } else {
+      g1.zero_();
+      g2.zero_();
+    }
+    return {g1.to(boxes1.scalar_type()).view(boxes1.sizes()), g2.to(boxes2.scalar_type()).view(boxes2.sizes())};
+  }
+
+  // ---- aligned: [..., 4] x [..., 4] (broadcast) -> [...] ----------------------------------------------
+  struct Aligned {
+    at::Tensor b1, b2;  // [K, 4] each, compute dtype
+    std::vector<int64_t> shape;  // broadcast leading shape
+    at::ScalarType out_dtype;
+  };
+
+  static Aligned aligned_inputs(const char* op, const at::Tensor& boxes1, const char* n1, const at::Tensor& boxes2,
+                                const char* n2) {
+    check_boxes(boxes1, op, n1, "[..., 4]", 1, kAnyRank);
+    check_boxes(boxes2, op, n2, "[..., 4]", 1, kAnyRank);
+    check_same_device(boxes1, n1, boxes2, n2, op);
+    const auto shape_opt = broadcast_shapes(boxes1.sizes().slice(0, boxes1.dim() - 1),
+                                            boxes2.sizes().slice(0, boxes2.dim() - 1));
+    TORCH_CHECK_VALUE(shape_opt.has_value(), "pydet.", op, ": the leading dimensions of ", n1, " ",
+                      shape_str(boxes1.sizes()), " and ", n2, " ", shape_str(boxes2.sizes()),
+                      " must be equal or broadcastable");
+    std::vector<int64_t> shape = *shape_opt;
+    std::vector<int64_t> full = shape;
+    full.push_back(4);
+    const Promoted p = promote(boxes1, boxes2);
+    return {p.b1.expand(full).reshape({-1, 4}), p.b2.expand(full).reshape({-1, 4}), std::move(shape), p.out_dtype};
+  }
+
+  static at::Tensor aligned(const char* op, const at::Tensor& boxes1, const char* n1, const at::Tensor& boxes2,
+                            const char* n2, BoxMetric metric, double eps, double offset) {
+    Aligned a = aligned_inputs(op, boxes1, n1, boxes2, n2);
+    at::Tensor out = at::empty({a.b1.size(0)}, a.b1.options());
+    if (out.numel() > 0) Kernels::aligned(a.b1, a.b2, out, metric, eps, offset);
+    return out.to(a.out_dtype).view(a.shape);
+  }
+
+  // grad: same shape as the aligned output, or a scalar (reduced losses) multiplied by grad_scale.
+  static std::tuple<at::Tensor, at::Tensor> aligned_backward(const at::Tensor& grad, const at::Tensor& boxes1,
+                                                             const at::Tensor& boxes2, c10::string_view metric,
+                                                             double eps, double offset, double grad_scale) {
+    const BoxMetric m = parse_metric(metric, "_aligned_box_metric_backward");
+    Aligned a = aligned_inputs("_aligned_box_metric_backward", boxes1, "boxes1", boxes2, "boxes2");
+    const int64_t K = a.b1.size(0);
+    const at::Tensor g = grad.dim() == 0 ? grad.to(a.b1.scalar_type()).reshape({1})
+                                         : grad.to(a.b1.scalar_type()).expand(a.shape).reshape({K}).contiguous();
+    at::Tensor g1 = at::empty({K, 4}, a.b1.options());
+    at::Tensor g2 = at::empty({K, 4}, a.b1.options());
+    if (K > 0) Kernels::aligned_backward(g, grad_scale, a.b1, a.b2, g1, g2, m, eps, offset);
+    std::vector<int64_t> full = a.shape;
+    full.push_back(4);
+    // Undo the broadcast: sum the gradient over the dimensions each input was expanded along.
+    return {at::sum_to(g1.view(full), boxes1.sizes()).to(boxes1.scalar_type()),
+            at::sum_to(g2.view(full), boxes2.sizes()).to(boxes2.scalar_type())};
+  }
+
+  // ---- losses ----------------------------------------------------------------------------------
+  static at::Tensor loss(const char* op, const at::Tensor& boxes1, const at::Tensor& boxes2,
+                         c10::string_view reduction, double eps, BoxMetric metric) {
+    const Reduction red = parse_reduction(reduction, op);
+    Aligned a = aligned_inputs(op, boxes1, "boxes1", boxes2, "boxes2");
+    at::Tensor per_pair = at::empty({a.b1.size(0)}, a.b1.options());
+    if (per_pair.numel() > 0) Kernels::aligned(a.b1, a.b2, per_pair, metric, eps, 0.0);
+    if (red == Reduction::kNone) return per_pair.to(a.out_dtype).view(a.shape);
+    if (per_pair.numel() == 0) return at::zeros({}, per_pair.options().dtype(a.out_dtype));
+    at::Tensor total = Kernels::sum(per_pair);
+    if (red == Reduction::kMean) total.div_(double(per_pair.numel()));
+    return total.to(a.out_dtype);
+  }
+
+  static void register_all(torch::Library& m) {
+    m.impl("box_iou", [](const at::Tensor& b1, const at::Tensor& b2) {
+      return pairwise("box_iou", b1, "boxes1", b2, "boxes2", false, BoxMetric::kIoU, 0.0, 0.0);
+    });
+    m.impl("generalized_box_iou", [](const at::Tensor& b1, const at::Tensor& b2) {
+      return pairwise("generalized_box_iou", b1, "boxes1", b2, "boxes2", false, BoxMetric::kGIoU, 0.0, 0.0);
+    });
+    m.impl("distance_box_iou", [](const at::Tensor& b1, const at::Tensor& b2, double eps) {
+      return pairwise("distance_box_iou", b1, "boxes1", b2, "boxes2", false, BoxMetric::kDIoU, eps, 0.0);
+    });
+    m.impl("complete_box_iou", [](const at::Tensor& b1, const at::Tensor& b2, double eps) {
+      return pairwise("complete_box_iou", b1, "boxes1", b2, "boxes2", false, BoxMetric::kCIoU, eps, 0.0);
+    });
+    m.impl("box_iou_aligned", [](const at::Tensor& b1, const at::Tensor& b2) {
+      return aligned("box_iou_aligned", b1, "boxes1", b2, "boxes2", BoxMetric::kIoU, 0.0, 0.0);
+    });
+    m.impl("generalized_box_iou_aligned", [](const at::Tensor& b1, const at::Tensor& b2) {
+      return aligned("generalized_box_iou_aligned", b1, "boxes1", b2, "boxes2", BoxMetric::kGIoU, 0.0, 0.0);
+    });
+    m.impl("distance_box_iou_aligned", [](const at::Tensor& b1, const at::Tensor& b2, double eps) {
+      return aligned("distance_box_iou_aligned", b1, "boxes1", b2, "boxes2", BoxMetric::kDIoU, eps, 0.0);
+    });
+    m.impl("complete_box_iou_aligned", [](const at::Tensor& b1, const at::Tensor& b2, double eps) {
+      return aligned("complete_box_iou_aligned", b1, "boxes1", b2, "boxes2", BoxMetric::kCIoU, eps, 0.0);
+    });
+    m.impl("bbox_overlaps", [](const at::Tensor& b1, const at::Tensor& b2, c10::string_view mode, bool is_aligned,
+                               double eps, int64_t offset) {
+      const BoxMetric metric = parse_overlap_mode(mode, "bbox_overlaps");
+      TORCH_CHECK_VALUE(offset == 0 || offset == 1, "pydet.bbox_overlaps: offset must be 0 or 1, got ", offset);
+      if (!is_aligned) return pairwise("bbox_overlaps", b1, "bboxes1", b2, "bboxes2", true, metric, eps, offset);
+      // mmdet's aligned mode wants identical shapes (no broadcasting).
+      check_boxes(b1, "bbox_overlaps", "bboxes1", "[..., M, 4]", 2, kAnyRank);
+      check_boxes(b2, "bbox_overlaps", "bboxes2", "[..., M, 4]", 2, kAnyRank);
+      TORCH_CHECK_VALUE(b1.sizes() == b2.sizes(), "pydet.bbox_overlaps: with is_aligned=True, bboxes1 ",
+                        shape_str(b1.sizes()), " and bboxes2 ", shape_str(b2.sizes()), " must have the same shape");
+      return aligned("bbox_overlaps", b1, "bboxes1", b2, "bboxes2", metric, eps, offset);
+    });
+    m.impl("generalized_box_iou_loss", [](const at::Tensor& b1, const at::Tensor& b2, c10::string_view r, double eps) {
+      return loss("generalized_box_iou_loss", b1, b2, r, eps, BoxMetric::kGIoULoss);
+    });
+    m.impl("distance_box_iou_loss", [](const at::Tensor& b1, const at::Tensor& b2, c10::string_view r, double eps) {
+      return loss("distance_box_iou_loss", b1, b2, r, eps, BoxMetric::kDIoULoss);
+    });
+    m.impl("complete_box_iou_loss", [](const at::Tensor& b1, const at::Tensor& b2, c10::string_view r, double eps) {
+      return loss("complete_box_iou_loss", b1, b2, r, eps, BoxMetric::kCIoULoss);
+    });
+    m.impl("_pairwise_box_metric_backward", &pairwise_backward);
+    m.impl("_aligned_box_metric_backward", &aligned_backward);
+  }
+};
+
+}  // namespace pydet::box_iou

@@ -1,0 +1,123 @@
+// Box utilities (box_area, box_convert, clip_boxes_to_image, remove_small_boxes): the device-agnostic
+// half of each operator. It validates arguments, promotes float16/bfloat16 to float32, flattens the
+// leading dimensions and allocates outputs; the device half (`Kernels`, see cpu/boxes.cpp and
+// cuda/boxes.cu) only computes. Both devices register these same front ends.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <limits>
+
+#include "common/checks.h"
+
+namespace pydet::boxes {
+
+// The dtype box arithmetic runs in: float16/bfloat16 are computed in float32.
+inline at::ScalarType compute_dtype(at::ScalarType st) {
+  return (st == at::kHalf || st == at::kBFloat16) ? at::kFloat : st;
+}
+
+// [..., 4] -> [K, 4] in the compute dtype (a view when possible; strides are arbitrary).
+inline at::Tensor rows(const at::Tensor& boxes) {
+  return boxes.to(compute_dtype(boxes.scalar_type())).reshape({-1, 4});
+}
+
+constexpr int64_t kAnyRank = std::numeric_limits<int64_t>::max();
+
+// Kernels must provide (inputs [K, 4] float/double with any strides, outputs contiguous):
+//   static void area(const Tensor& boxes, Tensor& out /*[K]*/);
+//   static void area_backward(const Tensor& grad /*[K]*/, const Tensor& boxes, Tensor& grad_boxes);
+//   static void convert(const Tensor& boxes, Tensor& out, BoxFormat in, BoxFormat out_fmt);
+//   static void convert_backward(const Tensor& grad, Tensor& grad_boxes, BoxFormat in, BoxFormat out_fmt);
+//   static void clip(const Tensor& boxes, Tensor& out, double height, double width);
+//   static void clip_backward(const Tensor& grad, const Tensor& boxes, Tensor& grad_boxes, double h, double w);
+//   static at::Tensor keep_large(const Tensor& boxes, double min_size);  // int64 indices
+template <class Kernels>
+struct Ops {
+  // torchvision.ops.box_area; float16/bfloat16 give float32 areas, as torchvision's _upcast does
+  // (areas overflow float16 above 65504 px^2).
+  static at::Tensor area(const at::Tensor& boxes) {
+    check_boxes(boxes, "box_area", "boxes", "[..., 4]", 1, kAnyRank);
+    const at::Tensor r = rows(boxes);
+    at::Tensor out = at::empty({r.size(0)}, r.options());
+    if (out.numel() > 0) Kernels::area(r, out);
+    return out.view(boxes.sizes().slice(0, boxes.dim() - 1));
+  }
+
+  static at::Tensor area_backward(const at::Tensor& grad, const at::Tensor& boxes) {
+    const at::Tensor r = rows(boxes);
+    at::Tensor g = grad.to(r.scalar_type()).reshape({-1});
+    at::Tensor out = at::empty(r.sizes(), r.options());
+    if (out.numel() > 0) Kernels::area_backward(g, r, out);
+    return out.to(boxes.scalar_type()).view(boxes.sizes());
+  }
+
+  static at::Tensor convert(const at::Tensor& boxes, c10::string_view in_fmt, c10::string_view out_fmt) {
+    check_boxes(boxes, "box_convert", "boxes", "[..., 4]", 1, kAnyRank);
+    const BoxFormat fi = parse_box_format(in_fmt, "box_convert", "in_fmt");
+    const BoxFormat fo = parse_box_format(out_fmt, "box_convert", "out_fmt");
+    if (fi == fo) return boxes.clone();  // torchvision also returns a copy
+    const at::Tensor r = rows(boxes);
+    at::Tensor out = at::empty(r.sizes(), r.options());
+    if (out.numel() > 0) Kernels::convert(r, out, fi, fo);
+    return out.to(boxes.scalar_type()).view(boxes.sizes());
+  }
+
+  static at::Tensor convert_backward(const at::Tensor& grad, c10::string_view in_fmt, c10::string_view out_fmt) {
+    const BoxFormat fi = parse_box_format(in_fmt, "box_convert", "in_fmt");
+    const BoxFormat fo = parse_box_format(out_fmt, "box_convert", "out_fmt");
+    if (fi == fo) return grad.clone();
+    const at::Tensor g = rows(grad);
+    at::Tensor out = at::empty(g.sizes(), g.options());
+    if (out.numel() > 0) Kernels::convert_backward(g, out, fi, fo);
+    return out.to(grad.scalar_type()).view(grad.sizes());
+  }
+
+  static void check_size(c10::IntArrayRef size) {
+    TORCH_CHECK_VALUE(size.size() == 2 && size[0] >= 0 && size[1] >= 0, "pydet.clip_boxes_to_image: size must be "
+                      "(height, width) with both >= 0, got ", shape_str(size));
+  }
+
+  // torchvision.ops.clip_boxes_to_image: x clamped to [0, width], y to [0, height].
+  static at::Tensor clip(const at::Tensor& boxes, c10::IntArrayRef size) {
+    check_boxes(boxes, "clip_boxes_to_image", "boxes", "[..., 4]", 1, kAnyRank);
+    check_size(size);
+    const at::Tensor r = rows(boxes);
+    at::Tensor out = at::empty(r.sizes(), r.options());
+    if (out.numel() > 0) Kernels::clip(r, out, double(size[0]), double(size[1]));
+    return out.to(boxes.scalar_type()).view(boxes.sizes());
+  }
+
+  static at::Tensor clip_backward(const at::Tensor& grad, const at::Tensor& boxes, c10::IntArrayRef size) {
+    check_size(size);
+    const at::Tensor r = rows(boxes);
+    const at::Tensor g = grad.to(r.scalar_type()).reshape({-1, 4});
+    at::Tensor out = at::empty(r.sizes(), r.options());
+    if (out.numel() > 0) Kernels::clip_backward(g, r, out, double(size[0]), double(size[1]));
+    return out.to(boxes.scalar_type()).view(boxes.sizes());
+  }
+
+  // torchvision.ops.remove_small_boxes: indices of boxes with width >= min_size and height >= min_size
+  // (boxes with a NaN side are removed).
+  static at::Tensor remove_small(const at::Tensor& boxes, double min_size) {
+    check_boxes(boxes, "remove_small_boxes", "boxes", "[N, 4]", 2, 2);
+    const at::Tensor r = rows(boxes);
+    if (r.size(0) == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+    return Kernels::keep_large(r, min_size);
+  }
+
+  static void register_all(torch::Library& m) {
+    m.impl("box_area", &area);
+    m.impl("_box_area_backward", &area_backward);
+    m.impl("box_convert", &convert);
+    m.impl("_box_convert_backward", &convert_backward);
+    m.impl("clip_boxes_to_image", &clip);
+    m.impl("_clip_boxes_to_image_backward", &clip_backward);
+    m.impl("remove_small_boxes", &remove_small);
+  }
+};
+
+}  // namespace pydet::boxes

@@ -1,0 +1,43 @@
+// Every torch.ops.pydet operator is declared here, in one place. Kernels are registered per
+// dispatch key next to their code (csrc/cpu/*.cpp, csrc/cuda/*.cu); fake (meta) kernels, autograd
+// and autocast rules are registered in Python (pydet/ops/_meta.py, pydet/ops/_autograd.py).
+//
+// Ops whose name starts with "_" are internal (backward kernels); everything else is public API
+// documented in pydet/ops/.
+#include <torch/library.h>
+
+TORCH_LIBRARY(pydet, m) {
+  // Fake kernels live in Python; a missing import then tells the user which module to import.
+  m.set_python_module("pydet.ops._meta");
+
+  // ---- boxes: csrc/{cpu,cuda}/boxes ----------------------------------------------------------
+  m.def("box_area(Tensor boxes) -> Tensor");
+  m.def("box_convert(Tensor boxes, str in_fmt, str out_fmt) -> Tensor");
+  m.def("clip_boxes_to_image(Tensor boxes, SymInt[2] size) -> Tensor");
+  m.def("remove_small_boxes(Tensor boxes, float min_size) -> Tensor");
+  m.def("_box_area_backward(Tensor grad, Tensor boxes) -> Tensor");
+  m.def("_box_convert_backward(Tensor grad, str in_fmt, str out_fmt) -> Tensor");
+  m.def("_clip_boxes_to_image_backward(Tensor grad, Tensor boxes, SymInt[2] size) -> Tensor");
+
+  // ---- IoU family: csrc/{cpu,cuda}/box_iou ---------------------------------------------------
+  m.def("box_iou(Tensor boxes1, Tensor boxes2) -> Tensor");
+  m.def("generalized_box_iou(Tensor boxes1, Tensor boxes2) -> Tensor");
+  m.def("distance_box_iou(Tensor boxes1, Tensor boxes2, float eps=1e-07) -> Tensor");
+  m.def("complete_box_iou(Tensor boxes1, Tensor boxes2, float eps=1e-07) -> Tensor");
+  m.def("box_iou_aligned(Tensor boxes1, Tensor boxes2) -> Tensor");
+  m.def("generalized_box_iou_aligned(Tensor boxes1, Tensor boxes2) -> Tensor");
+  m.def("distance_box_iou_aligned(Tensor boxes1, Tensor boxes2, float eps=1e-07) -> Tensor");
+  m.def("complete_box_iou_aligned(Tensor boxes1, Tensor boxes2, float eps=1e-07) -> Tensor");
+  m.def(
+      "bbox_overlaps(Tensor bboxes1, Tensor bboxes2, str mode=\"iou\", bool is_aligned=False, float eps=1e-06, "
+      "int offset=0) -> Tensor");
+  m.def("generalized_box_iou_loss(Tensor boxes1, Tensor boxes2, str reduction=\"none\", float eps=1e-07) -> Tensor");
+  m.def("distance_box_iou_loss(Tensor boxes1, Tensor boxes2, str reduction=\"none\", float eps=1e-07) -> Tensor");
+  m.def("complete_box_iou_loss(Tensor boxes1, Tensor boxes2, str reduction=\"none\", float eps=1e-07) -> Tensor");
+  m.def(
+      "_pairwise_box_metric_backward(Tensor grad, Tensor boxes1, Tensor boxes2, str metric, float eps, "
+      "float offset) -> (Tensor, Tensor)");
+  m.def(
+      "_aligned_box_metric_backward(Tensor grad, Tensor boxes1, Tensor boxes2, str metric, float eps, "
+      "float offset, float grad_scale) -> (Tensor, Tensor)");
+}

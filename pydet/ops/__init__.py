@@ -1,0 +1,44 @@
+"""Typed wrappers of the ``torch.ops.pydet`` operators, with shapes and conventions documented.
+
+``import pydet.ops as ops; ops.box_iou(a, b)`` and ``torch.ops.pydet.box_iou(a, b)`` are the same
+kernel; importing this package also registers the fake kernels, autograd and autocast rules.
+"""
+
+from pydet.ops import _autograd, _meta  # noqa: F401  (registrations)
+from pydet.ops.boxes import (
+    bbox_overlaps,
+    box_area,
+    box_convert,
+    box_iou,
+    box_iou_aligned,
+    clip_boxes_to_image,
+    complete_box_iou,
+    complete_box_iou_aligned,
+    complete_box_iou_loss,
+    distance_box_iou,
+    distance_box_iou_aligned,
+    distance_box_iou_loss,
+    generalized_box_iou,
+    generalized_box_iou_aligned,
+    generalized_box_iou_loss,
+    remove_small_boxes,
+)
+
+__all__ = [
+    "bbox_overlaps",
+    "box_area",
+    "box_convert",
+    "box_iou",
+    "box_iou_aligned",
+    "clip_boxes_to_image",
+    "complete_box_iou",
+    "complete_box_iou_aligned",
+    "complete_box_iou_loss",
+    "distance_box_iou",
+    "distance_box_iou_aligned",
+    "distance_box_iou_loss",
+    "generalized_box_iou",
+    "generalized_box_iou_aligned",
+    "generalized_box_iou_loss",
+    "remove_small_boxes",
+]

@@ -1,0 +1,137 @@
+"""Autograd and autocast rules for the differentiable ``torch.ops.pydet`` operators.
+
+Every backward is a compiled kernel (``torch.ops.pydet._*_backward``) evaluating the same formula as
+the forward on dual numbers (``csrc/common/dual.h``); nothing here re-derives a gradient. Gradients
+follow PyTorch's conventions for the reference formulas: at a tie of max/min each side gets half,
+clamp passes the gradient at its bounds, and CIoU's alpha is a constant (torch.no_grad in
+torchvision).
+
+Autocast: box arithmetic is precision-sensitive (areas overflow float16 above 65504 px^2), so under
+``torch.autocast`` the box ops run in float32, like PyTorch's own "fp32" autocast ops.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_ops = torch.ops.pydet
+
+
+def _save_inputs(ctx, inputs, output):
+    ctx.save_for_backward(*(x for x in inputs if isinstance(x, torch.Tensor)))
+    ctx.args = tuple(x for x in inputs if not isinstance(x, torch.Tensor))
+
+
+def _register(name: str, backward) -> None:
+    torch.library.register_autograd("pydet::" + name, backward, setup_context=_save_inputs)
+
+
+# ---- boxes -------------------------------------------------------------------------------------
+def _box_area_backward(ctx, grad):
+    (boxes,) = ctx.saved_tensors
+    return _ops._box_area_backward(grad, boxes)
+
+
+def _box_convert_backward(ctx, grad):
+    in_fmt, out_fmt = ctx.args
+    return _ops._box_convert_backward(grad, in_fmt, out_fmt), None, None
+
+
+def _clip_backward(ctx, grad):
+    (boxes,) = ctx.saved_tensors
+    (size,) = ctx.args
+    return _ops._clip_boxes_to_image_backward(grad, boxes, size), None
+
+
+_register("box_area", _box_area_backward)
+_register("box_convert", _box_convert_backward)
+_register("clip_boxes_to_image", _clip_backward)
+
+
+# ---- IoU family --------------------------------------------------------------------------------
+def _pairwise_backward(metric: str, has_eps: bool):
+    def backward(ctx, grad):
+        boxes1, boxes2 = ctx.saved_tensors
+        eps = ctx.args[0] if has_eps else 0.0
+        g1, g2 = _ops._pairwise_box_metric_backward(grad, boxes1, boxes2, metric, eps, 0.0)
+        return (g1, g2, None) if has_eps else (g1, g2)
+
+    return backward
+
+
+def _aligned_backward(metric: str, has_eps: bool):
+    def backward(ctx, grad):
+        boxes1, boxes2 = ctx.saved_tensors
+        eps = ctx.args[0] if has_eps else 0.0
+        g1, g2 = _ops._aligned_box_metric_backward(grad, boxes1, boxes2, metric, eps, 0.0, 1.0)
+        return (g1, g2, None) if has_eps else (g1, g2)
+
+    return backward
+
+
+for _name, _metric in (("box_iou", "iou"), ("generalized_box_iou", "giou")):
+    _register(_name, _pairwise_backward(_metric, has_eps=False))
+    _register(_name + "_aligned", _aligned_backward(_metric, has_eps=False))
+for _name, _metric in (("distance_box_iou", "diou"), ("complete_box_iou", "ciou")):
+    _register(_name, _pairwise_backward(_metric, has_eps=True))
+    _register(_name + "_aligned", _aligned_backward(_metric, has_eps=True))
+
+
+def _bbox_overlaps_backward(ctx, grad):
+    boxes1, boxes2 = ctx.saved_tensors
+    mode, is_aligned, eps, offset = ctx.args
+    metric = "mm_" + mode
+    if is_aligned:
+        g1, g2 = _ops._aligned_box_metric_backward(grad, boxes1, boxes2, metric, eps, float(offset), 1.0)
+    else:
+        g1, g2 = _ops._pairwise_box_metric_backward(grad, boxes1, boxes2, metric, eps, float(offset))
+    return g1, g2, None, None, None, None
+
+
+_register("bbox_overlaps", _bbox_overlaps_backward)
+
+
+def _loss_backward(metric: str):
+    def backward(ctx, grad):
+        boxes1, boxes2 = ctx.saved_tensors
+        reduction, eps = ctx.args
+        scale = 1.0
+        if reduction == "mean":
+            pairs = math.prod(torch.broadcast_shapes(boxes1.shape[:-1], boxes2.shape[:-1]))
+            scale = 1.0 / max(pairs, 1)
+        g1, g2 = _ops._aligned_box_metric_backward(grad, boxes1, boxes2, metric, eps, 0.0, scale)
+        return g1, g2, None, None
+
+    return backward
+
+
+for _name, _metric in (
+    ("generalized_box_iou_loss", "giou_loss"),
+    ("distance_box_iou_loss", "diou_loss"),
+    ("complete_box_iou_loss", "ciou_loss"),
+):
+    _register(_name, _loss_backward(_metric))
+
+
+# ---- autocast ----------------------------------------------------------------------------------
+_FLOAT32_OPS = (
+    "box_area",
+    "box_iou",
+    "generalized_box_iou",
+    "distance_box_iou",
+    "complete_box_iou",
+    "box_iou_aligned",
+    "generalized_box_iou_aligned",
+    "distance_box_iou_aligned",
+    "complete_box_iou_aligned",
+    "bbox_overlaps",
+    "generalized_box_iou_loss",
+    "distance_box_iou_loss",
+    "complete_box_iou_loss",
+)
+for _device in ("cpu", "cuda"):
+    if torch.amp.is_autocast_available(_device):
+        for _name in _FLOAT32_OPS:
+            torch.library.register_autocast("pydet::" + _name, _device, torch.float32)

@@ -1,0 +1,223 @@
+"""Plain-PyTorch reference formulas for pydet's kernels.
+
+Each function is the eager formula of the library pydet mirrors (torchvision for the box utilities,
+the IoU family and the IoU losses; mmdet for ``bbox_overlaps``), written operation by operation the
+way that library writes it, without its dtype up-casting. The test suite runs them in float64 as the
+ground truth and in float32 to check bit-exactness; ``pydet bench`` times them as the eager baseline.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+# ---- box utilities -----------------------------------------------------------------------------
+def box_area(boxes: Tensor) -> Tensor:
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def _to_xyxy(boxes: Tensor, fmt: str) -> Tensor:
+    a, b, c, d = boxes.unbind(-1)
+    if fmt == "xywh":
+        return torch.stack((a, b, a + c, b + d), dim=-1)
+    if fmt == "cxcywh":
+        return torch.stack((a - 0.5 * c, b - 0.5 * d, a + 0.5 * c, b + 0.5 * d), dim=-1)
+    return boxes
+
+
+def _from_xyxy(boxes: Tensor, fmt: str) -> Tensor:
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    if fmt == "xywh":
+        return torch.stack((x1, y1, x2 - x1, y2 - y1), dim=-1)
+    if fmt == "cxcywh":
+        return torch.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), dim=-1)
+    return boxes
+
+
+def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
+    if in_fmt == out_fmt:
+        return boxes.clone()
+    return _from_xyxy(_to_xyxy(boxes, in_fmt), out_fmt)
+
+
+def clip_boxes_to_image(boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    height, width = size
+    x = boxes[..., 0::2].clamp(min=0, max=width)
+    y = boxes[..., 1::2].clamp(min=0, max=height)
+    return torch.stack((x, y), dim=boxes.dim()).reshape(boxes.shape)
+
+
+def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
+    ws, hs = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return torch.where((ws >= min_size) & (hs >= min_size))[0]
+
+
+# ---- torchvision IoU family -----------------------------------------------------------------------
+# torchvision's formulas, written on [..., 4] tensors that broadcast against each other: the pairwise
+# functions pass boxes1[:, None] and boxes2[None], the aligned ones the boxes themselves. Every
+# element sees exactly torchvision's operations in torchvision's order.
+def _inter_union(b1: Tensor, b2: Tensor) -> tuple[Tensor, Tensor]:
+    lt = torch.max(b1[..., :2], b2[..., :2])
+    rb = torch.min(b1[..., 2:], b2[..., 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter, box_area(b1) + box_area(b2) - inter
+
+
+def _iou(b1: Tensor, b2: Tensor) -> Tensor:
+    inter, union = _inter_union(b1, b2)
+    return inter / union
+
+
+def _giou(b1: Tensor, b2: Tensor) -> Tensor:
+    inter, union = _inter_union(b1, b2)
+    iou = inter / union
+    whi = (torch.max(b1[..., 2:], b2[..., 2:]) - torch.min(b1[..., :2], b2[..., :2])).clamp(min=0)
+    areai = whi[..., 0] * whi[..., 1]
+    return iou - (areai - union) / areai
+
+
+def _diou_iou(b1: Tensor, b2: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    iou = _iou(b1, b2)
+    whi = (torch.max(b1[..., 2:], b2[..., 2:]) - torch.min(b1[..., :2], b2[..., :2])).clamp(min=0)
+    diagonal_distance_squared = (whi[..., 0] ** 2) + (whi[..., 1] ** 2) + eps
+    x_p, y_p = (b1[..., 0] + b1[..., 2]) / 2, (b1[..., 1] + b1[..., 3]) / 2
+    x_g, y_g = (b2[..., 0] + b2[..., 2]) / 2, (b2[..., 1] + b2[..., 3]) / 2
+    centers_distance_squared = ((x_p - x_g) ** 2) + ((y_p - y_g) ** 2)
+    return iou - (centers_distance_squared / diagonal_distance_squared), iou
+
+
+def _diou(b1: Tensor, b2: Tensor, eps: float = 1e-7) -> Tensor:
+    return _diou_iou(b1, b2, eps)[0]
+
+
+def _ciou(b1: Tensor, b2: Tensor, eps: float = 1e-7) -> Tensor:
+    diou, iou = _diou_iou(b1, b2, eps)
+    w_pred, h_pred = b1[..., 2] - b1[..., 0], b1[..., 3] - b1[..., 1]
+    w_gt, h_gt = b2[..., 2] - b2[..., 0], b2[..., 3] - b2[..., 1]
+    v = (4 / (math.pi**2)) * torch.pow(torch.atan(w_pred / h_pred) - torch.atan(w_gt / h_gt), 2)
+    with torch.no_grad():
+        alpha = v / (1 - iou + v + eps)
+    return diou - alpha * v
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    return _iou(boxes1[:, None], boxes2[None])
+
+
+def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    return _giou(boxes1[:, None], boxes2[None])
+
+
+def distance_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
+    return _diou(boxes1[:, None], boxes2[None], eps)
+
+
+def complete_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
+    return _ciou(boxes1[:, None], boxes2[None], eps)
+
+
+box_iou_aligned = _iou
+generalized_box_iou_aligned = _giou
+distance_box_iou_aligned = _diou
+complete_box_iou_aligned = _ciou
+
+
+# ---- torchvision IoU losses --------------------------------------------------------------------
+def _loss_inter_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    x1, y1, x2, y2 = boxes1.unbind(dim=-1)
+    x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
+    xkis1 = torch.max(x1, x1g)
+    ykis1 = torch.max(y1, y1g)
+    xkis2 = torch.min(x2, x2g)
+    ykis2 = torch.min(y2, y2g)
+    mask = (ykis2 > ykis1) & (xkis2 > xkis1)
+    intsctk = torch.where(mask, (xkis2 - xkis1) * (ykis2 - ykis1), torch.zeros_like(xkis1))
+    unionk = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - intsctk
+    return intsctk, unionk
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return loss.mean() if loss.numel() > 0 else 0.0 * loss.sum()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def generalized_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7) -> Tensor:
+    intsctk, unionk = _loss_inter_union(boxes1, boxes2)
+    iouk = intsctk / (unionk + eps)
+    x1, y1, x2, y2 = boxes1.unbind(dim=-1)
+    x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
+    xc1, yc1 = torch.min(x1, x1g), torch.min(y1, y1g)
+    xc2, yc2 = torch.max(x2, x2g), torch.max(y2, y2g)
+    area_c = (xc2 - xc1) * (yc2 - yc1)
+    miouk = iouk - ((area_c - unionk) / (area_c + eps))
+    return _reduce(1 - miouk, reduction)
+
+
+def _diou_iou_loss(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> tuple[Tensor, Tensor]:
+    intsct, union = _loss_inter_union(boxes1, boxes2)
+    iou = intsct / (union + eps)
+    x1, y1, x2, y2 = boxes1.unbind(dim=-1)
+    x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
+    xc1, yc1 = torch.min(x1, x1g), torch.min(y1, y1g)
+    xc2, yc2 = torch.max(x2, x2g), torch.max(y2, y2g)
+    diagonal_distance_squared = ((xc2 - xc1) ** 2) + ((yc2 - yc1) ** 2) + eps
+    x_p, y_p = (x2 + x1) / 2, (y2 + y1) / 2
+    x_g, y_g = (x1g + x2g) / 2, (y1g + y2g) / 2
+    centers_distance_squared = ((x_p - x_g) ** 2) + ((y_p - y_g) ** 2)
+    return 1 - iou + (centers_distance_squared / diagonal_distance_squared), iou
+
+
+def distance_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7) -> Tensor:
+    return _reduce(_diou_iou_loss(boxes1, boxes2, eps)[0], reduction)
+
+
+def complete_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7) -> Tensor:
+    diou_loss, iou = _diou_iou_loss(boxes1, boxes2)  # torchvision passes no eps here
+    x1, y1, x2, y2 = boxes1.unbind(dim=-1)
+    x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
+    w_pred, h_pred = x2 - x1, y2 - y1
+    w_gt, h_gt = x2g - x1g, y2g - y1g
+    v = (4 / (math.pi**2)) * torch.pow((torch.atan(w_gt / h_gt) - torch.atan(w_pred / h_pred)), 2)
+    with torch.no_grad():
+        alpha = v / (1 - iou + v + eps)
+    return _reduce(diou_loss + alpha * v, reduction)
+
+
+# ---- mmdet bbox_overlaps -----------------------------------------------------------------------
+def bbox_overlaps(
+    bboxes1: Tensor, bboxes2: Tensor, mode: str = "iou", is_aligned: bool = False, eps: float = 1e-6, offset: int = 0
+) -> Tensor:
+    rows, cols = bboxes1.size(-2), bboxes2.size(-2)
+    batch_shape = bboxes1.shape[:-2]
+    if rows * cols == 0:
+        return bboxes1.new_zeros((*batch_shape, rows) if is_aligned else (*batch_shape, rows, cols))
+    area1 = (bboxes1[..., 2] - bboxes1[..., 0] + offset) * (bboxes1[..., 3] - bboxes1[..., 1] + offset)
+    area2 = (bboxes2[..., 2] - bboxes2[..., 0] + offset) * (bboxes2[..., 3] - bboxes2[..., 1] + offset)
+    if is_aligned:
+        b1, b2 = bboxes1, bboxes2
+        a1, a2 = area1, area2
+    else:
+        b1, b2 = bboxes1[..., :, None, :], bboxes2[..., None, :, :]
+        a1, a2 = area1[..., None], area2[..., None, :]
+    lt = torch.max(b1[..., :2], b2[..., :2])
+    rb = torch.min(b1[..., 2:], b2[..., 2:])
+    wh = (rb - lt + offset).clamp(min=0)
+    overlap = wh[..., 0] * wh[..., 1]
+    union = a1 + a2 - overlap if mode in ("iou", "giou") else a1 + torch.zeros_like(overlap)
+    eps_t = union.new_tensor([eps])
+    union = torch.max(union, eps_t)
+    ious = overlap / union
+    if mode in ("iou", "iof"):
+        return ious
+    enclosed_lt = torch.min(b1[..., :2], b2[..., :2])
+    enclosed_rb = torch.max(b1[..., 2:], b2[..., 2:])
+    enclose_wh = (enclosed_rb - enclosed_lt + offset).clamp(min=0)
+    enclose_area = torch.max(enclose_wh[..., 0] * enclose_wh[..., 1], eps_t)
+    return ious - (enclose_area - union) / enclose_area
