@@ -19,7 +19,7 @@
 
 #include "common/box_math.h"
 #include "common/simd.h"
-#include "cpu/rows.h"
+#include "common/rows.h"
 #include "ops/box_iou.h"
 
 namespace pydet::box_iou {
@@ -35,7 +35,7 @@ struct TermsSoA {
   std::vector<T> buf;
   int64_t n;
 
-  TermsSoA(const cpu::BatchedBoxRows<T>& rows, int64_t batches, int64_t n_, const MetricParams<T>& p)
+  TermsSoA(const BatchedBoxRows<T>& rows, int64_t batches, int64_t n_, const MetricParams<T>& p)
       : buf(size_t(batches * kFields * n_)), n(n_) {
     at::parallel_for(0, batches * n, 4096, [&](int64_t begin, int64_t end) {
       for (int64_t idx = begin; idx < end; ++idx) {
@@ -109,7 +109,7 @@ template <BoxMetric M, class T>
 void pairwise_impl(const at::Tensor& boxes1, const at::Tensor& boxes2, at::Tensor& out, const MetricParams<T>& p) {
   using Soa = TermsSoA<M, T>;
   const int64_t B = boxes1.size(0), rows = boxes1.size(1), N = boxes2.size(1);
-  const cpu::BatchedBoxRows<T> r1(boxes1), r2(boxes2);
+  const BatchedBoxRows<T> r1(boxes1), r2(boxes2);
   const Soa cols(r2, B, N, p);
   constexpr int64_t kBlock = 4096;
   const int64_t block = std::min(N, kBlock);
@@ -134,7 +134,7 @@ void pairwise_backward_impl(const at::Tensor& grad, const at::Tensor& boxes1, co
                             at::Tensor& g1, at::Tensor& g2, const MetricParams<T>& p) {
   using D = Dual<T, 4>;
   const int64_t B = boxes1.size(0), rows = boxes1.size(1), N = boxes2.size(1);
-  const cpu::BatchedBoxRows<T> r1(boxes1), r2(boxes2);
+  const BatchedBoxRows<T> r1(boxes1), r2(boxes2);
   const T* g = grad.const_data_ptr<T>();
   T* o1 = g1.data_ptr<T>();
   T* o2 = g2.data_ptr<T>();
@@ -252,7 +252,7 @@ struct CpuKernels {
       dispatch_metric(metric, [&](auto mc) {
         constexpr BoxMetric M = decltype(mc)::value;
         const MetricParams<T> p{T(eps), T(offset)};
-        const cpu::BoxRows<T> r1(b1), r2(b2);
+        const BoxRows<T> r1(b1), r2(b2);
         const T* g = grad.const_data_ptr<T>();
         const int64_t gstride = grad.numel() == 1 ? 0 : 1;
         T* o1 = g1.data_ptr<T>();

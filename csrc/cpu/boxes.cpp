@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "common/box_math.h"
-#include "cpu/rows.h"
+#include "common/rows.h"
 #include "ops/boxes.h"
 
 namespace pydet::boxes {
@@ -19,7 +19,7 @@ constexpr int64_t kGrain = 8192;
 // out[k] = f(box k) for every row of a [K, 4] tensor, in parallel.
 template <class T, class F>
 void for_each_box(const at::Tensor& boxes, F&& f) {
-  const cpu::BoxRows<T> in(boxes);
+  const BoxRows<T> in(boxes);
   at::parallel_for(0, in.size, kGrain, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) f(k, in[k]);
   });
@@ -88,7 +88,7 @@ struct CpuKernels {
                             double width) {
     AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "clip_boxes_to_image_backward", [&] {
       const scalar_t h = scalar_t(height), w = scalar_t(width);
-      const cpu::BoxRows<scalar_t> g(grad);
+      const BoxRows<scalar_t> g(grad);
       scalar_t* o = grad_boxes.data_ptr<scalar_t>();
       for_each_box<scalar_t>(boxes, [&](int64_t k, const Box4<scalar_t>& q) {
         store(o, k, pull_back(clip_box(seed_box(q), h, w), g[k]));
@@ -105,7 +105,7 @@ struct CpuKernels {
     std::vector<int64_t> offsets(chunks + 1, 0);
     at::Tensor keep = at::empty({n}, boxes.options().dtype(at::kLong));
     AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "remove_small_boxes", [&] {
-      const cpu::BoxRows<scalar_t> in(boxes);
+      const BoxRows<scalar_t> in(boxes);
       const scalar_t ms = scalar_t(min_size);
       auto large = [&](int64_t k) {
         const Box4<scalar_t> q = in[k];

@@ -75,6 +75,12 @@ struct Ops {
   }
 
   // ---- pairwise: [..., M, 4] x [..., N, 4] -> [..., M, N] -------------------------------------------
+  static int64_t batch_size(const at::Tensor& boxes) {
+    int64_t b = 1;
+    for (int64_t d = 0; d < boxes.dim() - 2; ++d) b *= boxes.size(d);
+    return b;
+  }
+
   static void check_pairwise(const char* op, const at::Tensor& boxes1, const char* n1, const at::Tensor& boxes2,
                              const char* n2, bool batched) {
     if (batched) {
@@ -94,9 +100,9 @@ struct Ops {
                              const char* n2, bool batched, BoxMetric metric, double eps, double offset) {
     check_pairwise(op, boxes1, n1, boxes2, n2, batched);
     const Promoted p = promote(boxes1, boxes2);
-    const int64_t M = boxes1.size(-2), N = boxes2.size(-2);
-    const at::Tensor b1 = p.b1.reshape({-1, M, 4});
-    const at::Tensor b2 = p.b2.reshape({b1.size(0), N, 4});
+    const int64_t B = batch_size(boxes1), M = boxes1.size(-2), N = boxes2.size(-2);
+    const at::Tensor b1 = p.b1.reshape({B, M, 4});
+    const at::Tensor b2 = p.b2.reshape({B, N, 4});
     at::Tensor out = at::empty({b1.size(0), M, N}, b1.options());
     if (out.numel() > 0) Kernels::pairwise(b1, b2, out, metric, eps, offset);
     std::vector<int64_t> shape(boxes1.sizes().begin(), boxes1.sizes().end() - 1);
@@ -111,10 +117,10 @@ struct Ops {
     TORCH_CHECK_VALUE(metric_is_pairwise(m), "pydet._pairwise_box_metric_backward: metric '", std::string(metric),
                       "' exists only in aligned form");
     const Promoted p = promote(boxes1, boxes2);
-    const int64_t M = boxes1.size(-2), N = boxes2.size(-2);
-    const at::Tensor b1 = p.b1.reshape({-1, M, 4});
-    const at::Tensor b2 = p.b2.reshape({b1.size(0), N, 4});
-    const at::Tensor g = grad.to(b1.scalar_type()).reshape({b1.size(0), M, N}).contiguous();
+    const int64_t B = batch_size(boxes1), M = boxes1.size(-2), N = boxes2.size(-2);
+    const at::Tensor b1 = p.b1.reshape({B, M, 4});
+    const at::Tensor b2 = p.b2.reshape({B, N, 4});
+    const at::Tensor g = grad.to(b1.scalar_type()).reshape({B, M, N}).contiguous();
     at::Tensor g1 = at::empty(b1.sizes(), b1.options());
     at::Tensor g2 = at::empty(b2.sizes(), b2.options());
     if (g.numel() > 0) {

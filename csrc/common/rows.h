@@ -1,11 +1,12 @@
-// Strided read access to box tensors for the CPU kernels (inputs are never copied to be contiguous).
+// Strided read access to box tensors, shared by the CPU and CUDA kernels (inputs are read in place,
+// never copied to be contiguous). Construct on the host; index on either side.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include "common/box_math.h"
 
-namespace pydet::cpu {
+namespace pydet {
 
 // Rows of a [K, 4] tensor with arbitrary strides.
 template <class T>
@@ -16,7 +17,7 @@ struct BoxRows {
   explicit BoxRows(const at::Tensor& t)
       : data(t.const_data_ptr<T>()), row_stride(t.stride(0)), col_stride(t.stride(1)), size(t.size(0)) {}
 
-  Box4<T> operator[](int64_t k) const {
+  C10_HOST_DEVICE Box4<T> operator[](int64_t k) const {
     const T* r = data + k * row_stride;
     return {r[0], r[col_stride], r[2 * col_stride], r[3 * col_stride]};
   }
@@ -31,10 +32,10 @@ struct BatchedBoxRows {
   explicit BatchedBoxRows(const at::Tensor& t)
       : data(t.const_data_ptr<T>()), batch_stride(t.stride(0)), row_stride(t.stride(1)), col_stride(t.stride(2)) {}
 
-  Box4<T> at(int64_t b, int64_t k) const {
+  C10_HOST_DEVICE Box4<T> at(int64_t b, int64_t k) const {
     const T* r = data + b * batch_stride + k * row_stride;
     return {r[0], r[col_stride], r[2 * col_stride], r[3 * col_stride]};
   }
 };
 
-}  // namespace pydet::cpu
+}  // namespace pydet
