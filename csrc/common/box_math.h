@@ -141,6 +141,28 @@ C10_HOST_DEVICE inline BoxTerms<V> box_terms(V x1, V y1, V x2, V y2, const Metri
   return t;
 }
 
+// Min/max of box coordinates. These need not propagate NaN themselves: a NaN coordinate makes its
+// box's area NaN, and every metric below divides by a union that contains both areas (iof, whose
+// denominator is one area, uses the NaN-propagating maximum/minimum instead). Plain min/max compile
+// to one vminps/vmaxps; torch.maximum's NaN semantics cost four instructions. Dual numbers keep
+// PyTorch's tie rule (the gradient is split).
+template <class S, std::enable_if_t<std::is_floating_point_v<S>, int> = 0>
+C10_HOST_DEVICE inline S coord_max(S a, S b) {
+  return a > b ? a : b;
+}
+template <class S, std::enable_if_t<std::is_floating_point_v<S>, int> = 0>
+C10_HOST_DEVICE inline S coord_min(S a, S b) {
+  return a < b ? a : b;
+}
+template <class S, int K>
+C10_HOST_DEVICE inline Dual<S, K> coord_max(const Dual<S, K>& a, const Dual<S, K>& b) {
+  return maximum(a, b);
+}
+template <class S, int K>
+C10_HOST_DEVICE inline Dual<S, K> coord_min(const Dual<S, K>& a, const Dual<S, K>& b) {
+  return minimum(a, b);
+}
+
 // 4 / pi^2 as torchvision writes it (a Python double, rounded to the tensor dtype when multiplied).
 constexpr double kCIoUFactor = 4.0 / (3.14159265358979323846 * 3.14159265358979323846);
 
@@ -150,16 +172,16 @@ C10_HOST_DEVICE inline V box_metric(const BoxTerms<V>& a, const BoxTerms<V>& b, 
                 M == BoxMetric::kCIoU) {
     // torchvision _box_inter_union: wh = (rb - lt).clamp(min=0); union = area1 + area2 - inter.
     // 0/0 (two degenerate boxes) is NaN, exactly as in torchvision.
-    const V w = clamp_min(minimum(a.x2, b.x2) - maximum(a.x1, b.x1), S(0));
-    const V h = clamp_min(minimum(a.y2, b.y2) - maximum(a.y1, b.y1), S(0));
+    const V w = clamp_min(coord_min(a.x2, b.x2) - coord_max(a.x1, b.x1), S(0));
+    const V h = clamp_min(coord_min(a.y2, b.y2) - coord_max(a.y1, b.y1), S(0));
     const V inter = w * h;
     const V uni = a.area + b.area - inter;
     const V iou = inter / uni;
     if constexpr (M == BoxMetric::kIoU) {
       return iou;
     } else {
-      const V wc = clamp_min(maximum(a.x2, b.x2) - minimum(a.x1, b.x1), S(0));
-      const V hc = clamp_min(maximum(a.y2, b.y2) - minimum(a.y1, b.y1), S(0));
+      const V wc = clamp_min(coord_max(a.x2, b.x2) - coord_min(a.x1, b.x1), S(0));
+      const V hc = clamp_min(coord_max(a.y2, b.y2) - coord_min(a.y1, b.y1), S(0));
       if constexpr (M == BoxMetric::kGIoU) {
         const V area_c = wc * hc;
         return iou - (area_c - uni) / area_c;
@@ -181,16 +203,16 @@ C10_HOST_DEVICE inline V box_metric(const BoxTerms<V>& a, const BoxTerms<V>& b, 
   } else if constexpr (M == BoxMetric::kGIoULoss || M == BoxMetric::kDIoULoss ||
                        M == BoxMetric::kCIoULoss) {
     // torchvision _loss_inter_union: the intersection is set only where it is strictly positive.
-    const V xk1 = maximum(a.x1, b.x1);
-    const V yk1 = maximum(a.y1, b.y1);
-    const V xk2 = minimum(a.x2, b.x2);
-    const V yk2 = minimum(a.y2, b.y2);
+    const V xk1 = coord_max(a.x1, b.x1);
+    const V yk1 = coord_max(a.y1, b.y1);
+    const V xk2 = coord_min(a.x2, b.x2);
+    const V yk2 = coord_min(a.y2, b.y2);
     const V inter = (yk2 > yk1 && xk2 > xk1) ? (xk2 - xk1) * (yk2 - yk1) : V(0);
     const V uni = a.area + b.area - inter;
-    const V xc1 = minimum(a.x1, b.x1);
-    const V yc1 = minimum(a.y1, b.y1);
-    const V xc2 = maximum(a.x2, b.x2);
-    const V yc2 = maximum(a.y2, b.y2);
+    const V xc1 = coord_min(a.x1, b.x1);
+    const V yc1 = coord_min(a.y1, b.y1);
+    const V xc2 = coord_max(a.x2, b.x2);
+    const V yc2 = coord_max(a.y2, b.y2);
     if constexpr (M == BoxMetric::kGIoULoss) {
       const V iou = inter / (uni + p.eps);
       const V area_c = (xc2 - xc1) * (yc2 - yc1);
@@ -217,8 +239,15 @@ C10_HOST_DEVICE inline V box_metric(const BoxTerms<V>& a, const BoxTerms<V>& b, 
     }
   } else {
     // mmdet bbox_overlaps: overlap = clamp(rb - lt (+offset), 0); union clamped below by eps.
-    const V w = clamp_min(minimum(a.x2, b.x2) - maximum(a.x1, b.x1) + p.offset, S(0));
-    const V h = clamp_min(minimum(a.y2, b.y2) - maximum(a.y1, b.y1) + p.offset, S(0));
+    // For iof the union is boxes1's area alone, so boxes2's NaN must propagate through the overlap.
+    V w, h;
+    if constexpr (M == BoxMetric::kMmIoF) {
+      w = clamp_min(minimum(a.x2, b.x2) - maximum(a.x1, b.x1) + p.offset, S(0));
+      h = clamp_min(minimum(a.y2, b.y2) - maximum(a.y1, b.y1) + p.offset, S(0));
+    } else {
+      w = clamp_min(coord_min(a.x2, b.x2) - coord_max(a.x1, b.x1) + p.offset, S(0));
+      h = clamp_min(coord_min(a.y2, b.y2) - coord_max(a.y1, b.y1) + p.offset, S(0));
+    }
     const V overlap = w * h;
     V uni;
     if constexpr (M == BoxMetric::kMmIoF) {
@@ -231,8 +260,8 @@ C10_HOST_DEVICE inline V box_metric(const BoxTerms<V>& a, const BoxTerms<V>& b, 
     if constexpr (M != BoxMetric::kMmGIoU) {
       return ious;
     } else {
-      const V ew = clamp_min(maximum(a.x2, b.x2) - minimum(a.x1, b.x1) + p.offset, S(0));
-      const V eh = clamp_min(maximum(a.y2, b.y2) - minimum(a.y1, b.y1) + p.offset, S(0));
+      const V ew = clamp_min(coord_max(a.x2, b.x2) - coord_min(a.x1, b.x1) + p.offset, S(0));
+      const V eh = clamp_min(coord_max(a.y2, b.y2) - coord_min(a.y1, b.y1) + p.offset, S(0));
       const V enclose = maximum(ew * eh, V(p.eps));
       return ious - (enclose - uni) / enclose;
     }
