@@ -22,7 +22,7 @@ struct Box4 {
 
 // torchvision's _box_*_to_xyxy / _box_xyxy_to_* helpers; other pairs go through xyxy as there.
 template <class V>
-C10_HOST_DEVICE inline Box4<V> to_xyxy(BoxFormat fmt, const Box4<V>& q) {
+PYDET_HD Box4<V> to_xyxy(BoxFormat fmt, const Box4<V>& q) {
   using S = scalar_of_t<V>;
   switch (fmt) {
     case BoxFormat::kXYWH:  // (x, y, w, h)
@@ -34,7 +34,7 @@ C10_HOST_DEVICE inline Box4<V> to_xyxy(BoxFormat fmt, const Box4<V>& q) {
   }
 }
 template <class V>
-C10_HOST_DEVICE inline Box4<V> from_xyxy(BoxFormat fmt, const Box4<V>& q) {
+PYDET_HD Box4<V> from_xyxy(BoxFormat fmt, const Box4<V>& q) {
   using S = scalar_of_t<V>;
   switch (fmt) {
     case BoxFormat::kXYWH:
@@ -48,25 +48,25 @@ C10_HOST_DEVICE inline Box4<V> from_xyxy(BoxFormat fmt, const Box4<V>& q) {
 
 // torchvision box_area: (x2 - x1) * (y2 - y1).
 template <class V>
-C10_HOST_DEVICE inline V box_area(const Box4<V>& q) {
+PYDET_HD V box_area(const Box4<V>& q) {
   return (q.c - q.a) * (q.d - q.b);
 }
 
 // torchvision clip_boxes_to_image: x clamped to [0, width], y to [0, height].
 template <class V, class S>
-C10_HOST_DEVICE inline Box4<V> clip_box(const Box4<V>& q, S height, S width) {
+PYDET_HD Box4<V> clip_box(const Box4<V>& q, S height, S width) {
   return {clamp(q.a, S(0), width), clamp(q.b, S(0), height), clamp(q.c, S(0), width), clamp(q.d, S(0), height)};
 }
 
 // Backward helpers: seed a box's four coordinates as the variables of a Dual<S, 4>, and pull an
 // upstream gradient back through a box-valued result (vector-Jacobian product).
 template <class S>
-C10_HOST_DEVICE inline Box4<Dual<S, 4>> seed_box(const Box4<S>& q) {
+PYDET_HD Box4<Dual<S, 4>> seed_box(const Box4<S>& q) {
   using D = Dual<S, 4>;
   return {D::variable(q.a, 0), D::variable(q.b, 1), D::variable(q.c, 2), D::variable(q.d, 3)};
 }
 template <class S, class G>
-C10_HOST_DEVICE inline Box4<S> pull_back(const Box4<Dual<S, 4>>& out, const Box4<G>& grad) {
+PYDET_HD Box4<S> pull_back(const Box4<Dual<S, 4>>& out, const Box4<G>& grad) {
   Box4<S> r;
   S* rp[4] = {&r.a, &r.b, &r.c, &r.d};
   for (int k = 0; k < 4; ++k) {
@@ -119,7 +119,7 @@ struct BoxTerms {
 };
 
 template <BoxMetric M, class V, class S>
-C10_HOST_DEVICE inline BoxTerms<V> box_terms(V x1, V y1, V x2, V y2, const MetricParams<S>& p) {
+PYDET_HD BoxTerms<V> box_terms(V x1, V y1, V x2, V y2, const MetricParams<S>& p) {
   BoxTerms<V> t;
   t.x1 = x1;
   t.y1 = y1;
@@ -147,19 +147,19 @@ C10_HOST_DEVICE inline BoxTerms<V> box_terms(V x1, V y1, V x2, V y2, const Metri
 // to one vminps/vmaxps; torch.maximum's NaN semantics cost four instructions. Dual numbers keep
 // PyTorch's tie rule (the gradient is split).
 template <class S, std::enable_if_t<std::is_floating_point_v<S>, int> = 0>
-C10_HOST_DEVICE inline S coord_max(S a, S b) {
+PYDET_HD S coord_max(S a, S b) {
   return a > b ? a : b;
 }
 template <class S, std::enable_if_t<std::is_floating_point_v<S>, int> = 0>
-C10_HOST_DEVICE inline S coord_min(S a, S b) {
+PYDET_HD S coord_min(S a, S b) {
   return a < b ? a : b;
 }
 template <class S, int K>
-C10_HOST_DEVICE inline Dual<S, K> coord_max(const Dual<S, K>& a, const Dual<S, K>& b) {
+PYDET_HD Dual<S, K> coord_max(const Dual<S, K>& a, const Dual<S, K>& b) {
   return maximum(a, b);
 }
 template <class S, int K>
-C10_HOST_DEVICE inline Dual<S, K> coord_min(const Dual<S, K>& a, const Dual<S, K>& b) {
+PYDET_HD Dual<S, K> coord_min(const Dual<S, K>& a, const Dual<S, K>& b) {
   return minimum(a, b);
 }
 
@@ -167,7 +167,7 @@ C10_HOST_DEVICE inline Dual<S, K> coord_min(const Dual<S, K>& a, const Dual<S, K
 constexpr double kCIoUFactor = 4.0 / (3.14159265358979323846 * 3.14159265358979323846);
 
 template <BoxMetric M, class V, class S>
-C10_HOST_DEVICE inline V box_metric(const BoxTerms<V>& a, const BoxTerms<V>& b, const MetricParams<S>& p) {
+PYDET_HD V box_metric(const BoxTerms<V>& a, const BoxTerms<V>& b, const MetricParams<S>& p) {
   if constexpr (M == BoxMetric::kIoU || M == BoxMetric::kGIoU || M == BoxMetric::kDIoU ||
                 M == BoxMetric::kCIoU) {
     // torchvision _box_inter_union: wh = (rb - lt).clamp(min=0); union = area1 + area2 - inter.
@@ -207,7 +207,7 @@ C10_HOST_DEVICE inline V box_metric(const BoxTerms<V>& a, const BoxTerms<V>& b, 
     const V yk1 = coord_max(a.y1, b.y1);
     const V xk2 = coord_min(a.x2, b.x2);
     const V yk2 = coord_min(a.y2, b.y2);
-    const V inter = (yk2 > yk1 && xk2 > xk1) ? (xk2 - xk1) * (yk2 - yk1) : V(0);
+    const V inter = where(yk2 > yk1 && xk2 > xk1, (xk2 - xk1) * (yk2 - yk1), V(0));
     const V uni = a.area + b.area - inter;
     const V xc1 = coord_min(a.x1, b.x1);
     const V yc1 = coord_min(a.y1, b.y1);

@@ -17,7 +17,7 @@ struct BoxRows {
   explicit BoxRows(const at::Tensor& t)
       : data(t.const_data_ptr<T>()), row_stride(t.stride(0)), col_stride(t.stride(1)), size(t.size(0)) {}
 
-  C10_HOST_DEVICE Box4<T> operator[](int64_t k) const {
+  PYDET_HD Box4<T> operator[](int64_t k) const {
     const T* r = data + k * row_stride;
     return {r[0], r[col_stride], r[2 * col_stride], r[3 * col_stride]};
   }
@@ -32,7 +32,7 @@ struct BatchedBoxRows {
   explicit BatchedBoxRows(const at::Tensor& t)
       : data(t.const_data_ptr<T>()), batch_stride(t.stride(0)), row_stride(t.stride(1)), col_stride(t.stride(2)) {}
 
-  C10_HOST_DEVICE Box4<T> at(int64_t b, int64_t k) const {
+  PYDET_HD Box4<T> at(int64_t b, int64_t k) const {
     const T* r = data + b * batch_stride + k * row_stride;
     return {r[0], r[col_stride], r[2 * col_stride], r[3 * col_stride]};
   }

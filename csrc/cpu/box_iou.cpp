@@ -231,6 +231,28 @@ PYDET_TARGET_CLONES void aligned_chunk(const T* __restrict p1, int64_t s10, int6
   }
 }
 
+// Gradients of metric(boxes1[k], boxes2[k]) w.r.t. both boxes for k in [begin, end): one dual
+// number with 8 partials per pair (its partial arrays vectorise as one AVX register).
+template <BoxMetric M, class T>
+PYDET_TARGET_CLONES void aligned_backward_chunk(const BoxRows<T> r1, const BoxRows<T> r2, const T* grad,
+                                                int64_t grad_stride, double grad_scale, const MetricParams<T> p,
+                                                T* __restrict g1, T* __restrict g2, int64_t begin, int64_t end) {
+  using D = Dual<T, 8>;
+  for (int64_t k = begin; k < end; ++k) {
+    const Box4<T> q1 = r1[k], q2 = r2[k];
+    const BoxTerms<D> a =
+        box_terms<M>(D::variable(q1.a, 0), D::variable(q1.b, 1), D::variable(q1.c, 2), D::variable(q1.d, 3), p);
+    const BoxTerms<D> b =
+        box_terms<M>(D::variable(q2.a, 4), D::variable(q2.b, 5), D::variable(q2.c, 6), D::variable(q2.d, 7), p);
+    const D r = box_metric<M>(a, b, p);
+    const T gk = T(double(grad[k * grad_stride]) * grad_scale);
+    for (int c = 0; c < 4; ++c) {
+      g1[4 * k + c] = gk * r.d[c];
+      g2[4 * k + c] = gk * r.d[4 + c];
+    }
+  }
+}
+
 struct CpuKernels {
   static void pairwise(const at::Tensor& b1, const at::Tensor& b2, at::Tensor& out, BoxMetric metric, double eps,
                        double offset) {
@@ -276,30 +298,16 @@ struct CpuKernels {
   static void aligned_backward(const at::Tensor& grad, double grad_scale, const at::Tensor& b1, const at::Tensor& b2,
                                at::Tensor& g1, at::Tensor& g2, BoxMetric metric, double eps, double offset) {
     AT_DISPATCH_FLOATING_TYPES(b1.scalar_type(), "aligned_box_metric_backward", [&] {
-      using T = scalar_t;
-      using D = Dual<T, 8>;
       dispatch_metric(metric, [&](auto mc) {
         constexpr BoxMetric M = decltype(mc)::value;
-        const MetricParams<T> p{T(eps), T(offset)};
-        const BoxRows<T> r1(b1), r2(b2);
-        const T* g = grad.const_data_ptr<T>();
+        const MetricParams<scalar_t> p{scalar_t(eps), scalar_t(offset)};
+        const BoxRows<scalar_t> r1(b1), r2(b2);
+        const scalar_t* g = grad.const_data_ptr<scalar_t>();
         const int64_t gstride = grad.numel() == 1 ? 0 : 1;
-        T* o1 = g1.data_ptr<T>();
-        T* o2 = g2.data_ptr<T>();
+        scalar_t* o1 = g1.data_ptr<scalar_t>();
+        scalar_t* o2 = g2.data_ptr<scalar_t>();
         at::parallel_for(0, b1.size(0), 2048, [&](int64_t begin, int64_t end) {
-          for (int64_t k = begin; k < end; ++k) {
-            const Box4<T> q1 = r1[k], q2 = r2[k];
-            const BoxTerms<D> a = box_terms<M>(D::variable(q1.a, 0), D::variable(q1.b, 1), D::variable(q1.c, 2),
-                                               D::variable(q1.d, 3), p);
-            const BoxTerms<D> b = box_terms<M>(D::variable(q2.a, 4), D::variable(q2.b, 5), D::variable(q2.c, 6),
-                                               D::variable(q2.d, 7), p);
-            const D r = box_metric<M>(a, b, p);
-            const T gk = T(double(g[k * gstride]) * grad_scale);
-            for (int c = 0; c < 4; ++c) {
-              o1[4 * k + c] = gk * r.d[c];
-              o2[4 * k + c] = gk * r.d[4 + c];
-            }
-          }
+          aligned_backward_chunk<M, scalar_t>(r1, r2, g, gstride, grad_scale, p, o1, o2, begin, end);
         });
       });
     });

@@ -9,6 +9,7 @@
 
 #include "common/box_math.h"
 #include "common/rows.h"
+#include "common/simd.h"
 #include "ops/boxes.h"
 
 namespace pydet::boxes {
@@ -16,26 +17,40 @@ namespace {
 
 constexpr int64_t kGrain = 8192;
 
-// out[k] = f(box k) for every row of a [K, 4] tensor, in parallel.
+// f(k, box k) for k in [begin, end). Instantiated per SIMD ISA (simd.h); with kContiguous the row
+// layout is a compile-time constant, which lets the compiler vectorise the loop.
+template <bool kContiguous, class T, class F>
+PYDET_TARGET_CLONES void box_range(const BoxRows<T> in, int64_t begin, int64_t end, const F& f) {
+  for (int64_t k = begin; k < end; ++k) {
+    if constexpr (kContiguous) {
+      const T* r = in.data + 4 * k;
+      f(k, Box4<T>{r[0], r[1], r[2], r[3]});
+    } else {
+      f(k, in[k]);
+    }
+  }
+}
+
+// f(k, box k) for every row of a [K, 4] tensor, in parallel.
 template <class T, class F>
-void for_each_box(const at::Tensor& boxes, F&& f) {
+void for_each_box(const at::Tensor& boxes, const F& f) {
   const BoxRows<T> in(boxes);
+  const bool contiguous = in.col_stride == 1 && in.row_stride == 4;
   at::parallel_for(0, in.size, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) f(k, in[k]);
+    if (contiguous) {
+      box_range<true>(in, begin, end, f);
+    } else {
+      box_range<false>(in, begin, end, f);
+    }
   });
 }
 
 template <class T>
-void store(T* out, int64_t k, const Box4<T>& q) {
+void store(T* __restrict out, int64_t k, const Box4<T>& q) {
   out[4 * k + 0] = q.a;
   out[4 * k + 1] = q.b;
   out[4 * k + 2] = q.c;
   out[4 * k + 3] = q.d;
-}
-
-template <class T>
-Box4<T> load(const T* in, int64_t k) {
-  return {in[4 * k + 0], in[4 * k + 1], in[4 * k + 2], in[4 * k + 3]};
 }
 
 struct CpuKernels {

@@ -1,0 +1,142 @@
+"""Runs benchmark cases side by side in one process and formats the results."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import sys
+from collections.abc import Iterable
+
+import torch
+
+import pydet
+from pydet.benchmarks.cases import Case
+from pydet.benchmarks.timing import copy_bandwidth, median_time
+
+
+def _nbytes(obj) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, (tuple, list)):
+        return sum(_nbytes(o) for o in obj)
+    return 0
+
+
+def _agree(a, b) -> bool:
+    if isinstance(a, (tuple, list)):
+        return all(_agree(x, y) for x, y in zip(a, b, strict=True))
+    return a.shape == b.shape and torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5, equal_nan=True)
+
+
+def run_case(case: Case, device: str, min_time: float, bandwidth_cache: dict) -> dict:
+    inputs = case.make(device)
+    out = case.pydet(*inputs)
+    row = {"op": case.name, "size": case.size, "device": device}
+    row["agrees_with_reference"] = _agree(out, case.reference(*inputs))
+    row["pydet_ms"] = 1e3 * median_time(lambda: case.pydet(*inputs), device, min_time=min_time)
+    row["reference_ms"] = 1e3 * median_time(lambda: case.reference(*inputs), device, min_time=min_time, max_reps=7)
+    row["speedup"] = row["reference_ms"] / row["pydet_ms"]
+    if case.torchvision is not None:
+        row["torchvision_ms"] = 1e3 * median_time(lambda: case.torchvision(*inputs), device, min_time=min_time,
+                                                  max_reps=7)
+        row["speedup_vs_torchvision"] = row["torchvision_ms"] / row["pydet_ms"]
+    if case.memory_bound:
+        moved = _nbytes(inputs) + _nbytes(out)
+        out_bytes = _nbytes(out)
+        if out_bytes not in bandwidth_cache:  # measure on a buffer the size of the output
+            bandwidth_cache[out_bytes] = copy_bandwidth(out_bytes, device)
+        bw = bandwidth_cache[out_bytes]
+        row["bytes_moved"] = moved
+        row["copy_gbps"] = bw / 1e9
+        row["floor_ms"] = 1e3 * moved / bw
+        row["x_floor"] = row["pydet_ms"] / row["floor_ms"]
+    return row
+
+
+def run(cases: Iterable[Case], device: str, min_time: float, progress=None) -> list[dict]:
+    cases = list(cases)
+    rows, cache = [], {}
+    for k, case in enumerate(cases):
+        if progress:
+            progress(k, len(cases), case)
+        rows.append(run_case(case, device, min_time, cache))
+    if progress:
+        progress(len(cases), len(cases), None)
+    return rows
+
+
+def environment(device: str) -> dict:
+    env = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "pydet": pydet.build_info(),
+        "machine": platform.machine(),
+        "processor": _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "device": device,
+    }
+    if device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name()
+    try:
+        import torchvision
+
+        env["torchvision"] = torchvision.__version__
+    except Exception:
+        env["torchvision"] = None
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def format_table(rows: list[dict]) -> str:
+    has_tv = any("torchvision_ms" in r for r in rows)
+    header = ["op", "size", "pydet ms", "eager ms", "speed-up"]
+    if has_tv:
+        header += ["torchvision ms", "vs tv"]
+    header += ["floor ms", "x floor"]
+    lines = [header]
+    for r in rows:
+        line = [r["op"] + ("" if r["agrees_with_reference"] else " (MISMATCH)"), r["size"],
+                 _fmt(r["pydet_ms"], ".3f"), _fmt(r["reference_ms"], ".3f"), _fmt(r["speedup"], ".1f") + "x"]
+        if has_tv:
+            line += [_fmt(r.get("torchvision_ms"), ".3f"),
+                     (_fmt(r.get("speedup_vs_torchvision"), ".1f") + "x") if "torchvision_ms" in r else "-"]
+        line += [_fmt(r.get("floor_ms"), ".3f"), (_fmt(r.get("x_floor"), ".2f") + "x") if "x_floor" in r else "-"]
+        lines.append(line)
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
+    out = []
+    for k, row in enumerate(lines):
+        out.append(" | ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        if k == 0:
+            out.append("-+-".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The same table as Markdown, for README.md and bench/results/."""
+    text = format_table(rows).splitlines()
+    head = "| " + " | ".join(c.strip() for c in text[0].split(" | ")) + " |"
+    sep = "|" + "|".join("---" for _ in text[0].split(" | ")) + "|"
+    body = ["| " + " | ".join(c.strip() for c in line.split(" | ")) + " |" for line in text[2:]]
+    return "\n".join([head, sep, *body])
+
+
+def write_json(path: str, env: dict, rows: list[dict]) -> None:
+    with open(path, "w") as f:
+        json.dump({"environment": env, "results": rows}, f, indent=2)
+        f.write("\n")

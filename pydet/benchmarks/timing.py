@@ -1,0 +1,42 @@
+"""Timing primitives for ``pydet bench`` and the pytest-benchmark suites."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def median_time(fn: Callable[[], object], device: str, *, min_time: float = 0.3, max_reps: int = 50,
+                min_reps: int = 3) -> float:
+    """Median wall time of ``fn()`` in seconds: one warm-up call, then repeats until ``min_time`` has
+    passed (at least ``min_reps``, at most ``max_reps``)."""
+    fn()
+    synchronize(device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_reps or (len(times) < max_reps and time.perf_counter() - start < min_time):
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def copy_bandwidth(nbytes: int, device: str, *, min_time: float = 0.2) -> float:
+    """Bytes per second moved by copying a buffer of ``nbytes`` into another (read + write counted),
+    the reference for memory-bound floors. The destination is allocated once, so its pages are
+    already mapped."""
+    n = max(1, nbytes // 4)
+    src = torch.ones(n, device=device)
+    dst = torch.zeros(n, device=device)
+    t = median_time(lambda: dst.copy_(src), device, min_time=min_time)
+    return 2 * n * 4 / t
+
