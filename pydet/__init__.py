@@ -11,6 +11,7 @@ import sys
 
 import torch
 
+
 def _rebuild_command(source_dir: str) -> str:
     target = source_dir if source_dir and os.path.isdir(source_dir) else "pydet"
     return f"{sys.executable} -m pip install --no-build-isolation --no-deps --force-reinstall --no-cache-dir {target}"

@@ -25,8 +25,11 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"pydet bench: no case matches --filter {args.filter!r}", file=sys.stderr)
         return 2
     env = runner.environment(args.device)
-    print(f"pydet bench on {args.device} ({env['processor']}, {env['threads']} threads), torch {env['torch']}"
-          f", torchvision {env['torchvision'] or 'not installed'}", flush=True)
+    print(
+        f"pydet bench on {args.device} ({env['processor']}, {env['threads']} threads), torch {env['torch']}"
+        f", torchvision {env['torchvision'] or 'not installed'}",
+        flush=True,
+    )
 
     def progress(k, total, case):
         msg = f"[{k}/{total}] {case.id}" if case is not None else f"[{total}/{total}] done"
@@ -35,9 +38,11 @@ def _bench(args: argparse.Namespace) -> int:
     min_time = args.min_time if args.min_time is not None else (0.1 if args.quick else 0.5)
     rows = runner.run(cases, args.device, min_time, progress=progress)
     print(runner.markdown_table(rows) if args.markdown else runner.format_table(rows))
-    print("speed-up: eager formula (pydet.reference, as torchvision writes it) / pydet, medians in one process.\n"
-          "floor: bytes read + written at the copy bandwidth measured in the same run "
-          "(a copy of an output-sized buffer; read and write bytes both counted).")
+    print(
+        "speed-up: eager formula (pydet.reference, as torchvision writes it) / pydet, medians in one process.\n"
+        "floor: bytes read + written at the copy bandwidth measured in the same run "
+        "(a copy of an output-sized buffer; read and write bytes both counted)."
+    )
     if args.json:
         runner.write_json(args.json, env, rows)
         print(f"wrote {args.json}")
@@ -55,13 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pydet", description="pydet: fast, exact detection ops for PyTorch")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    bench = sub.add_parser("bench", help="time every kernel against the eager PyTorch formula (and torchvision)")
+    bench = sub.add_parser(
+        "bench", help="time every kernel against the eager PyTorch formula (and torchvision)"
+    )
     bench.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     bench.add_argument("--quick", action="store_true", help="a smaller set of cases and shorter timing")
     bench.add_argument("--json", metavar="PATH", help="also write the results (and machine info) as JSON")
     bench.add_argument("--filter", metavar="TEXT", help="only cases whose id (op[size]) contains TEXT")
     bench.add_argument("--threads", type=int, help="torch.set_num_threads before timing")
-    bench.add_argument("--min-time", type=float, help="seconds of repeats per measurement (default 0.5, quick 0.1)")
+    bench.add_argument(
+        "--min-time", type=float, help="seconds of repeats per measurement (default 0.5, quick 0.1)"
+    )
     bench.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     bench.set_defaults(func=_bench)
 

@@ -148,7 +148,9 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
     return loss
 
 
-def generalized_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7) -> Tensor:
+def generalized_box_iou_loss(
+    boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7
+) -> Tensor:
     intsctk, unionk = _loss_inter_union(boxes1, boxes2)
     iouk = intsctk / (unionk + eps)
     x1, y1, x2, y2 = boxes1.unbind(dim=-1)
@@ -174,11 +176,15 @@ def _diou_iou_loss(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> tuple[T
     return 1 - iou + (centers_distance_squared / diagonal_distance_squared), iou
 
 
-def distance_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7) -> Tensor:
+def distance_box_iou_loss(
+    boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7
+) -> Tensor:
     return _reduce(_diou_iou_loss(boxes1, boxes2, eps)[0], reduction)
 
 
-def complete_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7) -> Tensor:
+def complete_box_iou_loss(
+    boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7
+) -> Tensor:
     diou_loss, iou = _diou_iou_loss(boxes1, boxes2)  # torchvision passes no eps here
     x1, y1, x2, y2 = boxes1.unbind(dim=-1)
     x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
@@ -192,7 +198,12 @@ def complete_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none
 
 # ---- mmdet bbox_overlaps -----------------------------------------------------------------------
 def bbox_overlaps(
-    bboxes1: Tensor, bboxes2: Tensor, mode: str = "iou", is_aligned: bool = False, eps: float = 1e-6, offset: int = 0
+    bboxes1: Tensor,
+    bboxes2: Tensor,
+    mode: str = "iou",
+    is_aligned: bool = False,
+    eps: float = 1e-6,
+    offset: int = 0,
 ) -> Tensor:
     rows, cols = bboxes1.size(-2), bboxes2.size(-2)
     batch_shape = bboxes1.shape[:-2]

@@ -8,7 +8,11 @@ from hypothesis import HealthCheck, settings
 # (HYPOTHESIS_PROFILE=thorough), "quick" for a smoke run.
 _common = dict(
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
 )
 settings.register_profile("default", max_examples=60, **_common)
 settings.register_profile("quick", max_examples=10, **_common)
@@ -20,7 +24,10 @@ DEVICES = [
     "cpu",
     pytest.param(
         "cuda",
-        marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and pydet's CUDA kernels")],
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and pydet's CUDA kernels"),
+        ],
     ),
 ]
 

@@ -13,7 +13,9 @@ HAS_CUDA = torch.cuda.is_available() and bool(pydet.build_info()["cuda"])
 FLOAT_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
-def random_boxes(n: int, *, scale: float = 100.0, dtype=torch.float32, device="cpu", seed: int = 0) -> torch.Tensor:
+def random_boxes(
+    n: int, *, scale: float = 100.0, dtype=torch.float32, device="cpu", seed: int = 0
+) -> torch.Tensor:
     """xyxy boxes with corners in [0, scale) and sides in [0, scale / 2)."""
     g = torch.Generator().manual_seed(seed)
     xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * scale
@@ -52,7 +54,9 @@ def box_arrays(draw, min_n: int = 0, max_n: int = 24, special: bool = True) -> n
     return boxes + 0.0
 
 
-def assert_same(actual: torch.Tensor, expected: torch.Tensor, *, atol: float = 0.0, rtol: float = 0.0) -> None:
+def assert_same(
+    actual: torch.Tensor, expected: torch.Tensor, *, atol: float = 0.0, rtol: float = 0.0
+) -> None:
     """Equal values (bit-exact by default), NaN where the reference has NaN, same shape and dtype."""
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)

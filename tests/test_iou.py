@@ -50,7 +50,10 @@ def test_aligned_is_the_diagonal_of_pairwise(name, device):
 @pytest.mark.parametrize("name", PAIRWISE)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_is_computed_in_float32(name, dtype, device):
-    b1, b2 = random_boxes(31, dtype=dtype, device=device), random_boxes(17, dtype=dtype, device=device, seed=3)
+    b1, b2 = (
+        random_boxes(31, dtype=dtype, device=device),
+        random_boxes(17, dtype=dtype, device=device, seed=3),
+    )
     out = getattr(ops, name)(b1, b2)
     expected = getattr(ops, name)(b1.float(), b2.float()).to(dtype)
     assert_same(out, expected)
@@ -124,7 +127,9 @@ def test_aligned_broadcasts_leading_dims(device):
 @given(a=box_arrays(), b=box_arrays(), eps=st.sampled_from([1e-6, 1e-3, 0.0]))
 def test_bbox_overlaps_equals_mmdet_formula(mode, offset, dtype, a, b, eps, device):
     b1, b2 = as_tensor(a, dtype, device), as_tensor(b, dtype, device)
-    assert_same(ops.bbox_overlaps(b1, b2, mode, False, eps, offset), R.bbox_overlaps(b1, b2, mode, False, eps, offset))
+    assert_same(
+        ops.bbox_overlaps(b1, b2, mode, False, eps, offset), R.bbox_overlaps(b1, b2, mode, False, eps, offset)
+    )
     n = min(len(b1), len(b2))
     assert_same(
         ops.bbox_overlaps(b1[:n], b2[:n], mode, True, eps, offset),
@@ -151,7 +156,9 @@ def test_bbox_overlaps_documented_example(device):
     bboxes2 = torch.tensor([[0.0, 0, 10, 20], [0, 10, 10, 19], [10, 10, 20, 20]], device=device)
     expected = torch.tensor([[0.5000, 0.0000, 0.0000], [0.0000, 0.0000, 1.0000], [0.0000, 0.0000, 0.0000]])
     torch.testing.assert_close(ops.bbox_overlaps(bboxes1, bboxes2).cpu(), expected)
-    torch.testing.assert_close(ops.bbox_overlaps(bboxes1, bboxes2, is_aligned=True).cpu(), torch.tensor([0.5, 0, 0]))
+    torch.testing.assert_close(
+        ops.bbox_overlaps(bboxes1, bboxes2, is_aligned=True).cpu(), torch.tensor([0.5, 0, 0])
+    )
     empty = torch.empty(0, 4, device=device)
     assert ops.bbox_overlaps(empty, torch.rand(10, 4, device=device)).shape == (0, 10)
 
@@ -165,7 +172,10 @@ def grads(f, b1, b2, *args):
 
 
 def boxes_with_ties(device):
-    b1, b2 = random_boxes(7, dtype=torch.float64, device=device), random_boxes(7, dtype=torch.float64, device=device, seed=4)
+    b1, b2 = (
+        random_boxes(7, dtype=torch.float64, device=device),
+        random_boxes(7, dtype=torch.float64, device=device, seed=4),
+    )
     b2[0] = b1[0]  # identical boxes: every max/min ties
     b2[1, :2] = b1[1, :2]  # shared corner
     b2[2] = b1[2] + torch.tensor([30.0, 30, 30, 30], dtype=torch.float64, device=device)  # disjoint

@@ -14,7 +14,9 @@ REDUCTIONS = ["none", "mean", "sum"]
 
 def tolerance(name, dtype, reduction):
     if reduction != "none":  # pydet sums in float64; the reference sums in the input dtype
-        return dict(rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-5 if dtype == torch.float32 else 1e-12)
+        return dict(
+            rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-5 if dtype == torch.float32 else 1e-12
+        )
     return ulp_tolerance(dtype) if "complete" in name else {}
 
 
@@ -41,7 +43,9 @@ def test_mean_of_empty_is_zero(name, device):
 def test_single_box_and_broadcast(name, device):
     b = random_boxes(5, device=device)
     assert getattr(ops, name)(b[0], b[1]).shape == ()
-    assert_same(getattr(ops, name)(b, b[0]), getattr(R, name)(b, b[0]), **tolerance(name, torch.float32, "none"))
+    assert_same(
+        getattr(ops, name)(b, b[0]), getattr(R, name)(b, b[0]), **tolerance(name, torch.float32, "none")
+    )
 
 
 @pytest.mark.parametrize("name", LOSSES)
@@ -71,7 +75,12 @@ def test_gradcheck(name, reduction, device):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_loss(dtype, device):
-    b1, b2 = random_boxes(20, dtype=dtype, device=device), random_boxes(20, dtype=dtype, device=device, seed=8)
+    b1, b2 = (
+        random_boxes(20, dtype=dtype, device=device),
+        random_boxes(20, dtype=dtype, device=device, seed=8),
+    )
     out = ops.generalized_box_iou_loss(b1, b2, "mean")
     assert out.dtype == dtype
-    torch.testing.assert_close(out.float(), R.generalized_box_iou_loss(b1.float(), b2.float(), "mean"), rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(
+        out.float(), R.generalized_box_iou_loss(b1.float(), b2.float(), "mean"), rtol=1e-2, atol=1e-2
+    )

@@ -38,7 +38,10 @@ def sample_calls(device):
         (pd.bbox_overlaps, (g(b.reshape(2, 3, 4)), g(b.reshape(2, 3, 4).flip(1)), "giou", False, 1e-6, 1)),
         (pd.bbox_overlaps, (g(b), g(b.flip(0)), "iof", True, 1e-6, 0)),
         (pd._pairwise_box_metric_backward, (torch.ones(6, 5, device=device), b, c, "ciou", 1e-7, 0.0)),
-        (pd._aligned_box_metric_backward, (torch.ones(6, device=device), b, b.flip(0), "mm_giou", 1e-6, 1.0, 1.0)),
+        (
+            pd._aligned_box_metric_backward,
+            (torch.ones(6, device=device), b, b.flip(0), "mm_giou", 1e-6, 1.0, 1.0),
+        ),
     ]
     for name in ("generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"):
         for reduction in ("none", "mean", "sum"):

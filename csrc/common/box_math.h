@@ -207,7 +207,7 @@ PYDET_HD V box_metric(const BoxTerms<V>& a, const BoxTerms<V>& b, const MetricPa
     const V yk1 = coord_max(a.y1, b.y1);
     const V xk2 = coord_min(a.x2, b.x2);
     const V yk2 = coord_min(a.y2, b.y2);
-    const V inter = where(yk2 > yk1 && xk2 > xk1, (xk2 - xk1) * (yk2 - yk1), V(0));
+    const V inter = where((yk2 > yk1) & (xk2 > xk1), (xk2 - xk1) * (yk2 - yk1), V(0));
     const V uni = a.area + b.area - inter;
     const V xc1 = coord_min(a.x1, b.x1);
     const V yc1 = coord_min(a.y1, b.y1);

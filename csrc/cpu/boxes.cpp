@@ -5,6 +5,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "common/box_math.h"
@@ -111,40 +112,44 @@ struct CpuKernels {
     });
   }
 
-  // Indices of boxes whose width and height are >= min_size, in increasing order. Chunks are
-  // counted in parallel, then written at their prefix offsets: deterministic for any thread count.
+  // Indices of boxes whose width and height are >= min_size, in increasing order. Pass 1 writes a
+  // byte mask and counts each fixed-size chunk; pass 2 compacts each chunk branch-free into a local
+  // buffer and copies it to its prefix offset. Deterministic for any thread count.
   static at::Tensor keep_large(const at::Tensor& boxes, double min_size) {
     const int64_t n = boxes.size(0);
-    constexpr int64_t kChunk = 16384;
+    constexpr int64_t kChunk = 2048;
     const int64_t chunks = (n + kChunk - 1) / kChunk;
-    std::vector<int64_t> offsets(chunks + 1, 0);
-    at::Tensor keep = at::empty({n}, boxes.options().dtype(at::kLong));
+    std::vector<uint8_t> mask(static_cast<size_t>(n));
+    std::vector<int64_t> offsets(static_cast<size_t>(chunks + 1), 0);
     AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "remove_small_boxes", [&] {
-      const BoxRows<scalar_t> in(boxes);
       const scalar_t ms = scalar_t(min_size);
-      auto large = [&](int64_t k) {
-        const Box4<scalar_t> q = in[k];
-        return (q.c - q.a) >= ms && (q.d - q.b) >= ms;
-      };
-      at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
-        for (int64_t c = cb; c < ce; ++c) {
-          int64_t count = 0;
-          for (int64_t k = c * kChunk, e = std::min(n, (c + 1) * kChunk); k < e; ++k) count += large(k);
-          offsets[c + 1] = count;
-        }
-      });
-      for (int64_t c = 0; c < chunks; ++c) offsets[c + 1] += offsets[c];
-      int64_t* out = keep.data_ptr<int64_t>();
-      at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
-        for (int64_t c = cb; c < ce; ++c) {
-          int64_t w = offsets[c];
-          for (int64_t k = c * kChunk, e = std::min(n, (c + 1) * kChunk); k < e; ++k) {
-            if (large(k)) out[w++] = k;
-          }
-        }
+      uint8_t* m = mask.data();
+      for_each_box<scalar_t>(boxes, [&](int64_t k, const Box4<scalar_t>& q) {
+        m[k] = (q.c - q.a) >= ms && (q.d - q.b) >= ms;
       });
     });
-    return keep.narrow(0, 0, offsets[chunks]).clone();
+    at::parallel_for(0, chunks, 16, [&](int64_t cb, int64_t ce) {
+      for (int64_t c = cb; c < ce; ++c) {
+        int64_t count = 0;
+        for (int64_t k = c * kChunk, e = std::min(n, (c + 1) * kChunk); k < e; ++k) count += mask[k];
+        offsets[c + 1] = count;
+      }
+    });
+    for (int64_t c = 0; c < chunks; ++c) offsets[c + 1] += offsets[c];
+    at::Tensor keep = at::empty({offsets[chunks]}, boxes.options().dtype(at::kLong));
+    int64_t* out = keep.data_ptr<int64_t>();
+    at::parallel_for(0, chunks, 16, [&](int64_t cb, int64_t ce) {
+      int64_t local[kChunk];
+      for (int64_t c = cb; c < ce; ++c) {
+        int64_t w = 0;
+        for (int64_t k = c * kChunk, e = std::min(n, (c + 1) * kChunk); k < e; ++k) {
+          local[w] = k;
+          w += mask[k];
+        }
+        std::copy(local, local + w, out + offsets[c]);
+      }
+    });
+    return keep;
   }
 };
 

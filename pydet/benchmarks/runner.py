@@ -35,11 +35,14 @@ def run_case(case: Case, device: str, min_time: float, bandwidth_cache: dict) ->
     row = {"op": case.name, "size": case.size, "device": device}
     row["agrees_with_reference"] = _agree(out, case.reference(*inputs))
     row["pydet_ms"] = 1e3 * median_time(lambda: case.pydet(*inputs), device, min_time=min_time)
-    row["reference_ms"] = 1e3 * median_time(lambda: case.reference(*inputs), device, min_time=min_time, max_reps=7)
+    row["reference_ms"] = 1e3 * median_time(
+        lambda: case.reference(*inputs), device, min_time=min_time, max_reps=7
+    )
     row["speedup"] = row["reference_ms"] / row["pydet_ms"]
     if case.torchvision is not None:
-        row["torchvision_ms"] = 1e3 * median_time(lambda: case.torchvision(*inputs), device, min_time=min_time,
-                                                  max_reps=7)
+        row["torchvision_ms"] = 1e3 * median_time(
+            lambda: case.torchvision(*inputs), device, min_time=min_time, max_reps=7
+        )
         row["speedup_vs_torchvision"] = row["torchvision_ms"] / row["pydet_ms"]
     if case.memory_bound:
         moved = _nbytes(inputs) + _nbytes(out)
@@ -111,17 +114,32 @@ def format_table(rows: list[dict]) -> str:
     header += ["floor ms", "x floor"]
     lines = [header]
     for r in rows:
-        line = [r["op"] + ("" if r["agrees_with_reference"] else " (MISMATCH)"), r["size"],
-                 _fmt(r["pydet_ms"], ".3f"), _fmt(r["reference_ms"], ".3f"), _fmt(r["speedup"], ".1f") + "x"]
+        line = [
+            r["op"] + ("" if r["agrees_with_reference"] else " (MISMATCH)"),
+            r["size"],
+            _fmt(r["pydet_ms"], ".3f"),
+            _fmt(r["reference_ms"], ".3f"),
+            _fmt(r["speedup"], ".1f") + "x",
+        ]
         if has_tv:
-            line += [_fmt(r.get("torchvision_ms"), ".3f"),
-                     (_fmt(r.get("speedup_vs_torchvision"), ".1f") + "x") if "torchvision_ms" in r else "-"]
-        line += [_fmt(r.get("floor_ms"), ".3f"), (_fmt(r.get("x_floor"), ".2f") + "x") if "x_floor" in r else "-"]
+            line += [
+                _fmt(r.get("torchvision_ms"), ".3f"),
+                (_fmt(r.get("speedup_vs_torchvision"), ".1f") + "x") if "torchvision_ms" in r else "-",
+            ]
+        line += [
+            _fmt(r.get("floor_ms"), ".3f"),
+            (_fmt(r.get("x_floor"), ".2f") + "x") if "x_floor" in r else "-",
+        ]
         lines.append(line)
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
     out = []
     for k, row in enumerate(lines):
-        out.append(" | ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        out.append(
+            " | ".join(
+                str(c).ljust(w) if i < 2 else str(c).rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
         if k == 0:
             out.append("-+-".join("-" * w for w in widths))
     return "\n".join(out)

@@ -14,8 +14,9 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn: Callable[[], object], device: str, *, min_time: float = 0.3, max_reps: int = 50,
-                min_reps: int = 3) -> float:
+def median_time(
+    fn: Callable[[], object], device: str, *, min_time: float = 0.3, max_reps: int = 50, min_reps: int = 3
+) -> float:
     """Median wall time of ``fn()`` in seconds: one warm-up call, then repeats until ``min_time`` has
     passed (at least ``min_reps``, at most ``max_reps``)."""
     fn()
@@ -39,4 +40,3 @@ def copy_bandwidth(nbytes: int, device: str, *, min_time: float = 0.2) -> float:
     dst = torch.zeros(n, device=device)
     t = median_time(lambda: dst.copy_(src), device, min_time=min_time)
     return 2 * n * 4 / t
-

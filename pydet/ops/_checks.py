@@ -15,7 +15,18 @@ FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 REDUCTIONS = ("none", "mean", "sum")
 OVERLAP_MODES = ("iou", "iof", "giou")
-METRICS = ("iou", "giou", "diou", "ciou", "giou_loss", "diou_loss", "ciou_loss", "mm_iou", "mm_iof", "mm_giou")
+METRICS = (
+    "iou",
+    "giou",
+    "diou",
+    "ciou",
+    "giou_loss",
+    "diou_loss",
+    "ciou_loss",
+    "mm_iou",
+    "mm_iof",
+    "mm_giou",
+)
 ANY_RANK = 1 << 62
 
 
@@ -43,7 +54,9 @@ def check_boxes(t: torch.Tensor, op: str, arg: str, expected: str, min_rank: int
 
 def check_same_device(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: str, op: str) -> None:
     if a.device != b.device:
-        raise ValueError(f"pydet.{op}: {a_name} and {b_name} must be on the same device, got {a.device} and {b.device}")
+        raise ValueError(
+            f"pydet.{op}: {a_name} and {b_name} must be on the same device, got {a.device} and {b.device}"
+        )
 
 
 def check_choice(value: str, choices: Sequence[str], op: str, arg: str) -> None:

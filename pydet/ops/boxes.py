@@ -144,7 +144,9 @@ def bbox_overlaps(
 
 
 # ---- losses (torchvision) ----------------------------------------------------------------------
-def generalized_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7) -> Tensor:
+def generalized_box_iou_loss(
+    boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7
+) -> Tensor:
     """torchvision ``generalized_box_iou_loss``: ``1 - giou`` for corresponding boxes ``[..., 4]``.
 
     The intersection is counted only where it is strictly positive; ``iou = inter / (union + eps)``
@@ -154,12 +156,16 @@ def generalized_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "n
     return _ops.generalized_box_iou_loss(boxes1, boxes2, reduction, eps)
 
 
-def distance_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7) -> Tensor:
+def distance_box_iou_loss(
+    boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7
+) -> Tensor:
     """torchvision ``distance_box_iou_loss``: ``1 - iou + d² / (c² + eps)`` for corresponding boxes."""
     return _ops.distance_box_iou_loss(boxes1, boxes2, reduction, eps)
 
 
-def complete_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7) -> Tensor:
+def complete_box_iou_loss(
+    boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7
+) -> Tensor:
     """torchvision ``complete_box_iou_loss``: the DIoU loss plus ``alpha * v``.
 
     As in torchvision, the DIoU part always uses ``eps = 1e-7``; ``eps`` enters only ``alpha``.
