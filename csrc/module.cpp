@@ -1,8 +1,12 @@
 // The pybind11 module pydet._C. Importing it loads the library, which registers every operator
 // (csrc/schemas.cpp) and kernel; the module itself only exposes build information.
-#include <torch/extension.h>
-
+//
+// Operators reach Python through the dispatcher (torch.ops.pydet), never through pybind11, so this
+// file needs pybind11 but none of torch's Python bindings: it includes the pybind11 headers bundled
+// with torch (the same version torch uses) rather than torch/extension.h, and pydet does not link
+// libtorch_python. That keeps this file's compile time at a few seconds instead of ~40.
 #include <ATen/Parallel.h>
+#include <pybind11/pybind11.h>
 
 #include <sstream>
 #include <string>

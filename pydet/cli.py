@@ -31,9 +31,18 @@ def _bench(args: argparse.Namespace) -> int:
         flush=True,
     )
 
+    interactive = sys.stderr.isatty()
+
     def progress(k, total, case):
-        msg = f"[{k}/{total}] {case.id}" if case is not None else f"[{total}/{total}] done"
-        print(f"\r{msg:<70}", end="" if case is not None else "\n", file=sys.stderr, flush=True)
+        if case is None:
+            if interactive:
+                print(file=sys.stderr)
+            return
+        msg = f"[{k + 1}/{total}] {case.id}"
+        if interactive:  # one self-overwriting status line
+            print(f"\r{msg:<70}", end="", file=sys.stderr, flush=True)
+        else:  # logs: one line per case
+            print(msg, file=sys.stderr, flush=True)
 
     min_time = args.min_time if args.min_time is not None else (0.1 if args.quick else 0.5)
     rows = runner.run(cases, args.device, min_time, progress=progress)

@@ -218,52 +218,36 @@ void pairwise_backward_impl(const at::Tensor& grad, const at::Tensor& boxes1, co
   }
 }
 
-// out[k] = metric(boxes1[k], boxes2[k]) for k in [begin, end). With kContiguous the strides are
-// compile-time constants (rows of 4), which lets the loop vectorise.
-template <BoxMetric M, class T, bool kContiguous>
-PYDET_TARGET_CLONES void aligned_chunk(const BoxRows<T> r1, const BoxRows<T> r2, const MetricParams<T> p,
+// out[k] = metric(boxes1[k], boxes2[k]) for k in [begin, end), boxes contiguous [K, 4] (constant
+// strides let the loop vectorise).
+template <BoxMetric M, class T>
+PYDET_TARGET_CLONES void aligned_chunk(const T* __restrict b1, const T* __restrict b2, const MetricParams<T> p,
                                        T* __restrict out, int64_t begin, int64_t end) {
   for (int64_t k = begin; k < end; ++k) {
-    Box4<T> q1, q2;
-    if constexpr (kContiguous) {
-      const T* a = r1.data + 4 * k;
-      const T* b = r2.data + 4 * k;
-      q1 = {a[0], a[1], a[2], a[3]};
-      q2 = {b[0], b[1], b[2], b[3]};
-    } else {
-      q1 = r1[k];
-      q2 = r2[k];
-    }
-    out[k] = box_metric<M>(box_terms<M>(q1.a, q1.b, q1.c, q1.d, p), box_terms<M>(q2.a, q2.b, q2.c, q2.d, p), p);
+    const T* a = b1 + 4 * k;
+    const T* b = b2 + 4 * k;
+    out[k] = box_metric<M>(box_terms<M>(a[0], a[1], a[2], a[3], p), box_terms<M>(b[0], b[1], b[2], b[3], p), p);
   }
 }
 
 // Gradients of metric(boxes1[k], boxes2[k]) w.r.t. both boxes for k in [begin, end): the metric on
-// dual numbers with 8 partials. The loop body is branch-free (see dual.h), so with contiguous boxes
-// it vectorises across pairs (not for CIoU, whose atan is a library call).
-// grad: per pair (kScalarGrad = false) or one value for all pairs (reduced losses), times grad_scale.
-template <BoxMetric M, class T, bool kContiguous, bool kScalarGrad>
-PYDET_TARGET_CLONES void aligned_backward_chunk(const BoxRows<T> r1, const BoxRows<T> r2, const T* __restrict grad,
-                                                const T grad_scale, const MetricParams<T> p, T* __restrict g1,
-                                                T* __restrict g2, int64_t begin, int64_t end) {
+// dual numbers with 8 partials. Boxes are contiguous [K, 4] and the body is branch-free (dual.h), so
+// the loop vectorises across pairs.
+template <BoxMetric M, class T>
+PYDET_TARGET_CLONES void aligned_backward_chunk(const T* __restrict b1, const T* __restrict b2,
+                                                const T* __restrict grad, const T grad_scale,
+                                                const MetricParams<T> p, T* __restrict g1, T* __restrict g2,
+                                                int64_t begin, int64_t end) {
   using D = Dual<T, 8>;
   for (int64_t k = begin; k < end; ++k) {
-    Box4<T> q1, q2;
-    if constexpr (kContiguous) {
-      const T* a = r1.data + 4 * k;
-      const T* b = r2.data + 4 * k;
-      q1 = {a[0], a[1], a[2], a[3]};
-      q2 = {b[0], b[1], b[2], b[3]};
-    } else {
-      q1 = r1[k];
-      q2 = r2[k];
-    }
+    const T* q1 = b1 + 4 * k;
+    const T* q2 = b2 + 4 * k;
     const BoxTerms<D> a =
-        box_terms<M>(D::variable(q1.a, 0), D::variable(q1.b, 1), D::variable(q1.c, 2), D::variable(q1.d, 3), p);
+        box_terms<M>(D::variable(q1[0], 0), D::variable(q1[1], 1), D::variable(q1[2], 2), D::variable(q1[3], 3), p);
     const BoxTerms<D> b =
-        box_terms<M>(D::variable(q2.a, 4), D::variable(q2.b, 5), D::variable(q2.c, 6), D::variable(q2.d, 7), p);
+        box_terms<M>(D::variable(q2[0], 4), D::variable(q2[1], 5), D::variable(q2[2], 6), D::variable(q2[3], 7), p);
     const D r = box_metric<M>(a, b, p);
-    const T gk = (kScalarGrad ? grad[0] : grad[k]) * grad_scale;
+    const T gk = grad[k] * grad_scale;
     for (int c = 0; c < 4; ++c) {
       g1[4 * k + c] = gk * r.d[c];
       g2[4 * k + c] = gk * r.d[4 + c];
@@ -299,19 +283,16 @@ struct CpuKernels {
 
   static void aligned(const at::Tensor& b1, const at::Tensor& b2, at::Tensor& out, BoxMetric metric, double eps,
                       double offset) {
+    const at::Tensor c1 = b1.contiguous(), c2 = b2.contiguous();  // O(K); one kernel variant
     AT_DISPATCH_FLOATING_TYPES(b1.scalar_type(), "aligned_box_metric", [&] {
       dispatch_metric(metric, [&](auto mc) {
         constexpr BoxMetric M = decltype(mc)::value;
         const MetricParams<scalar_t> p{scalar_t(eps), scalar_t(offset)};
-        const BoxRows<scalar_t> r1(b1), r2(b2);
-        const bool contiguous = r1.row_stride == 4 && r1.col_stride == 1 && r2.row_stride == 4 && r2.col_stride == 1;
+        const scalar_t* p1 = c1.const_data_ptr<scalar_t>();
+        const scalar_t* p2 = c2.const_data_ptr<scalar_t>();
         scalar_t* o = out.data_ptr<scalar_t>();
-        at::parallel_for(0, b1.size(0), 8192, [&](int64_t begin, int64_t end) {
-          if (contiguous) {
-            aligned_chunk<M, scalar_t, true>(r1, r2, p, o, begin, end);
-          } else {
-            aligned_chunk<M, scalar_t, false>(r1, r2, p, o, begin, end);
-          }
+        at::parallel_for(0, c1.size(0), 8192, [&](int64_t begin, int64_t end) {
+          aligned_chunk<M, scalar_t>(p1, p2, p, o, begin, end);
         });
       });
     });
@@ -319,27 +300,20 @@ struct CpuKernels {
 
   static void aligned_backward(const at::Tensor& grad, double grad_scale, const at::Tensor& b1, const at::Tensor& b2,
                                at::Tensor& g1, at::Tensor& g2, BoxMetric metric, double eps, double offset) {
+    const int64_t K = b1.size(0);
+    const at::Tensor c1 = b1.contiguous(), c2 = b2.contiguous();
+    const at::Tensor g = grad.expand({K}).contiguous();  // a reduced loss's single value, broadcast
     AT_DISPATCH_FLOATING_TYPES(b1.scalar_type(), "aligned_box_metric_backward", [&] {
       dispatch_metric(metric, [&](auto mc) {
         constexpr BoxMetric M = decltype(mc)::value;
         const MetricParams<scalar_t> p{scalar_t(eps), scalar_t(offset)};
-        const BoxRows<scalar_t> r1(b1), r2(b2);
-        const bool contiguous = r1.row_stride == 4 && r1.col_stride == 1 && r2.row_stride == 4 && r2.col_stride == 1;
-        const bool scalar_grad = grad.numel() == 1;
-        const scalar_t* g = grad.const_data_ptr<scalar_t>();
-        const scalar_t scale = scalar_t(grad_scale);
+        const scalar_t* p1 = c1.const_data_ptr<scalar_t>();
+        const scalar_t* p2 = c2.const_data_ptr<scalar_t>();
+        const scalar_t* pg = g.const_data_ptr<scalar_t>();
         scalar_t* o1 = g1.data_ptr<scalar_t>();
         scalar_t* o2 = g2.data_ptr<scalar_t>();
-        at::parallel_for(0, b1.size(0), 2048, [&](int64_t begin, int64_t end) {
-          if (contiguous && scalar_grad) {
-            aligned_backward_chunk<M, scalar_t, true, true>(r1, r2, g, scale, p, o1, o2, begin, end);
-          } else if (contiguous) {
-            aligned_backward_chunk<M, scalar_t, true, false>(r1, r2, g, scale, p, o1, o2, begin, end);
-          } else if (scalar_grad) {
-            aligned_backward_chunk<M, scalar_t, false, true>(r1, r2, g, scale, p, o1, o2, begin, end);
-          } else {
-            aligned_backward_chunk<M, scalar_t, false, false>(r1, r2, g, scale, p, o1, o2, begin, end);
-          }
+        at::parallel_for(0, K, 2048, [&](int64_t begin, int64_t end) {
+          aligned_backward_chunk<M, scalar_t>(p1, p2, pg, scalar_t(grad_scale), p, o1, o2, begin, end);
         });
       });
     });
