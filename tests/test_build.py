@@ -20,9 +20,10 @@ def test_build_info():
     assert info["cpu_kernel_variant"] in info["cpu_kernel_variants"]
 
 
-def test_import_with_another_torch_explains_how_to_rebuild():
+def test_import_with_another_torch_explains_how_to_rebuild(tmp_path):
     code = "import torch; torch.__version__ = '0.0.0+other'; import pydet"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # Run outside the source tree so the installed pydet is imported.
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode != 0
     assert "ImportError: pydet was built against torch " + torch.__version__ in proc.stderr
     assert "but torch 0.0.0+other is installed" in proc.stderr
