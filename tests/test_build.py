@@ -1,8 +1,12 @@
 """The compiled core: build information, the torch-version guard, the operator registry."""
 
+import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import pydet
@@ -44,3 +48,38 @@ def test_operators_are_registered_under_torch_ops_pydet():
     assert torch._C._dispatch_has_kernel_for_dispatch_key("pydet::box_iou", "Autograd")
     if pydet.build_info()["cuda"]:
         assert torch._C._dispatch_has_kernel_for_dispatch_key("pydet::box_iou", "CUDA")
+
+
+# ---- CUDA selection at configure time (needs the source tree and cmake; no GPU) -----------------
+SOURCE = pathlib.Path(__file__).resolve().parents[1]
+needs_cmake = pytest.mark.skipif(
+    shutil.which("cmake") is None or not (SOURCE / "CMakeLists.txt").exists(), reason="needs cmake and the sources"
+)
+
+
+def configure(tmp_path, **env):
+    cmd = ["cmake", "-S", str(SOURCE), "-B", str(tmp_path), f"-DPython_EXECUTABLE={sys.executable}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@needs_cmake
+def test_pydet_cuda_required_fails_clearly_without_cuda_torch(tmp_path):
+    if torch.version.cuda:
+        pytest.skip("torch is a CUDA build")
+    rc, out = configure(tmp_path, PYDET_CUDA="1")
+    assert rc != 0
+    assert "PYDET_CUDA=1 but torch" in out and "CPU-only build" in out
+
+
+@needs_cmake
+def test_pydet_cuda_off_builds_cpu_only(tmp_path):
+    rc, out = configure(tmp_path, PYDET_CUDA="0")
+    assert rc == 0, out
+    assert "CUDA kernels OFF" in out
+
+
+@needs_cmake
+def test_pydet_cuda_rejects_unknown_values(tmp_path):
+    rc, out = configure(tmp_path, PYDET_CUDA="maybe")
+    assert rc != 0 and "PYDET_CUDA must be auto, 1 or 0" in out
