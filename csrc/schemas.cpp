@@ -40,4 +40,19 @@ TORCH_LIBRARY(pydet, m) {
   m.def(
       "_aligned_box_metric_backward(Tensor grad, Tensor boxes1, Tensor boxes2, str metric, float eps, "
       "float offset, float grad_scale) -> (Tensor, Tensor)");
+
+  // ---- NMS family: csrc/{cpu,cuda}/nms --------------------------------------------------------
+  m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
+  m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+  m.def(
+      "multiclass_nms(Tensor boxes, Tensor scores, float score_threshold=0.05, float iou_threshold=0.5, "
+      "int topk_per_class=1000, int max_detections=100, bool class_agnostic=False, int? background_class=None, "
+      "str box_format=\"xyxy\") -> (Tensor num_detections, Tensor boxes, Tensor scores, Tensor labels, "
+      "Tensor indices)");
+  m.def(
+      "soft_nms(Tensor boxes, Tensor scores, float iou_threshold=0.3, float sigma=0.5, float min_score=0.001, "
+      "str method=\"linear\", int offset=0) -> (Tensor dets, Tensor indices)");
+  m.def("nms_rotated(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
+  m.def("batched_nms_rotated(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+  m.def("box_iou_rotated(Tensor boxes1, Tensor boxes2) -> Tensor");
 }

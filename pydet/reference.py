@@ -232,3 +232,128 @@ def bbox_overlaps(
     enclose_wh = (enclosed_rb - enclosed_lt + offset).clamp(min=0)
     enclose_area = torch.max(enclose_wh[..., 0] * enclose_wh[..., 1], eps_t)
     return ious - (enclose_area - union) / enclose_area
+
+
+# ---- NMS family ----------------------------------------------------------------------------------
+def _score_order(scores: Tensor) -> Tensor:
+    """Non-NaN positions by decreasing score, equal scores by increasing index."""
+    order = torch.sort(scores, descending=True, stable=True).indices
+    return order[~torch.isnan(scores[order])]
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS: torchvision's algorithm (IoU in the boxes' dtype, compared with the threshold in
+    float64, strict '>'), with NaN scores dropped and a stable order. O(N^2) memory: for tests."""
+    order = _score_order(scores)
+    b = boxes[order]
+    above = box_iou(b, b).double() > iou_threshold
+    suppressed = torch.zeros(len(order), dtype=torch.bool, device=boxes.device)
+    keep = []
+    for i in range(len(order)):
+        if not suppressed[i]:
+            keep.append(i)
+            suppressed |= above[i]
+    return order[keep]
+
+
+def _by_score(keep: Tensor, scores: Tensor) -> Tensor:
+    # stable: equal scores keep increasing index order (keep is sorted by index first)
+    keep = keep.sort().values
+    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, nms=nms) -> Tensor:
+    """torchvision's per-class loop ("vanilla" batched NMS), with the given single-class ``nms``."""
+    keep = [torch.where(idxs == c)[0][nms(boxes[idxs == c], scores[idxs == c], iou_threshold)] for c in idxs.unique()]
+    keep = torch.cat(keep) if keep else idxs.new_empty((0,), dtype=torch.int64)
+    return _by_score(keep, scores)
+
+
+def multiclass_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    score_threshold: float = 0.05,
+    iou_threshold: float = 0.5,
+    topk_per_class: int = 1000,
+    max_detections: int = 100,
+    class_agnostic: bool = False,
+    background_class: int | None = None,
+    box_format: str = "xyxy",
+    batched_nms=batched_nms,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """torchvision SSD/RetinaNet post-processing, written in plain torch, padded to fixed size; the
+    class-aware NMS step is ``batched_nms`` (a plain-torch per-class loop by default)."""
+    B, _, C = scores.shape
+    out_boxes = boxes.new_zeros((B, max_detections, 4))
+    out_scores = scores.new_zeros((B, max_detections))
+    out_labels = torch.full((B, max_detections), -1, dtype=torch.int64, device=scores.device)
+    out_index = torch.full((B, max_detections), -1, dtype=torch.int64, device=scores.device)
+    num = torch.zeros(B, dtype=torch.int64, device=scores.device)
+    for b in range(B):
+        cand_boxes, cand_scores, cand_labels, cand_index = [], [], [], []
+        for c in range(C):
+            if c == background_class:
+                continue
+            s = scores[b, :, c]
+            idx = torch.where(s > score_threshold)[0]
+            order = torch.sort(s[idx], descending=True, stable=True).indices
+            if topk_per_class > 0:
+                order = order[:topk_per_class]
+            idx = idx[order]
+            bx = boxes[b, idx, c] if boxes.dim() == 4 else boxes[b, idx]
+            cand_boxes.append(box_convert(bx, box_format, "xyxy"))
+            cand_scores.append(s[idx])
+            cand_labels.append(torch.full_like(idx, c))
+            cand_index.append(idx)
+        bx, sc, lb, ix = (torch.cat(t) for t in (cand_boxes, cand_scores, cand_labels, cand_index))
+        groups = torch.zeros_like(lb) if class_agnostic else lb
+        keep = batched_nms(bx, sc, groups, iou_threshold)[:max_detections]
+        k = len(keep)
+        num[b] = k
+        out_boxes[b, :k], out_scores[b, :k], out_labels[b, :k], out_index[b, :k] = bx[keep], sc[keep], lb[keep], ix[keep]
+    return num, out_boxes, out_scores, out_labels, out_index
+
+
+def soft_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    iou_threshold: float = 0.3,
+    sigma: float = 0.5,
+    min_score: float = 1e-3,
+    method: str = "linear",
+    offset: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """mmcv's soft-NMS procedure, step by step (NaN scores dropped first)."""
+    valid = torch.where(~torch.isnan(scores))[0]
+    b, s, ind = boxes[valid].clone(), scores[valid].clone(), valid.clone()
+    n = len(ind)
+    dets = []
+    i = 0
+    while i < n:
+        best = i
+        for pos in range(i + 1, n):
+            if s[best] < s[pos]:
+                best = pos
+        for t in (b, s, ind):
+            t[[i, best]] = t[[best, i]]
+        dets.append(torch.cat([b[i], s[i : i + 1]]))
+        pos = i + 1
+        while pos < n:
+            ovr = bbox_overlaps(b[i : i + 1], b[pos : pos + 1], "iou", False, -math.inf, offset)[0, 0]
+            weight = 1.0
+            if method == "naive" and ovr >= iou_threshold:
+                weight = 0.0
+            elif method == "linear" and ovr >= iou_threshold:
+                weight = 1 - ovr
+            elif method == "gaussian" and not torch.isnan(ovr):
+                weight = torch.exp(-(ovr * ovr) / sigma)
+            s[pos] = s[pos] * weight
+            if s[pos] < min_score:
+                for t in (b, s, ind):
+                    t[pos] = t[n - 1]
+                n -= 1
+            else:
+                pos += 1
+        i += 1
+    dets = torch.stack(dets) if dets else boxes.new_empty((0, 5))
+    return dets, ind[:n]

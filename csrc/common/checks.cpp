@@ -27,8 +27,7 @@ std::optional<std::vector<int64_t>> broadcast_shapes(at::IntArrayRef a, at::IntA
   return out;
 }
 
-// torch's Python name of a dtype ("int64", not c10's "Long"), so messages match the fake kernels'.
-static std::string dtype_name(at::ScalarType st) {
+std::string dtype_name(at::ScalarType st) {
   switch (st) {
     case at::kByte: return "uint8";
     case at::kChar: return "int8";

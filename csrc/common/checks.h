@@ -17,6 +17,9 @@ namespace pydet {
 
 std::string shape_str(at::IntArrayRef sizes);
 
+// torch's Python name of a dtype ("int64", not c10's "Long"), so messages match the fake kernels'.
+std::string dtype_name(at::ScalarType st);
+
 // NumPy broadcast of two shapes; nullopt when they are not broadcastable.
 std::optional<std::vector<int64_t>> broadcast_shapes(at::IntArrayRef a, at::IntArrayRef b);
 

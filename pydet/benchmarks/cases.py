@@ -11,6 +11,7 @@ import torch
 
 import pydet.ops as ops
 from pydet import reference as R
+from pydet.benchmarks import native
 
 
 @dataclass
@@ -20,7 +21,7 @@ class Case:
     family: str
     make: Callable[[str], tuple]  # device -> inputs
     pydet: Callable
-    reference: Callable
+    reference: Callable | None  # None: no independent baseline exists on this machine
     torchvision: Callable | None = None  # called with the same inputs; None: no counterpart
     quick: bool = True  # part of --quick
     memory_bound: bool = True  # report the floor: bytes read + written at the copy bandwidth
@@ -158,5 +159,121 @@ def box_cases() -> list[Case]:
     return cases
 
 
+def image_boxes(n: int, device: str, seed: int, image=(1333.0, 800.0), sizes=(8.0, 400.0)):
+    """Boxes inside an image with sides in ``sizes`` and uniform scores (the NMS benchmark inputs)."""
+    g = torch.Generator().manual_seed(seed)
+    wh = sizes[0] + torch.rand(n, 2, generator=g) * (sizes[1] - sizes[0])
+    xy = torch.rand(n, 2, generator=g) * (torch.tensor(image) - wh)
+    return torch.cat([xy, xy + wh], 1).to(device), torch.rand(n, generator=g).to(device)
+
+
+def ssd_outputs(batch: int, device: str, seed: int = 0, anchors: int = 8732, classes: int = 91):
+    """SSD300-shaped head outputs: decoded boxes [B, 8732, 4] and softmax scores [B, 8732, 91]."""
+    g = torch.Generator().manual_seed(seed)
+    scores = (torch.randn(batch, anchors, classes, generator=g) * 3).softmax(-1)
+    xy = torch.rand(batch, anchors, 2, generator=g) * 280
+    wh = 4 + torch.rand(batch, anchors, 2, generator=g) * 150
+    return torch.cat([xy, xy + wh], -1).to(device), scores.to(device)
+
+
+def nms_cases() -> list[Case]:
+    tv = _tv()
+    single_nms = (
+        native.greedy_nms if native.library() else R.nms
+    )  # torchvision's CPU kernel, else plain torch
+    cases = [
+        Case(
+            "nms",
+            "20000",
+            "nms",
+            lambda d: (*image_boxes(20_000, d, 1), 0.5),
+            ops.nms,
+            single_nms,
+            tv and tv.nms,
+            memory_bound=False,
+        ),
+        Case(
+            "nms",
+            "100000",
+            "nms",
+            lambda d: (*image_boxes(100_000, d, 2), 0.5),
+            ops.nms,
+            None,
+            quick=False,
+            memory_bound=False,
+        ),
+    ]
+
+    def batched(d):
+        boxes, scores = image_boxes(20_000, d, 3)
+        idxs = torch.randint(0, 80, (20_000,), generator=torch.Generator().manual_seed(3)).to(d)
+        return boxes, scores, idxs, 0.5
+
+    cases.append(
+        Case(
+            "batched_nms",
+            "20000x80cls",
+            "nms",
+            batched,
+            ops.batched_nms,
+            lambda b, s, i, t: R.batched_nms(b, s, i, t, nms=single_nms),
+            tv and tv.batched_nms,
+            memory_bound=False,
+        )
+    )
+    ssd_args = (0.01, 0.45, 400, 200, False, 0)
+
+    def ssd(d):
+        return (*ssd_outputs(8, d), *ssd_args)
+
+    def tv_postprocess(boxes, scores, *args):
+        return R.multiclass_nms(boxes, scores, *args, batched_nms=tv.batched_nms)
+
+    cases.append(
+        Case(
+            "multiclass_nms",
+            "SSD300 8x8732x91",
+            "nms",
+            ssd,
+            ops.multiclass_nms,
+            lambda boxes, scores, *a: R.multiclass_nms(
+                boxes, scores, *a, batched_nms=lambda *x: R.batched_nms(*x, nms=single_nms)
+            ),
+            tv and tv_postprocess,
+            memory_bound=False,
+        )
+    )
+    soft_ref = (lambda b, s, *a: native.soft_nms(b, s, *a[:4])) if native.library() else R.soft_nms
+    cases.append(
+        Case(
+            "soft_nms(gaussian)",
+            "2000",
+            "nms",
+            lambda d: (*image_boxes(2000, d, 4), 0.3, 0.5, 1e-3, "gaussian"),
+            ops.soft_nms,
+            soft_ref,
+            quick=False,
+            memory_bound=False,
+        )
+    )
+
+    def rotated(d):
+        g = torch.Generator().manual_seed(5)
+        r = torch.cat(
+            [
+                torch.rand(5000, 2, generator=g) * 1000,
+                8 + torch.rand(5000, 2, generator=g) * 100,
+                torch.rand(5000, 1, generator=g) * 180 - 90,
+            ],
+            1,
+        )
+        return r.to(d), torch.rand(5000, generator=g).to(d), 0.5
+
+    cases.append(
+        Case("nms_rotated", "5000", "nms", rotated, ops.nms_rotated, None, quick=False, memory_bound=False)
+    )
+    return cases
+
+
 def all_cases() -> list[Case]:
-    return box_cases()
+    return box_cases() + nms_cases()

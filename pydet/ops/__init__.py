@@ -23,13 +23,28 @@ from pydet.ops.boxes import (
     generalized_box_iou_loss,
     remove_small_boxes,
 )
+from pydet.ops.nms import (
+    MulticlassNmsOutput,
+    batched_nms,
+    batched_nms_rotated,
+    box_iou_rotated,
+    multiclass_nms,
+    multiclass_nms_to_list,
+    nms,
+    nms_rotated,
+    soft_nms,
+)
 
 __all__ = [
+    "MulticlassNmsOutput",
+    "batched_nms",
+    "batched_nms_rotated",
     "bbox_overlaps",
     "box_area",
     "box_convert",
     "box_iou",
     "box_iou_aligned",
+    "box_iou_rotated",
     "clip_boxes_to_image",
     "complete_box_iou",
     "complete_box_iou_aligned",
@@ -40,5 +55,10 @@ __all__ = [
     "generalized_box_iou",
     "generalized_box_iou_aligned",
     "generalized_box_iou_loss",
+    "multiclass_nms",
+    "multiclass_nms_to_list",
+    "nms",
+    "nms_rotated",
     "remove_small_boxes",
+    "soft_nms",
 ]

@@ -156,3 +156,160 @@ def _pairwise_box_metric_backward(grad, boxes1, boxes2, metric, eps, offset):
 def _aligned_box_metric_backward(grad, boxes1, boxes2, metric, eps, offset, grad_scale):
     C.check_choice(metric, C.METRICS, "_aligned_box_metric_backward", "metric")
     return boxes1.new_empty(boxes1.shape), boxes2.new_empty(boxes2.shape)
+
+
+# ---- NMS family --------------------------------------------------------------------------------
+def _check_threshold(op: str, arg: str, value: float) -> None:
+    if not value >= 0:
+        raise ValueError(f"pydet.{op}: {arg} must be >= 0 (an IoU threshold), got {value}")
+
+
+def _check_scores(op: str, boxes, scores) -> None:
+    if not (scores.dim() == 1 and scores.shape[0] == boxes.shape[0]):
+        raise ValueError(
+            f"pydet.{op}: scores must have shape [N] matching boxes [N, {boxes.shape[-1]}], got scores "
+            f"{C.shape_str(scores.shape)} and boxes {C.shape_str(boxes.shape)}"
+        )
+    C.check_floating(scores, op, "scores")
+    C.check_same_device(boxes, "boxes", scores, "scores", op)
+
+
+def _check_idxs(op: str, boxes, idxs) -> None:
+    if not (idxs.dim() == 1 and idxs.shape[0] == boxes.shape[0]):
+        raise ValueError(
+            f"pydet.{op}: idxs must have shape [N] matching boxes, got idxs {C.shape_str(idxs.shape)} and boxes "
+            f"{C.shape_str(boxes.shape)}"
+        )
+    if idxs.dtype.is_floating_point or idxs.dtype.is_complex or idxs.dtype == torch.bool:
+        raise TypeError(
+            f"pydet.{op}: idxs must be an integer tensor (the category of each box), got {C.dtype_name(idxs.dtype)}"
+        )
+    C.check_same_device(boxes, "boxes", idxs, "idxs", op)
+
+
+def _check_rotated(op: str, boxes, arg: str) -> None:
+    if not (boxes.dim() == 2 and boxes.shape[1] == 5):
+        raise ValueError(
+            f"pydet.{op}: {arg} must have shape [N, 5] (cx, cy, w, h, angle in degrees), got "
+            f"{C.shape_str(boxes.shape)}"
+        )
+    C.check_floating(boxes, op, arg)
+
+
+def _kept_indices(boxes):
+    return boxes.new_empty((torch.library.get_ctx().new_dynamic_size(),), dtype=torch.int64)
+
+
+@_register("nms")
+def _nms(boxes, scores, iou_threshold):
+    C.check_boxes(boxes, "nms", "boxes", "[N, 4]", 2, 2)
+    _check_scores("nms", boxes, scores)
+    _check_threshold("nms", "iou_threshold", iou_threshold)
+    return _kept_indices(boxes)
+
+
+@_register("batched_nms")
+def _batched_nms(boxes, scores, idxs, iou_threshold):
+    C.check_boxes(boxes, "batched_nms", "boxes", "[N, 4]", 2, 2)
+    _check_scores("batched_nms", boxes, scores)
+    _check_idxs("batched_nms", boxes, idxs)
+    _check_threshold("batched_nms", "iou_threshold", iou_threshold)
+    return _kept_indices(boxes)
+
+
+@_register("multiclass_nms")
+def _multiclass_nms(
+    boxes,
+    scores,
+    score_threshold=0.05,
+    iou_threshold=0.5,
+    topk_per_class=1000,
+    max_detections=100,
+    class_agnostic=False,
+    background_class=None,
+    box_format="xyxy",
+):
+    op = "multiclass_nms"
+    if scores.dim() != 3:
+        raise ValueError(f"pydet.multiclass_nms: scores must have shape [B, N, C], got {C.shape_str(scores.shape)}")
+    C.check_floating(scores, op, "scores")
+    b, n, c = scores.shape
+    specific = boxes.dim() == 4
+    if not (
+        boxes.dim() in (3, 4)
+        and boxes.shape[-1] == 4
+        and boxes.shape[0] == b
+        and boxes.shape[1] == n
+        and (not specific or boxes.shape[2] == c)
+    ):
+        raise ValueError(
+            "pydet.multiclass_nms: boxes must have shape [B, N, 4] (shared by all classes) or [B, N, C, 4] "
+            f"(one box per class) with B, N, C from scores {C.shape_str(scores.shape)}, got "
+            f"{C.shape_str(boxes.shape)}"
+        )
+    C.check_floating(boxes, op, "boxes")
+    C.check_same_device(boxes, "boxes", scores, "scores", op)
+    if score_threshold != score_threshold:
+        raise ValueError("pydet.multiclass_nms: score_threshold must not be NaN")
+    _check_threshold(op, "iou_threshold", iou_threshold)
+    if not (topk_per_class > 0 or topk_per_class == -1):
+        raise ValueError(
+            f"pydet.multiclass_nms: topk_per_class must be a positive count or -1 (no limit), got {topk_per_class}"
+        )
+    if max_detections < 0:
+        raise ValueError(f"pydet.multiclass_nms: max_detections must be >= 0, got {max_detections}")
+    if background_class is not None and not 0 <= background_class < c:
+        raise ValueError(
+            f"pydet.multiclass_nms: background_class must be None or a class index in [0, {c}), got {background_class}"
+        )
+    C.check_choice(box_format, ("xyxy", "cxcywh"), op, "box_format")
+    return (
+        scores.new_empty((b,), dtype=torch.int64),
+        boxes.new_empty((b, max_detections, 4)),
+        scores.new_empty((b, max_detections)),
+        scores.new_empty((b, max_detections), dtype=torch.int64),
+        scores.new_empty((b, max_detections), dtype=torch.int64),
+    )
+
+
+@_register("soft_nms")
+def _soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=1e-3, method="linear", offset=0):
+    op = "soft_nms"
+    C.check_boxes(boxes, op, "boxes", "[N, 4]", 2, 2)
+    _check_scores(op, boxes, scores)
+    _check_threshold(op, "iou_threshold", iou_threshold)
+    C.check_choice(method, ("naive", "linear", "gaussian"), op, "method")
+    if not sigma > 0:
+        raise ValueError(f"pydet.soft_nms: sigma must be > 0, got {sigma}")
+    if min_score != min_score:
+        raise ValueError("pydet.soft_nms: min_score must not be NaN")
+    if offset not in (0, 1):
+        raise ValueError(f"pydet.soft_nms: offset must be 0 or 1, got {offset}")
+    kept = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((kept, 5)), boxes.new_empty((kept,), dtype=torch.int64)
+
+
+@_register("nms_rotated")
+def _nms_rotated(boxes, scores, iou_threshold):
+    _check_rotated("nms_rotated", boxes, "boxes")
+    _check_scores("nms_rotated", boxes, scores)
+    _check_threshold("nms_rotated", "iou_threshold", iou_threshold)
+    return _kept_indices(boxes)
+
+
+@_register("batched_nms_rotated")
+def _batched_nms_rotated(boxes, scores, idxs, iou_threshold):
+    _check_rotated("batched_nms_rotated", boxes, "boxes")
+    _check_scores("batched_nms_rotated", boxes, scores)
+    _check_idxs("batched_nms_rotated", boxes, idxs)
+    _check_threshold("batched_nms_rotated", "iou_threshold", iou_threshold)
+    return _kept_indices(boxes)
+
+
+@_register("box_iou_rotated")
+def _box_iou_rotated(boxes1, boxes2):
+    _check_rotated("box_iou_rotated", boxes1, "boxes1")
+    _check_rotated("box_iou_rotated", boxes2, "boxes2")
+    C.check_same_device(boxes1, "boxes1", boxes2, "boxes2", "box_iou_rotated")
+    dtype = torch.promote_types(boxes1.dtype, boxes2.dtype)
+    return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]), dtype=dtype)

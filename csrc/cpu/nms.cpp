@@ -1,0 +1,747 @@
+// CPU kernels for the NMS family. Front ends: ops/nms.h; formulas: common/nms_math.h, rotated.h.
+//
+// Greedy NMS keeps a box iff no kept box of higher score has IoU > threshold with it. The exact
+// greedy result is computed in chunks of boxes (in score order):
+//   1. in parallel, each box of the chunk asks a spatial index of the boxes kept so far whether one
+//      of them suppresses it;
+//   2. the chunk's survivors are resolved against each other sequentially (a small SIMD loop);
+//   3. the chunk's kept boxes are added to the index.
+// The index buckets kept boxes by size (powers of two) and centre (a uniform grid per size). IoU > t
+// forces the widths (and heights) of two boxes within a factor 1/t of each other and their centres
+// within (1 - t) * max(width) in x (and height in y), so a query only visits the few size levels
+// and grid cells where a suppressor can be. The bounds are applied with a relative margin (1e-4)
+// larger than the rounding error of the float IoU, so the result is exactly the greedy one.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "common/nms_math.h"
+#include "common/rotated.h"
+#include "common/rows.h"
+#include "common/simd.h"
+#include "ops/nms.h"
+
+namespace pydet::nms {
+namespace {
+
+// ---- ordering ---------------------------------------------------------------------------------
+
+// A score and the position it belongs to, sorted by decreasing score then increasing position: the
+// order every NMS op uses (stable, identical on every device). Sorting these pairs by value keeps the
+// sort cache-friendly (no indirect score lookups).
+struct Ranked {
+  double score;
+  int64_t index;
+};
+inline bool higher(const Ranked& a, const Ranked& b) {
+  return a.score > b.score || (a.score == b.score && a.index < b.index);
+}
+
+// Positions of the non-NaN scores in decreasing score order.
+std::vector<int64_t> score_order(const double* score, int64_t n) {
+  std::vector<Ranked> r;
+  r.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isnan(score[i])) r.push_back({score[i], i});
+  }
+  std::sort(r.begin(), r.end(), higher);
+  std::vector<int64_t> order(r.size());
+  for (size_t k = 0; k < r.size(); ++k) order[k] = r[k].index;
+  return order;
+}
+
+// Positions of the non-NaN scores grouped by class (increasing), each group in decreasing score order;
+// `segments` receives the group boundaries. Bucketing by class first keeps every sort small.
+std::vector<int64_t> class_score_order(const double* score, const int64_t* cls, int64_t n,
+                                       std::vector<size_t>& segments) {
+  std::vector<std::pair<int64_t, int64_t>> by_class;  // (class, position), positions increasing per class
+  by_class.reserve(static_cast<size_t>(n));
+  int64_t lo = std::numeric_limits<int64_t>::max(), hi = std::numeric_limits<int64_t>::min();
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isnan(score[i])) continue;
+    by_class.push_back({cls[i], i});
+    lo = std::min(lo, cls[i]);
+    hi = std::max(hi, cls[i]);
+  }
+  const size_t m = by_class.size();
+  if (m > 0 && double(hi) - double(lo) <= 4.0 * double(m) + 1024) {  // counting sort (stable)
+    std::vector<size_t> start(static_cast<size_t>(hi - lo) + 2, 0);
+    for (const auto& e : by_class) ++start[e.first - lo + 1];
+    std::partial_sum(start.begin(), start.end(), start.begin());
+    std::vector<std::pair<int64_t, int64_t>> sorted(m);
+    for (const auto& e : by_class) sorted[start[e.first - lo]++] = e;
+    by_class.swap(sorted);
+  } else {
+    std::sort(by_class.begin(), by_class.end());
+  }
+  segments.assign(1, 0);
+  for (size_t k = 1; k < m; ++k) {
+    if (by_class[k].first != by_class[k - 1].first) segments.push_back(k);
+  }
+  segments.push_back(m);
+  std::vector<int64_t> order(by_class.size());
+  at::parallel_for(0, int64_t(segments.size()) - 1, 8, [&](int64_t g0, int64_t g1) {
+    std::vector<Ranked> r;
+    for (int64_t g = g0; g < g1; ++g) {
+      r.clear();
+      for (size_t k = segments[g]; k < segments[g + 1]; ++k) r.push_back({score[by_class[k].second], by_class[k].second});
+      std::sort(r.begin(), r.end(), higher);
+      for (size_t k = 0; k < r.size(); ++k) order[segments[g] + k] = r[k].index;
+    }
+  });
+  return order;
+}
+
+// Kept indices re-ordered by decreasing score, equal scores by increasing index.
+at::Tensor sorted_by_score(const std::vector<int64_t>& kept, const double* score, const at::TensorOptions& options) {
+  std::vector<Ranked> r(kept.size());
+  for (size_t k = 0; k < kept.size(); ++k) r[k] = {score[kept[k]], kept[k]};
+  std::sort(r.begin(), r.end(), higher);
+  at::Tensor out = at::empty({static_cast<int64_t>(r.size())}, options.dtype(at::kLong));
+  int64_t* o = out.data_ptr<int64_t>();
+  for (size_t k = 0; k < r.size(); ++k) o[k] = r[k].index;
+  return out;
+}
+
+// ---- boxes in structure-of-arrays form ---------------------------------------------------------
+
+template <class T>
+struct SoaBoxes {
+  std::vector<T> x1, y1, x2, y2, area;
+
+  void resize(size_t n) {
+    x1.resize(n);
+    y1.resize(n);
+    x2.resize(n);
+    y2.resize(n);
+    area.resize(n);
+  }
+  void set(size_t i, const BoxTerms<T>& t) {
+    x1[i] = t.x1;
+    y1[i] = t.y1;
+    x2[i] = t.x2;
+    y2[i] = t.y2;
+    area[i] = t.area;
+  }
+  void push(const BoxTerms<T>& t) {
+    x1.push_back(t.x1);
+    y1.push_back(t.y1);
+    x2.push_back(t.x2);
+    y2.push_back(t.y2);
+    area.push_back(t.area);
+  }
+  BoxTerms<T> terms(size_t i) const {
+    BoxTerms<T> t;
+    t.x1 = x1[i];
+    t.y1 = y1[i];
+    t.x2 = x2[i];
+    t.y2 = y2[i];
+    t.area = area[i];
+    t.cx = t.cy = t.aspect = T(0);
+    return t;
+  }
+  size_t size() const { return x1.size(); }
+};
+
+// Does any of the n boxes (SoA, starting at offset) have IoU > t with b? No early exit inside, so the
+// loop vectorises; callers pass short runs.
+template <class T>
+PYDET_TARGET_CLONES bool any_iou_above(const BoxTerms<T> b, const T* __restrict x1, const T* __restrict y1,
+                                       const T* __restrict x2, const T* __restrict y2, const T* __restrict area,
+                                       int64_t n, T t) {
+  int hit = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    BoxTerms<T> a;
+    a.x1 = x1[j];
+    a.y1 = y1[j];
+    a.x2 = x2[j];
+    a.y2 = y2[j];
+    a.area = area[j];
+    a.cx = a.cy = a.aspect = T(0);
+    hit |= nms_iou(a, b) > t;
+  }
+  return hit != 0;
+}
+
+template <class T>
+bool any_iou_above(const BoxTerms<T>& b, const SoaBoxes<T>& s, size_t begin, size_t n, T t) {
+  constexpr size_t kRun = 64;  // early exit between runs
+  for (size_t k = 0; k < n; k += kRun) {
+    const size_t m = std::min(kRun, n - k);
+    const size_t o = begin + k;
+    if (any_iou_above<T>(b, s.x1.data() + o, s.y1.data() + o, s.x2.data() + o, s.y2.data() + o, s.area.data() + o,
+                         static_cast<int64_t>(m), t)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// ---- the spatial index of kept boxes -----------------------------------------------------------
+
+template <class T>
+class KeptIndex {
+ public:
+  // boxes: all candidates in score order; eligible[i]: box i can suppress (can_suppress()).
+  KeptIndex(const SoaBoxes<T>& boxes, const std::vector<uint8_t>& eligible, double threshold)
+      : boxes_(boxes), t_(threshold > 0 ? threshold * (1 - 1e-4) : 0.0) {
+    const size_t n = boxes.size();
+    level_.assign(n, -1);
+    cell_.assign(n, -1);
+    // Size level of each eligible box: max(w, h) in [2^(e-1), 2^e).
+    std::vector<int> exps;
+    for (size_t i = 0; i < n; ++i) {
+      if (eligible[i]) exps.push_back(level_of(size_of(boxes, i)));
+    }
+    std::sort(exps.begin(), exps.end());
+    exps.erase(std::unique(exps.begin(), exps.end()), exps.end());
+    levels_.resize(exps.size());
+    for (size_t l = 0; l < exps.size(); ++l) {
+      levels_[l].exponent = exps[l];
+      levels_[l].size_hi = std::ldexp(1.0, exps[l]);
+      levels_[l].x_lo = levels_[l].y_lo = INFINITY;
+      levels_[l].x_hi = levels_[l].y_hi = -INFINITY;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (!eligible[i]) continue;
+      const int l = static_cast<int>(std::lower_bound(exps.begin(), exps.end(), level_of(size_of(boxes, i))) - exps.begin());
+      level_[i] = l;
+      Level& L = levels_[l];
+      const double cx = centre(boxes.x1[i], boxes.x2[i]), cy = centre(boxes.y1[i], boxes.y2[i]);
+      L.x_lo = std::min(L.x_lo, cx);
+      L.x_hi = std::max(L.x_hi, cx);
+      L.y_lo = std::min(L.y_lo, cy);
+      L.y_hi = std::max(L.y_hi, cy);
+      ++L.count;
+    }
+    // A dense grid per level with cells as large as the level's boxes, coarsened until it has at most
+    // about 4 cells per box (pathological coordinate ranges then degrade to a few large cells).
+    int64_t cells = 0;
+    for (Level& L : levels_) {
+      L.cell = L.size_hi;
+      const double limit = 4.0 * double(L.count) + 64.0;
+      while (((L.x_hi - L.x_lo) / L.cell + 1) * ((L.y_hi - L.y_lo) / L.cell + 1) > limit) L.cell *= 2;
+      L.nx = static_cast<int64_t>((L.x_hi - L.x_lo) / L.cell) + 1;
+      L.ny = static_cast<int64_t>((L.y_hi - L.y_lo) / L.cell) + 1;
+      L.base = cells;
+      cells += L.nx * L.ny;
+    }
+    start_.assign(static_cast<size_t>(cells) + 1, 0);
+    count_.assign(static_cast<size_t>(cells), 0);
+    for (size_t i = 0; i < n; ++i) {
+      if (level_[i] < 0) continue;
+      const Level& L = levels_[level_[i]];
+      const int64_t ix = clamp_cell((centre(boxes.x1[i], boxes.x2[i]) - L.x_lo) / L.cell, L.nx);
+      const int64_t iy = clamp_cell((centre(boxes.y1[i], boxes.y2[i]) - L.y_lo) / L.cell, L.ny);
+      cell_[i] = L.base + iy * L.nx + ix;
+      ++start_[cell_[i] + 1];
+    }
+    std::partial_sum(start_.begin(), start_.end(), start_.begin());
+    kept_.resize(static_cast<size_t>(start_.back()));
+  }
+
+  // Is box i suppressed by a kept box? Safe to call from several threads while nothing is inserted.
+  bool suppressed(size_t i, T t) const {
+    const BoxTerms<T> b = boxes_.terms(i);
+    const double w = double(b.x2) - b.x1, h = double(b.y2) - b.y1;
+    const double s = std::max(w, h);
+    const double cx = centre(b.x1, b.x2), cy = centre(b.y1, b.y2);
+    int e_lo = std::numeric_limits<int>::min(), e_hi = std::numeric_limits<int>::max();
+    if (t_ > 0) {  // a suppressor's size is within (t s, s / t)
+      e_lo = level_of(t_ * s);
+      e_hi = level_of(s / t_);
+    }
+    for (const Level& L : levels_) {
+      if (L.exponent < e_lo || L.exponent > e_hi) continue;
+      // |dcx| < (1 - t) max(w_a, w_b), with w_a < 2^e for this level; slack for rounding in double.
+      const double rx = (1 - t_) * std::max(L.size_hi, w) * (1 + 1e-6) + 1e-30;
+      const double ry = (1 - t_) * std::max(L.size_hi, h) * (1 + 1e-6) + 1e-30;
+      const int64_t x0 = clamp_cell((cx - rx - L.x_lo) / L.cell, L.nx), x1 = clamp_cell((cx + rx - L.x_lo) / L.cell, L.nx);
+      const int64_t y0 = clamp_cell((cy - ry - L.y_lo) / L.cell, L.ny), y1 = clamp_cell((cy + ry - L.y_lo) / L.cell, L.ny);
+      for (int64_t iy = y0; iy <= y1; ++iy) {
+        for (int64_t ix = x0; ix <= x1; ++ix) {
+          const int64_t c = L.base + iy * L.nx + ix;
+          if (count_[c] > 0 && any_iou_above(b, kept_, static_cast<size_t>(start_[c]), static_cast<size_t>(count_[c]), t)) {
+            return true;
+          }
+        }
+      }
+    }
+    return false;
+  }
+
+  void insert(size_t i) {
+    const int64_t c = cell_[i];
+    kept_.set(static_cast<size_t>(start_[c] + count_[c]++), boxes_.terms(i));
+  }
+
+ private:
+  struct Level {
+    int exponent = 0;
+    double size_hi = 0, cell = 0, x_lo = 0, x_hi = 0, y_lo = 0, y_hi = 0;
+    int64_t nx = 1, ny = 1, base = 0, count = 0;
+  };
+  static double centre(double lo, double hi) { return (lo + hi) * 0.5; }
+  static double size_of(const SoaBoxes<T>& b, size_t i) {
+    return std::max(double(b.x2[i]) - b.x1[i], double(b.y2[i]) - b.y1[i]);
+  }
+  // The size level containing x (x in [2^(e-1), 2^e) has level e); 0 and infinity map to the ends.
+  static int level_of(double x) {
+    if (!(x > 0)) return std::numeric_limits<int>::min();
+    if (x == INFINITY) return std::numeric_limits<int>::max();
+    int e;
+    std::frexp(x, &e);
+    return e;
+  }
+  static int64_t clamp_cell(double v, int64_t n) {
+    if (!(v > 0)) return 0;  // also NaN
+    return v >= double(n - 1) ? n - 1 : static_cast<int64_t>(v);
+  }
+
+  const SoaBoxes<T>& boxes_;
+  double t_;  // the threshold relaxed by 1e-4 for the pruning bounds (never for the IoU test)
+  std::vector<Level> levels_;
+  std::vector<int> level_;
+  std::vector<int64_t> cell_, start_, count_;
+  SoaBoxes<T> kept_;
+};
+
+// Greedy NMS of boxes given in decreasing-score order; keep[i] = 1 for kept boxes.
+template <class T>
+void greedy_nms(const SoaBoxes<T>& boxes, double threshold, uint8_t* keep) {
+  const size_t n = boxes.size();
+  const T t = threshold_below<T>(threshold);
+  std::vector<uint8_t> eligible(n);
+  for (size_t i = 0; i < n; ++i) eligible[i] = can_suppress(boxes.x1[i], boxes.y1[i], boxes.x2[i], boxes.y2[i]);
+
+  constexpr size_t kSmall = 512;
+  if (n <= kSmall) {  // few boxes: check each against the kept list directly
+    SoaBoxes<T> kept;
+    for (size_t i = 0; i < n; ++i) {
+      keep[i] = 1;
+      if (!eligible[i]) continue;
+      const BoxTerms<T> b = boxes.terms(i);
+      if (any_iou_above(b, kept, 0, kept.size(), t)) {
+        keep[i] = 0;
+      } else {
+        kept.push(b);
+      }
+    }
+    return;
+  }
+
+  KeptIndex<T> index(boxes, eligible, threshold);
+  constexpr size_t kChunk = 256;
+  std::vector<uint8_t> suppressed(kChunk);
+  SoaBoxes<T> chunk_kept;
+  std::vector<size_t> chunk_kept_ids;
+  for (size_t start = 0; start < n; start += kChunk) {
+    const size_t end = std::min(n, start + kChunk);
+    // 1. suppressed by a box kept in an earlier chunk?
+    at::parallel_for(int64_t(start), int64_t(end), 16, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) suppressed[i - start] = eligible[i] && index.suppressed(size_t(i), t);
+    });
+    // 2. resolve the chunk in order
+    chunk_kept = SoaBoxes<T>();
+    chunk_kept_ids.clear();
+    for (size_t i = start; i < end; ++i) {
+      keep[i] = !suppressed[i - start];
+      if (!eligible[i] || !keep[i]) continue;
+      const BoxTerms<T> b = boxes.terms(i);
+      if (any_iou_above(b, chunk_kept, 0, chunk_kept.size(), t)) {
+        keep[i] = 0;
+      } else {
+        chunk_kept.push(b);
+        chunk_kept_ids.push_back(i);
+      }
+    }
+    // 3. index the new kept boxes
+    for (size_t i : chunk_kept_ids) index.insert(i);
+  }
+}
+
+// Gathers boxes [N, 4] (any strides) in the given order into SoA form.
+template <class T>
+SoaBoxes<T> gather(const at::Tensor& boxes, const int64_t* order, size_t n) {
+  const BoxRows<T> rows(boxes);
+  SoaBoxes<T> s;
+  s.resize(n);
+  for (size_t k = 0; k < n; ++k) {
+    const Box4<T> q = rows[order[k]];
+    s.set(k, nms_terms(q.a, q.b, q.c, q.d));
+  }
+  return s;
+}
+
+// ---- multiclass ---------------------------------------------------------------------------------
+
+template <class T>
+struct Candidate {
+  T score;
+  int32_t cls;
+  int32_t anchor;
+};
+
+template <class T>
+bool before(const Candidate<T>& a, const Candidate<T>& b) {  // score desc, class asc, anchor asc
+  if (a.score != b.score) return a.score > b.score;
+  if (a.cls != b.cls) return a.cls < b.cls;
+  return a.anchor < b.anchor;
+}
+
+template <class T>
+void multiclass_impl(const at::Tensor& boxes, const at::Tensor& scores_in, const MulticlassOptions& opt,
+                     MulticlassOutputs& out) {
+  const at::Tensor scores = scores_in.contiguous();
+  const int64_t B = scores.size(0), N = scores.size(1), C = scores.size(2);
+  const bool class_specific = boxes.dim() == 4;
+  const T* sc = scores.const_data_ptr<T>();
+  const T* bx = boxes.const_data_ptr<T>();
+  const int64_t sb = boxes.stride(0), sn = boxes.stride(1), sk = boxes.stride(-1);
+  const int64_t scls = class_specific ? boxes.stride(2) : 0;
+  // `score > score_threshold` in the scores' dtype, as torch compares a tensor with a Python float.
+  const T score_thr = T(opt.score_threshold);
+  const T iou_t = threshold_below<T>(opt.iou_threshold);
+  const int64_t max_det = opt.max_detections;
+
+  const auto box_at = [&](int64_t b, int64_t n, int64_t c) {
+    const T* p = bx + b * sb + n * sn + c * scls;
+    return to_xyxy(opt.box_format, Box4<T>{p[0], p[sk], p[2 * sk], p[3 * sk]});
+  };
+
+  // 1. Candidates per (image, class): score above the threshold, the top `topk_per_class` of them.
+  std::vector<std::vector<Candidate<T>>> per_class(static_cast<size_t>(B * C));
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      for (int64_t n = 0; n < N; ++n) {
+        const T* row = sc + (b * N + n) * C;
+        for (int64_t c = 0; c < C; ++c) {
+          if (c != opt.background_class && row[c] > score_thr) {
+            per_class[b * C + c].push_back({row[c], int32_t(c), int32_t(n)});
+          }
+        }
+      }
+    }
+  });
+  at::parallel_for(0, B * C, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      auto& v = per_class[k];
+      if (opt.topk_per_class > 0 && int64_t(v.size()) > opt.topk_per_class) {
+        std::nth_element(v.begin(), v.begin() + opt.topk_per_class, v.end(), before<T>);
+        v.resize(static_cast<size_t>(opt.topk_per_class));
+      }
+    }
+  });
+
+  // 2-3. Per image, all classes' candidates in score order; keep greedily (suppression within a class,
+  // or across classes when class_agnostic) until max_detections are kept.
+  int64_t* num = out.num_detections.data_ptr<int64_t>();
+  T* ob = out.boxes.data_ptr<T>();
+  T* os = out.scores.data_ptr<T>();
+  int64_t* ol = out.labels.data_ptr<int64_t>();
+  int64_t* oi = out.indices.data_ptr<int64_t>();
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      std::vector<Candidate<T>> cands;
+      for (int64_t c = 0; c < C; ++c) cands.insert(cands.end(), per_class[b * C + c].begin(), per_class[b * C + c].end());
+      std::sort(cands.begin(), cands.end(), before<T>);
+      std::vector<SoaBoxes<T>> kept(opt.class_agnostic ? 1 : static_cast<size_t>(C));
+      int64_t k = 0;
+      for (const Candidate<T>& cand : cands) {
+        if (k == max_det) break;
+        const Box4<T> q = box_at(b, cand.anchor, cand.cls);
+        const BoxTerms<T> terms = nms_terms(q.a, q.b, q.c, q.d);
+        if (can_suppress(q.a, q.b, q.c, q.d)) {
+          SoaBoxes<T>& list = kept[opt.class_agnostic ? 0 : cand.cls];
+          if (any_iou_above(terms, list, 0, list.size(), iou_t)) continue;
+          list.push(terms);
+        }
+        T* dst = ob + (b * max_det + k) * 4;
+        dst[0] = q.a;
+        dst[1] = q.b;
+        dst[2] = q.c;
+        dst[3] = q.d;
+        os[b * max_det + k] = cand.score;
+        ol[b * max_det + k] = cand.cls;
+        oi[b * max_det + k] = cand.anchor;
+        ++k;
+      }
+      num[b] = k;
+      for (; k < max_det; ++k) {  // padding
+        std::fill(ob + (b * max_det + k) * 4, ob + (b * max_det + k + 1) * 4, T(0));
+        os[b * max_det + k] = T(0);
+        ol[b * max_det + k] = -1;
+        oi[b * max_det + k] = -1;
+      }
+    }
+  });
+}
+
+// ---- soft-NMS (mmcv) ----------------------------------------------------------------------------
+
+// Decays scores sc[0..n) by the overlap of box a with each box (mmcv's soft-NMS weights). The
+// weights depend only on the box, so all of them are applied in one vectorisable pass.
+template <class T, SoftNmsMethod kMethod>
+PYDET_TARGET_CLONES void soft_decay(const BoxTerms<T> a, const T* __restrict x1, const T* __restrict y1,
+                                    const T* __restrict x2, const T* __restrict y2, const T* __restrict area,
+                                    T* __restrict sc, int64_t n, T t, T sigma, T offset) {
+  // mmcv's overlap: widths with the legacy +offset, no eps (an eps of -inf disables the clamp).
+  const MetricParams<T> p{-std::numeric_limits<T>::infinity(), offset};
+  for (int64_t k = 0; k < n; ++k) {
+    BoxTerms<T> b;
+    b.x1 = x1[k];
+    b.y1 = y1[k];
+    b.x2 = x2[k];
+    b.y2 = y2[k];
+    b.area = area[k];
+    b.cx = b.cy = b.aspect = T(0);
+    const T ovr = box_metric<BoxMetric::kMmIoU>(a, b, p);
+    T weight;
+    if constexpr (kMethod == SoftNmsMethod::kNaive) {
+      weight = ovr >= t ? T(0) : T(1);
+    } else if constexpr (kMethod == SoftNmsMethod::kLinear) {
+      weight = ovr >= t ? T(1) - ovr : T(1);
+    } else {  // a NaN IoU (NaN box) leaves the score alone; exp_ always evaluated, so no branch
+      const T e = exp_(-(ovr * ovr) / sigma);
+      weight = ovr == ovr ? e : T(1);
+    }
+    sc[k] *= weight;
+  }
+}
+
+template <class T>
+std::tuple<at::Tensor, at::Tensor> soft_nms_impl(const at::Tensor& boxes, const at::Tensor& scores_in, double thr,
+                                                 double sigma_d, double min_score_d, SoftNmsMethod method,
+                                                 int64_t offset) {
+  const at::Tensor scores = scores_in.contiguous();
+  const T* s_in = scores.const_data_ptr<T>();
+  const BoxRows<T> rows(boxes);
+  // Working arrays in mmcv's order; NaN scores are dropped first (never kept, never suppress).
+  std::vector<T> x1, y1, x2, y2, sc, area;
+  std::vector<int64_t> ind;
+  for (int64_t i = 0; i < rows.size; ++i) {
+    if (std::isnan(s_in[i])) continue;
+    const Box4<T> q = rows[i];
+    x1.push_back(q.a);
+    y1.push_back(q.b);
+    x2.push_back(q.c);
+    y2.push_back(q.d);
+    sc.push_back(s_in[i]);
+    area.push_back((q.c - q.a + T(offset)) * (q.d - q.b + T(offset)));
+    ind.push_back(i);
+  }
+  const T t = T(thr), sigma = T(sigma_d), min_score = T(min_score_d);
+  size_t n = x1.size();
+  std::vector<T> dets;
+  for (size_t i = 0; i < n; ++i) {
+    // The first maximum of sc[i..n) (mmcv scans with a strict `<`, so NaN never wins).
+    T top = sc[i];
+    for (size_t pos = i + 1; pos < n; ++pos) top = sc[pos] > top ? sc[pos] : top;
+    size_t best = i;
+    if (top == top && !(sc[i] == top)) {
+      best = i + 1;
+      while (!(sc[best] == top)) ++best;
+    }
+    std::swap(x1[i], x1[best]);
+    std::swap(y1[i], y1[best]);
+    std::swap(x2[i], x2[best]);
+    std::swap(y2[i], y2[best]);
+    std::swap(sc[i], sc[best]);
+    std::swap(area[i], area[best]);
+    std::swap(ind[i], ind[best]);
+    dets.insert(dets.end(), {x1[i], y1[i], x2[i], y2[i], sc[i]});
+    BoxTerms<T> a;
+    a.x1 = x1[i];
+    a.y1 = y1[i];
+    a.x2 = x2[i];
+    a.y2 = y2[i];
+    a.area = area[i];
+    a.cx = a.cy = a.aspect = T(0);
+    const size_t o = i + 1;
+    const auto decay = [&](auto kind) {
+      soft_decay<T, decltype(kind)::value>(a, x1.data() + o, y1.data() + o, x2.data() + o, y2.data() + o,
+                                           area.data() + o, sc.data() + o, int64_t(n - o), t, sigma, T(offset));
+    };
+    if (method == SoftNmsMethod::kNaive) {
+      decay(std::integral_constant<SoftNmsMethod, SoftNmsMethod::kNaive>{});
+    } else if (method == SoftNmsMethod::kLinear) {
+      decay(std::integral_constant<SoftNmsMethod, SoftNmsMethod::kLinear>{});
+    } else {
+      decay(std::integral_constant<SoftNmsMethod, SoftNmsMethod::kGaussian>{});
+    }
+    // Drop scores below min_score: the last box takes the dropped one's place and is examined next.
+    for (size_t pos = o; pos < n;) {
+      if (sc[pos] < min_score) {
+        const size_t last = --n;
+        x1[pos] = x1[last];
+        y1[pos] = y1[last];
+        x2[pos] = x2[last];
+        y2[pos] = y2[last];
+        sc[pos] = sc[last];
+        area[pos] = area[last];
+        ind[pos] = ind[last];
+      } else {
+        ++pos;
+      }
+    }
+  }
+  const int64_t k = static_cast<int64_t>(n);
+  at::Tensor out_dets = at::empty({k, 5}, boxes.options());
+  at::Tensor out_ind = at::empty({k}, boxes.options().dtype(at::kLong));
+  std::copy(dets.begin(), dets.end(), out_dets.data_ptr<T>());
+  std::copy(ind.begin(), ind.begin() + k, out_ind.data_ptr<int64_t>());
+  return {out_dets, out_ind};
+}
+
+// ---- rotated --------------------------------------------------------------------------------------
+
+struct RotatedBox {
+  double cx, cy, w, h, angle, reach;  // reach: half the diagonal (bounding-circle radius)
+};
+
+template <class T>
+std::vector<RotatedBox> gather_rotated(const at::Tensor& boxes, const int64_t* order, size_t n) {
+  const T* p = boxes.const_data_ptr<T>();
+  const int64_t s0 = boxes.stride(0), s1 = boxes.stride(1);
+  std::vector<RotatedBox> r(n);
+  for (size_t k = 0; k < n; ++k) {
+    const T* q = order == nullptr ? p + int64_t(k) * s0 : p + order[k] * s0;
+    const double w = q[2 * s1], h = q[3 * s1];
+    r[k] = {double(q[0]), double(q[s1]), w, h, double(q[4 * s1]), 0.5 * std::sqrt(w * w + h * h)};
+  }
+  return r;
+}
+
+double rotated_pair_iou(const RotatedBox& a, const RotatedBox& b) {
+  const double dx = a.cx - b.cx, dy = a.cy - b.cy, r = a.reach + b.reach;
+  if (dx * dx + dy * dy > r * r * (1 + 1e-9)) return 0.0;  // bounding circles apart: no overlap
+  return rotated_iou(a.cx, a.cy, a.w, a.h, a.angle, b.cx, b.cy, b.w, b.h, b.angle);
+}
+
+// ---- the kernels ----------------------------------------------------------------------------------
+
+struct CpuKernels {
+  static at::Tensor nms(const at::Tensor& boxes, const at::Tensor& scores, double thr) {
+    const at::Tensor s = scores.contiguous();
+    const std::vector<int64_t> order = score_order(s.const_data_ptr<double>(), s.size(0));
+    std::vector<uint8_t> keep(order.size());
+    AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "nms", [&] {
+      greedy_nms(gather<scalar_t>(boxes, order.data(), order.size()), thr, keep.data());
+    });
+    std::vector<int64_t> kept;
+    for (size_t k = 0; k < order.size(); ++k) {
+      if (keep[k]) kept.push_back(order[k]);
+    }
+    at::Tensor out = at::empty({static_cast<int64_t>(kept.size())}, boxes.options().dtype(at::kLong));
+    std::copy(kept.begin(), kept.end(), out.data_ptr<int64_t>());
+    return out;
+  }
+
+  static at::Tensor batched_nms(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                                double thr) {
+    const at::Tensor s = scores.contiguous(), c = idxs.contiguous();
+    const double* sp = s.const_data_ptr<double>();
+    const int64_t* cp = c.const_data_ptr<int64_t>();
+    // One segment per class; classes never interact.
+    std::vector<size_t> seg;
+    const std::vector<int64_t> order = class_score_order(sp, cp, s.size(0), seg);
+    std::vector<uint8_t> keep(order.size());
+    AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "batched_nms", [&] {
+      at::parallel_for(0, int64_t(seg.size()) - 1, 1, [&](int64_t g0, int64_t g1) {
+        for (int64_t g = g0; g < g1; ++g) {
+          greedy_nms(gather<scalar_t>(boxes, order.data() + seg[g], seg[g + 1] - seg[g]), thr, keep.data() + seg[g]);
+        }
+      });
+    });
+    std::vector<int64_t> kept;
+    for (size_t k = 0; k < order.size(); ++k) {
+      if (keep[k]) kept.push_back(order[k]);
+    }
+    return sorted_by_score(kept, sp, boxes.options());
+  }
+
+  static void multiclass_nms(const at::Tensor& boxes, const at::Tensor& scores, const MulticlassOptions& opt,
+                             MulticlassOutputs& out) {
+    AT_DISPATCH_FLOATING_TYPES(scores.scalar_type(), "multiclass_nms", [&] {
+      multiclass_impl<scalar_t>(boxes, scores, opt, out);
+    });
+  }
+
+  static std::tuple<at::Tensor, at::Tensor> soft_nms(const at::Tensor& boxes, const at::Tensor& scores, double thr,
+                                                     double sigma, double min_score, SoftNmsMethod method,
+                                                     int64_t offset) {
+    std::tuple<at::Tensor, at::Tensor> out;
+    AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "soft_nms", [&] {
+      out = soft_nms_impl<scalar_t>(boxes, scores, thr, sigma, min_score, method, offset);
+    });
+    return out;
+  }
+
+  // Greedy rotated NMS, per class when idxs is defined (detectron2 semantics: IoU > threshold).
+  static at::Tensor nms_rotated(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                                double thr) {
+    const at::Tensor s = scores.contiguous();
+    const double* sp = s.const_data_ptr<double>();
+    const at::Tensor c = idxs.defined() ? idxs.contiguous() : at::Tensor();
+    const int64_t* cp = idxs.defined() ? c.const_data_ptr<int64_t>() : nullptr;
+    std::vector<size_t> seg{0};
+    const std::vector<int64_t> order = cp != nullptr ? class_score_order(sp, cp, s.size(0), seg) : score_order(sp, s.size(0));
+    if (cp == nullptr) seg.push_back(order.size());
+    std::vector<uint8_t> keep(order.size(), 0);
+    AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "nms_rotated", [&] {
+      const auto rb = gather_rotated<scalar_t>(boxes, order.data(), order.size());
+      at::parallel_for(0, int64_t(seg.size()) - 1, 1, [&](int64_t g0, int64_t g1) {
+        for (int64_t g = g0; g < g1; ++g) {
+          std::vector<size_t> kept;
+          for (size_t i = seg[g]; i < seg[g + 1]; ++i) {
+            bool suppressed = false;
+            for (size_t k : kept) {
+              if (rotated_pair_iou(rb[k], rb[i]) > thr) {
+                suppressed = true;
+                break;
+              }
+            }
+            if (!suppressed) {
+              keep[i] = 1;
+              kept.push_back(i);
+            }
+          }
+        }
+      });
+    });
+    std::vector<int64_t> kept;
+    for (size_t k = 0; k < order.size(); ++k) {
+      if (keep[k]) kept.push_back(order[k]);
+    }
+    return sorted_by_score(kept, sp, boxes.options());
+  }
+
+  static void box_iou_rotated(const at::Tensor& b1, const at::Tensor& b2, at::Tensor& out) {
+    AT_DISPATCH_FLOATING_TYPES(b1.scalar_type(), "box_iou_rotated", [&] {
+      const auto r1 = gather_rotated<scalar_t>(b1, nullptr, size_t(b1.size(0)));
+      const auto r2 = gather_rotated<scalar_t>(b2, nullptr, size_t(b2.size(0)));
+      scalar_t* o = out.data_ptr<scalar_t>();
+      const int64_t M = b2.size(0);
+      at::parallel_for(0, b1.size(0) * M, 256, [&](int64_t k0, int64_t k1) {
+        for (int64_t k = k0; k < k1; ++k) {
+          o[k] = scalar_t(rotated_pair_iou(r1[k / M], r2[k % M]));
+        }
+      });
+    });
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pydet, CPU, m) {
+  Ops<CpuKernels>::register_all(m);
+}
+
+}  // namespace pydet::nms

@@ -1,0 +1,222 @@
+// NMS family (nms, batched_nms, multiclass_nms, soft_nms, nms_rotated, batched_nms_rotated,
+// box_iou_rotated): the device-agnostic half of each operator -- validation, dtype handling,
+// output allocation. The device half (`Kernels`, see cpu/nms.cpp and cuda/nms.cu) computes.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/core/ScalarType.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <optional>
+#include <tuple>
+
+#include "common/checks.h"
+#include "common/nms_math.h"
+#include "ops/boxes.h"
+
+namespace pydet::nms {
+
+using boxes::compute_dtype;
+
+// Outputs of multiclass_nms, all allocated by the front end with static shapes.
+struct MulticlassOutputs {
+  at::Tensor num_detections;  // [B] int64
+  at::Tensor boxes;           // [B, max_detections, 4], compute dtype
+  at::Tensor scores;          // [B, max_detections], compute dtype
+  at::Tensor labels;          // [B, max_detections] int64
+  at::Tensor indices;         // [B, max_detections] int64
+};
+
+struct MulticlassOptions {
+  double score_threshold;
+  double iou_threshold;
+  int64_t topk_per_class;  // <= 0: every candidate above the score threshold
+  int64_t max_detections;
+  bool class_agnostic;
+  int64_t background_class;  // -1: none
+  BoxFormat box_format;
+};
+
+// Kernels must provide (boxes/scores already in a float/double compute dtype):
+//   static at::Tensor nms(const Tensor& boxes /*[N,4]*/, const Tensor& scores /*[N] double*/, double thr);
+//   static at::Tensor batched_nms(const Tensor& boxes, const Tensor& scores /*double*/, const Tensor& idxs /*int64*/,
+//                                 double thr);
+//   static void multiclass_nms(const Tensor& boxes /*[B,N,4] or [B,N,C,4]*/, const Tensor& scores /*[B,N,C]*/,
+//                              const MulticlassOptions&, MulticlassOutputs& out);
+//   static std::tuple<Tensor, Tensor> soft_nms(const Tensor& boxes, const Tensor& scores /*compute dtype*/,
+//                                              double thr, double sigma, double min_score, SoftNmsMethod, int64_t offset);
+//   static at::Tensor nms_rotated(const Tensor& boxes /*[N,5]*/, const Tensor& scores /*double*/, const Tensor& idxs
+//                                 /*int64 or undefined*/, double thr);
+//   static void box_iou_rotated(const Tensor& b1 /*[N,5]*/, const Tensor& b2 /*[M,5]*/, Tensor& out /*[N,M]*/);
+template <class Kernels>
+struct Ops {
+  static void check_threshold(const char* op, const char* arg, double v) {
+    TORCH_CHECK_VALUE(v >= 0, "pydet.", op, ": ", arg, " must be >= 0 (an IoU threshold), got ", v);
+  }
+
+  static void check_scores(const char* op, const at::Tensor& boxes, const at::Tensor& scores) {
+    TORCH_CHECK_VALUE(scores.dim() == 1 && scores.size(0) == boxes.size(0), "pydet.", op,
+                      ": scores must have shape [N] matching boxes [N, ", boxes.size(-1), "], got scores ",
+                      shape_str(scores.sizes()), " and boxes ", shape_str(boxes.sizes()));
+    check_floating(scores, op, "scores");
+    check_same_device(boxes, "boxes", scores, "scores", op);
+  }
+
+  static void check_idxs(const char* op, const at::Tensor& boxes, const at::Tensor& idxs) {
+    TORCH_CHECK_VALUE(idxs.dim() == 1 && idxs.size(0) == boxes.size(0), "pydet.", op,
+                      ": idxs must have shape [N] matching boxes, got idxs ", shape_str(idxs.sizes()), " and boxes ",
+                      shape_str(boxes.sizes()));
+    TORCH_CHECK_TYPE(at::isIntegralType(idxs.scalar_type(), /*includeBool=*/false), "pydet.", op,
+                     ": idxs must be an integer tensor (the category of each box), got ",
+                     dtype_name(idxs.scalar_type()));
+    check_same_device(boxes, "boxes", idxs, "idxs", op);
+  }
+
+  static void check_rotated(const char* op, const at::Tensor& boxes, const char* arg) {
+    TORCH_CHECK_VALUE(boxes.dim() == 2 && boxes.size(1) == 5, "pydet.", op, ": ", arg,
+                      " must have shape [N, 5] (cx, cy, w, h, angle in degrees), got ", shape_str(boxes.sizes()));
+    check_floating(boxes, op, arg);
+  }
+
+  static at::Tensor rows_of(const at::Tensor& t) {
+    return t.to(compute_dtype(t.scalar_type()));
+  }
+
+  static at::Tensor nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
+    check_boxes(boxes, "nms", "boxes", "[N, 4]", 2, 2);
+    check_scores("nms", boxes, scores);
+    check_threshold("nms", "iou_threshold", iou_threshold);
+    if (boxes.size(0) == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+    return Kernels::nms(rows_of(boxes), scores.to(at::kDouble), iou_threshold);
+  }
+
+  static at::Tensor batched_nms(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                                double iou_threshold) {
+    check_boxes(boxes, "batched_nms", "boxes", "[N, 4]", 2, 2);
+    check_scores("batched_nms", boxes, scores);
+    check_idxs("batched_nms", boxes, idxs);
+    check_threshold("batched_nms", "iou_threshold", iou_threshold);
+    if (boxes.size(0) == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+    return Kernels::batched_nms(rows_of(boxes), scores.to(at::kDouble), idxs.to(at::kLong), iou_threshold);
+  }
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms(
+      const at::Tensor& boxes, const at::Tensor& scores, double score_threshold, double iou_threshold,
+      int64_t topk_per_class, int64_t max_detections, bool class_agnostic, std::optional<int64_t> background_class,
+      c10::string_view box_format) {
+    const char* op = "multiclass_nms";
+    TORCH_CHECK_VALUE(scores.dim() == 3, "pydet.multiclass_nms: scores must have shape [B, N, C], got ",
+                      shape_str(scores.sizes()));
+    check_floating(scores, op, "scores");
+    const int64_t B = scores.size(0), N = scores.size(1), C = scores.size(2);
+    const bool class_specific = boxes.dim() == 4;
+    TORCH_CHECK_VALUE((boxes.dim() == 3 || boxes.dim() == 4) && boxes.size(-1) == 4 && boxes.size(0) == B &&
+                          boxes.size(1) == N && (!class_specific || boxes.size(2) == C),
+                      "pydet.multiclass_nms: boxes must have shape [B, N, 4] (shared by all classes) or [B, N, C, 4] "
+                      "(one box per class) with B, N, C from scores ",
+                      shape_str(scores.sizes()), ", got ", shape_str(boxes.sizes()));
+    check_floating(boxes, op, "boxes");
+    check_same_device(boxes, "boxes", scores, "scores", op);
+    TORCH_CHECK_VALUE(!std::isnan(score_threshold), "pydet.multiclass_nms: score_threshold must not be NaN");
+    check_threshold(op, "iou_threshold", iou_threshold);
+    TORCH_CHECK_VALUE(topk_per_class > 0 || topk_per_class == -1,
+                      "pydet.multiclass_nms: topk_per_class must be a positive count or -1 (no limit), got ",
+                      topk_per_class);
+    TORCH_CHECK_VALUE(max_detections >= 0, "pydet.multiclass_nms: max_detections must be >= 0, got ",
+                      max_detections);
+    const int64_t background = background_class.value_or(-1);
+    TORCH_CHECK_VALUE(!background_class.has_value() || (background >= 0 && background < C),
+                      "pydet.multiclass_nms: background_class must be None or a class index in [0, ", C, "), got ",
+                      background);
+    const BoxFormat fmt = parse_box_format(box_format, op, "box_format");
+    TORCH_CHECK_VALUE(fmt != BoxFormat::kXYWH, "pydet.multiclass_nms: box_format must be one of 'xyxy', 'cxcywh', "
+                      "got 'xywh'");
+
+    const at::ScalarType comp = compute_dtype(c10::promoteTypes(boxes.scalar_type(), scores.scalar_type()));
+    MulticlassOutputs out{
+        at::empty({B}, scores.options().dtype(at::kLong)),
+        at::empty({B, max_detections, 4}, scores.options().dtype(comp)),
+        at::empty({B, max_detections}, scores.options().dtype(comp)),
+        at::empty({B, max_detections}, scores.options().dtype(at::kLong)),
+        at::empty({B, max_detections}, scores.options().dtype(at::kLong)),
+    };
+    const MulticlassOptions opt{score_threshold, iou_threshold, topk_per_class, max_detections,
+                                class_agnostic,  background,    fmt};
+    Kernels::multiclass_nms(boxes.to(comp), scores.to(comp), opt, out);
+    return {out.num_detections, out.boxes.to(boxes.scalar_type()), out.scores.to(scores.scalar_type()), out.labels,
+            out.indices};
+  }
+
+  static std::tuple<at::Tensor, at::Tensor> soft_nms(const at::Tensor& boxes, const at::Tensor& scores,
+                                                     double iou_threshold, double sigma, double min_score,
+                                                     c10::string_view method, int64_t offset) {
+    const char* op = "soft_nms";
+    check_boxes(boxes, op, "boxes", "[N, 4]", 2, 2);
+    check_scores(op, boxes, scores);
+    check_threshold(op, "iou_threshold", iou_threshold);
+    SoftNmsMethod m;
+    if (method == "naive") {
+      m = SoftNmsMethod::kNaive;
+    } else if (method == "linear") {
+      m = SoftNmsMethod::kLinear;
+    } else if (method == "gaussian") {
+      m = SoftNmsMethod::kGaussian;
+    } else {
+      C10_THROW_ERROR(ValueError, c10::str("pydet.soft_nms: method must be one of 'naive', 'linear', 'gaussian', got '",
+                                           std::string(method), "'"));
+    }
+    TORCH_CHECK_VALUE(sigma > 0, "pydet.soft_nms: sigma must be > 0, got ", sigma);
+    TORCH_CHECK_VALUE(!std::isnan(min_score), "pydet.soft_nms: min_score must not be NaN");
+    TORCH_CHECK_VALUE(offset == 0 || offset == 1, "pydet.soft_nms: offset must be 0 or 1, got ", offset);
+    const at::ScalarType comp = compute_dtype(c10::promoteTypes(boxes.scalar_type(), scores.scalar_type()));
+    if (boxes.size(0) == 0) {
+      return {at::empty({0, 5}, boxes.options().dtype(comp)).to(boxes.scalar_type()),
+              at::empty({0}, boxes.options().dtype(at::kLong))};
+    }
+    auto [dets, keep] = Kernels::soft_nms(boxes.to(comp), scores.to(comp), iou_threshold, sigma, min_score, m, offset);
+    return {dets.to(boxes.scalar_type()), keep};
+  }
+
+  static at::Tensor nms_rotated(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
+    check_rotated("nms_rotated", boxes, "boxes");
+    check_scores("nms_rotated", boxes, scores);
+    check_threshold("nms_rotated", "iou_threshold", iou_threshold);
+    if (boxes.size(0) == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+    return Kernels::nms_rotated(rows_of(boxes), scores.to(at::kDouble), at::Tensor(), iou_threshold);
+  }
+
+  static at::Tensor batched_nms_rotated(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                                        double iou_threshold) {
+    check_rotated("batched_nms_rotated", boxes, "boxes");
+    check_scores("batched_nms_rotated", boxes, scores);
+    check_idxs("batched_nms_rotated", boxes, idxs);
+    check_threshold("batched_nms_rotated", "iou_threshold", iou_threshold);
+    if (boxes.size(0) == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+    return Kernels::nms_rotated(rows_of(boxes), scores.to(at::kDouble), idxs.to(at::kLong), iou_threshold);
+  }
+
+  static at::Tensor box_iou_rotated(const at::Tensor& boxes1, const at::Tensor& boxes2) {
+    check_rotated("box_iou_rotated", boxes1, "boxes1");
+    check_rotated("box_iou_rotated", boxes2, "boxes2");
+    check_same_device(boxes1, "boxes1", boxes2, "boxes2", "box_iou_rotated");
+    const at::ScalarType out_dtype = c10::promoteTypes(boxes1.scalar_type(), boxes2.scalar_type());
+    const at::ScalarType comp = compute_dtype(out_dtype);
+    at::Tensor out = at::empty({boxes1.size(0), boxes2.size(0)}, boxes1.options().dtype(comp));
+    if (out.numel() > 0) Kernels::box_iou_rotated(boxes1.to(comp), boxes2.to(comp), out);
+    return out.to(out_dtype);
+  }
+
+  static void register_all(torch::Library& m) {
+    m.impl("nms", &nms);
+    m.impl("batched_nms", &batched_nms);
+    m.impl("multiclass_nms", &multiclass_nms);
+    m.impl("soft_nms", &soft_nms);
+    m.impl("nms_rotated", &nms_rotated);
+    m.impl("batched_nms_rotated", &batched_nms_rotated);
+    m.impl("box_iou_rotated", &box_iou_rotated);
+  }
+};
+
+}  // namespace pydet::nms

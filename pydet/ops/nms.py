@@ -1,0 +1,165 @@
+"""Non-maximum suppression: drop-ins for torchvision's ``nms``/``batched_nms``, detectron2's
+``nms_rotated``/``batched_nms_rotated`` and mmcv's ``soft_nms``, plus ``multiclass_nms``, a whole
+detector's post-processing in one call with static output shapes.
+
+Conventions shared by the family:
+
+* Greedy by score: a box is suppressed when its IoU with a kept, higher-scoring box is **>**
+  ``iou_threshold`` (``soft_nms``: ``>=``, as in mmcv). IoU is torchvision's ``box_iou`` formula in
+  the boxes' dtype, compared with the threshold in float64 as torchvision does.
+* Equal scores are ordered by lower index first (a stable order), on CPU and CUDA alike, so both
+  devices return identical results.
+* NaN scores are never kept and never suppress anything. Boxes with a NaN or infinite coordinate,
+  zero area or inverted corners have IoU 0 (or NaN) with every box: they never suppress and are
+  never suppressed, so they are kept (unless their score is NaN).
+* ``iou_threshold`` must be >= 0 (``ValueError`` otherwise). Empty inputs give empty outputs.
+* Results are deterministic: same input, same output, any thread count.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+_ops = torch.ops.pydet
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """torchvision ``nms``: indices (int64) of the kept boxes of ``boxes [N, 4]`` (xyxy), in
+    decreasing score order (``scores [N]``)."""
+    return _ops.nms(boxes, scores, iou_threshold)
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """torchvision ``batched_nms``: NMS within each category ``idxs [N]`` (any integer dtype);
+    boxes of different categories never suppress each other.
+
+    Native: no coordinate-offset trick (so no float overflow or precision loss with large
+    coordinates) and no per-class Python loop; O(N) extra memory. Returns kept indices in decreasing
+    score order.
+    """
+    return _ops.batched_nms(boxes, scores, idxs, iou_threshold)
+
+
+class MulticlassNmsOutput(NamedTuple):
+    """Fixed-size, padded detections per image.
+
+    ``num_detections [B]`` int64; ``boxes [B, max_detections, 4]`` (xyxy, the boxes' dtype);
+    ``scores [B, max_detections]``; ``labels [B, max_detections]`` int64 (class index);
+    ``indices [B, max_detections]`` int64 (the anchor each detection came from). Entries past
+    ``num_detections[b]`` are padding: boxes and scores 0, labels and indices -1.
+    """
+
+    num_detections: Tensor
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    indices: Tensor
+
+
+def multiclass_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    score_threshold: float = 0.05,
+    iou_threshold: float = 0.5,
+    topk_per_class: int = 1000,
+    max_detections: int = 100,
+    class_agnostic: bool = False,
+    background_class: int | None = None,
+    box_format: str = "xyxy",
+) -> MulticlassNmsOutput:
+    """A detector's post-processing in one call (TensorRT EfficientNMS / torchvision SSD-RetinaNet style).
+
+    Args:
+        boxes: ``[B, N, 4]`` (one box per anchor, shared by all classes) or ``[B, N, C, 4]``
+            (one box per anchor and class), in ``box_format`` (``'xyxy'`` or ``'cxcywh'``).
+        scores: ``[B, N, C]`` per-class scores (probabilities, after sigmoid/softmax).
+        score_threshold: candidates need ``score > score_threshold``.
+        iou_threshold: suppression when IoU ``>`` this, between boxes of the same class (or of any
+            class when ``class_agnostic``).
+        topk_per_class: at most this many candidates per image and class enter NMS (the highest
+            scoring ones), as torchvision's ``topk_candidates``; ``-1`` for no limit.
+        max_detections: detections kept per image (the output size).
+        background_class: a class index to ignore (e.g. 0 for SSD's softmax background), or None.
+
+    Order: detections are sorted by score, ties by class then anchor index. Output boxes are xyxy.
+    Shapes are static and nothing synchronises with the host, so it runs under
+    ``torch.compile(fullgraph=True)``, CUDA graphs and ``torch.export``.
+    """
+    return MulticlassNmsOutput(
+        *_ops.multiclass_nms(
+            boxes,
+            scores,
+            score_threshold,
+            iou_threshold,
+            topk_per_class,
+            max_detections,
+            class_agnostic,
+            background_class,
+            box_format,
+        )
+    )
+
+
+def multiclass_nms_to_list(output: MulticlassNmsOutput) -> list[dict[str, Tensor]]:
+    """torchvision's detection format: one ``dict(boxes, scores, labels)`` per image, unpadded."""
+    counts = output.num_detections.tolist()
+    return [
+        {"boxes": output.boxes[b, :n], "scores": output.scores[b, :n], "labels": output.labels[b, :n]}
+        for b, n in enumerate(counts)
+    ]
+
+
+def soft_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    iou_threshold: float = 0.3,
+    sigma: float = 0.5,
+    min_score: float = 1e-3,
+    method: str = "linear",
+    offset: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """mmcv ``soft_nms``: ``(dets [K, 5], indices [K])``, dets = box and decayed score, in selection order.
+
+    Repeatedly selects the highest remaining score (first one on ties) and decays the others by
+    their IoU ``o`` with it: ``'naive'`` drops them when ``o >= iou_threshold``, ``'linear'``
+    multiplies by ``1 - o`` when ``o >= iou_threshold``, ``'gaussian'`` by ``exp(-o² / sigma)``.
+    Boxes whose score falls below ``min_score`` are dropped (the last remaining box takes their
+    place, as in mmcv, which fixes the order among equal scores). ``offset=1``: mmcv's legacy
+    ``x2 - x1 + 1`` widths. A NaN IoU (NaN box) leaves scores unchanged.
+    """
+    return _ops.soft_nms(boxes, scores, iou_threshold, sigma, min_score, method, offset)
+
+
+def box_iou_rotated(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Pairwise IoU of rotated boxes ``[N, 5]`` x ``[M, 5]`` -> ``[N, M]`` (detectron2 ``pairwise_iou_rotated``).
+
+    Boxes are ``(cx, cy, w, h, angle)``, angle in degrees, counter-clockwise. The intersection is the
+    exact area of the overlap polygon, computed in float64; boxes with area < 1e-14 give 0.
+    """
+    return _ops.box_iou_rotated(boxes1, boxes2)
+
+
+def nms_rotated(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """detectron2 ``nms_rotated`` on ``(cx, cy, w, h, angle_degrees)`` boxes: suppress when IoU > threshold."""
+    return _ops.nms_rotated(boxes, scores, iou_threshold)
+
+
+def batched_nms_rotated(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """detectron2 ``batched_nms_rotated``: rotated NMS within each category ``idxs``."""
+    return _ops.batched_nms_rotated(boxes, scores, idxs, iou_threshold)
+
+
+__all__ = [
+    "MulticlassNmsOutput",
+    "batched_nms",
+    "batched_nms_rotated",
+    "box_iou_rotated",
+    "multiclass_nms",
+    "multiclass_nms_to_list",
+    "nms",
+    "nms_rotated",
+    "soft_nms",
+]
