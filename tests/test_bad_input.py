@@ -97,6 +97,122 @@ CASES = [
         ValueError,
         "metric must be one of",
     ),
+    # NMS family
+    (
+        lambda: ops.nms(b, torch.rand(4), 0.5),
+        ValueError,
+        "pydet.nms: scores must have shape [N] matching boxes [N, 4], got scores [4] and boxes [5, 4]",
+    ),
+    (lambda: ops.nms(b, torch.rand(5, 1), 0.5), ValueError, "scores must have shape [N]"),
+    (
+        lambda: ops.nms(b, torch.arange(5), 0.5),
+        TypeError,
+        "pydet.nms: scores must be a floating-point tensor",
+    ),
+    (
+        lambda: ops.nms(b.long(), torch.rand(5), 0.5),
+        TypeError,
+        "pydet.nms: boxes must be a floating-point tensor",
+    ),
+    (
+        lambda: ops.nms(torch.rand(5, 5), torch.rand(5), 0.5),
+        ValueError,
+        "pydet.nms: boxes must have shape [N, 4], got [5, 5]",
+    ),
+    (
+        lambda: ops.nms(b, torch.rand(5), -0.1),
+        ValueError,
+        "pydet.nms: iou_threshold must be >= 0 (an IoU threshold), got -0.1",
+    ),
+    (lambda: ops.nms(b, torch.rand(5), float("nan")), ValueError, "iou_threshold must be >= 0"),
+    (
+        lambda: ops.batched_nms(b, torch.rand(5), torch.zeros(4, dtype=torch.long), 0.5),
+        ValueError,
+        "pydet.batched_nms: idxs must have shape [N] matching boxes, got idxs [4] and boxes [5, 4]",
+    ),
+    (
+        lambda: ops.batched_nms(b, torch.rand(5), torch.zeros(5), 0.5),
+        TypeError,
+        "pydet.batched_nms: idxs must be an integer tensor (the category of each box), got float32",
+    ),
+    (lambda: ops.batched_nms(b, torch.rand(5), torch.zeros(5, dtype=torch.bool), 0.5), TypeError, "got bool"),
+    (
+        lambda: ops.multiclass_nms(torch.rand(2, 7, 4), torch.rand(2, 6, 3)),
+        ValueError,
+        "pydet.multiclass_nms: boxes must have shape [B, N, 4] (shared by all classes) or [B, N, C, 4] (one box per class) with B, N, C from scores [2, 6, 3], got [2, 7, 4]",
+    ),
+    (
+        lambda: ops.multiclass_nms(torch.rand(2, 6, 4), torch.rand(2, 6)),
+        ValueError,
+        "pydet.multiclass_nms: scores must have shape [B, N, C], got [2, 6]",
+    ),
+    (
+        lambda: ops.multiclass_nms(torch.rand(2, 6, 2, 4), torch.rand(2, 6, 3)),
+        ValueError,
+        "boxes must have shape [B, N, 4]",
+    ),
+    (
+        lambda: ops.multiclass_nms(torch.rand(2, 6, 4), torch.rand(2, 6, 3), box_format="xywh"),
+        ValueError,
+        "pydet.multiclass_nms: box_format must be one of 'xyxy', 'cxcywh', got 'xywh'",
+    ),
+    (
+        lambda: ops.multiclass_nms(torch.rand(2, 6, 4), torch.rand(2, 6, 3), background_class=3),
+        ValueError,
+        "pydet.multiclass_nms: background_class must be None or a class index in [0, 3), got 3",
+    ),
+    (
+        lambda: ops.multiclass_nms(torch.rand(2, 6, 4), torch.rand(2, 6, 3), topk_per_class=0),
+        ValueError,
+        "pydet.multiclass_nms: topk_per_class must be a positive count or -1 (no limit), got 0",
+    ),
+    (
+        lambda: ops.multiclass_nms(torch.rand(2, 6, 4), torch.rand(2, 6, 3), max_detections=-1),
+        ValueError,
+        "pydet.multiclass_nms: max_detections must be >= 0, got -1",
+    ),
+    (
+        lambda: ops.multiclass_nms(torch.rand(2, 6, 4), torch.rand(2, 6, 3), score_threshold=float("nan")),
+        ValueError,
+        "pydet.multiclass_nms: score_threshold must not be NaN",
+    ),
+    (
+        lambda: ops.multiclass_nms(torch.rand(2, 6, 4), torch.rand(2, 6, 3).long()),
+        TypeError,
+        "pydet.multiclass_nms: scores must be a floating-point tensor",
+    ),
+    (
+        lambda: ops.soft_nms(b, torch.rand(5), method="hard"),
+        ValueError,
+        "pydet.soft_nms: method must be one of 'naive', 'linear', 'gaussian', got 'hard'",
+    ),
+    (
+        lambda: ops.soft_nms(b, torch.rand(5), sigma=0.0),
+        ValueError,
+        "pydet.soft_nms: sigma must be > 0, got 0",
+    ),
+    (
+        lambda: ops.soft_nms(b, torch.rand(5), offset=3),
+        ValueError,
+        "pydet.soft_nms: offset must be 0 or 1, got 3",
+    ),
+    (
+        lambda: ops.nms_rotated(b, torch.rand(5), 0.5),
+        ValueError,
+        "pydet.nms_rotated: boxes must have shape [N, 5] (cx, cy, w, h, angle in degrees), got [5, 4]",
+    ),
+    (
+        lambda: ops.box_iou_rotated(torch.rand(3, 5), torch.rand(3, 5).int()),
+        TypeError,
+        "pydet.box_iou_rotated: boxes2 must be a floating-point tensor",
+    ),
+    (
+        lambda: ops.batched_nms_rotated(
+            torch.rand(5, 5), torch.rand(5), torch.zeros(5, 1, dtype=torch.long), 0.5
+        ),
+        ValueError,
+        "idxs must have shape [N]",
+    ),
 ]
 
 

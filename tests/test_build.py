@@ -53,7 +53,8 @@ def test_operators_are_registered_under_torch_ops_pydet():
 # ---- CUDA selection at configure time (needs the source tree and cmake; no GPU) -----------------
 SOURCE = pathlib.Path(__file__).resolve().parents[1]
 needs_cmake = pytest.mark.skipif(
-    shutil.which("cmake") is None or not (SOURCE / "CMakeLists.txt").exists(), reason="needs cmake and the sources"
+    shutil.which("cmake") is None or not (SOURCE / "CMakeLists.txt").exists(),
+    reason="needs cmake and the sources",
 )
 
 

@@ -184,7 +184,9 @@ def test_multiclass_nms_equals_torchvision_style_postprocess(
 ):
     boxes, scores = detector_output(3, 300, 6, seed=7, class_specific=class_specific, device=device)
     args = (0.05, 0.45, 40, 50, class_agnostic, background_class, box_format)
-    for ours, ref in zip(ops.multiclass_nms(boxes, scores, *args), R.multiclass_nms(boxes, scores, *args), strict=True):
+    for ours, ref in zip(
+        ops.multiclass_nms(boxes, scores, *args), R.multiclass_nms(boxes, scores, *args), strict=True
+    ):
         assert_same(ours, ref)
 
 
@@ -234,7 +236,11 @@ def test_multiclass_nms_empty_and_half(device):
 # ---- soft_nms ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["naive", "linear", "gaussian"])
 @pytest.mark.parametrize("offset", [0, 1])
-@given(data=scored_boxes(max_n=30), t=st.sampled_from([0.1, 0.3, 0.5]), min_score=st.sampled_from([0.0, 1e-3, 0.2]))
+@given(
+    data=scored_boxes(max_n=30),
+    t=st.sampled_from([0.1, 0.3, 0.5]),
+    min_score=st.sampled_from([0.0, 1e-3, 0.2]),
+)
 def test_soft_nms_equals_mmcv_procedure(method, offset, data, t, min_score, device):
     boxes, scores = data
     boxes, scores = boxes.float().to(device), scores.float().to(device)
@@ -271,7 +277,14 @@ def test_rotated_iou_at_zero_angle_equals_axis_aligned_iou(device):
 
 def test_rotated_iou_geometry(device):
     r = torch.tensor(
-        [[5, 3, 4, 2, -90], [5, 3, 4, 2, 90], [5, 3, 2, 4, 0], [5, 3, 4, 2, 0], [5, 3, 4, 4, 45], [50, 50, 1, 1, 0.0]],
+        [
+            [5, 3, 4, 2, -90],
+            [5, 3, 4, 2, 90],
+            [5, 3, 2, 4, 0],
+            [5, 3, 4, 2, 0],
+            [5, 3, 4, 4, 45],
+            [50, 50, 1, 1, 0.0],
+        ],
         device=device,
     )
     iou = ops.box_iou_rotated(r, r)
@@ -282,7 +295,9 @@ def test_rotated_iou_geometry(device):
     assert iou[3, 5].item() == 0.0
     square = torch.tensor([[0, 0, 2, 2, 0], [0, 0, 2, 2, 45.0]], device=device, dtype=torch.float64)
     octagon = 8 * (math.sqrt(2) - 1)  # overlap of a square and itself turned 45 degrees
-    assert ops.box_iou_rotated(square, square)[0, 1].item() == pytest.approx(octagon / (8 - octagon), rel=1e-12)
+    assert ops.box_iou_rotated(square, square)[0, 1].item() == pytest.approx(
+        octagon / (8 - octagon), rel=1e-12
+    )
 
 
 def test_rotated_iou_is_symmetric_and_invariant(device):
@@ -310,7 +325,12 @@ def test_nms_rotated_equals_greedy_on_rotated_iou(device):
                 suppressed |= iou[i].double() > t
         assert ops.nms_rotated(boxes, scores, t).tolist() == keep
     idxs = torch.arange(300, device=device) % 3
-    per_class = torch.cat([torch.where(idxs == c)[0][ops.nms_rotated(boxes[idxs == c], scores[idxs == c], 0.3)] for c in range(3)])
+    per_class = torch.cat(
+        [
+            torch.where(idxs == c)[0][ops.nms_rotated(boxes[idxs == c], scores[idxs == c], 0.3)]
+            for c in range(3)
+        ]
+    )
     assert_same(ops.batched_nms_rotated(boxes, scores, idxs, 0.3), R._by_score(per_class, scores))
 
 
@@ -323,7 +343,8 @@ def test_cuda_equals_cpu():
         assert_same(ops.nms(boxes.cuda(), scores.cuda(), 0.5).cpu(), ops.nms(boxes, scores, 0.5))
         idxs = torch.randint(0, 80, (30_000,), generator=torch.Generator().manual_seed(1))
         assert_same(
-            ops.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu(), ops.batched_nms(boxes, scores, idxs, 0.5)
+            ops.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu(),
+            ops.batched_nms(boxes, scores, idxs, 0.5),
         )
         d, k = ops.soft_nms(boxes[:2000], scores[:2000], 0.3, 0.5, 0.01, "gaussian")
         dc, kc = ops.soft_nms(boxes[:2000].cuda(), scores[:2000].cuda(), 0.3, 0.5, 0.01, "gaussian")
@@ -351,3 +372,35 @@ def test_nms_200k_boxes_without_quadratic_memory():
     kept = boxes[keep[:3000]]
     iou = ops.box_iou(kept, kept).fill_diagonal_(0)
     assert (iou <= 0.5).all()
+
+
+# ---- compile / export ------------------------------------------------------------------------------
+class Postprocess(torch.nn.Module):
+    def forward(self, boxes, scores):
+        out = ops.multiclass_nms(boxes, scores, 0.1, 0.5, 20, 30, background_class=0)
+        return out.num_detections, out.boxes, out.scores, out.labels
+
+
+def test_multiclass_nms_compiles_fullgraph_dynamic_and_exports(device):
+    torch._dynamo.reset()
+    model = Postprocess()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True)
+    for b, n in ((2, 100), (3, 57)):
+        boxes, scores = detector_output(b, n, 5, seed=n, device=device)
+        for ours, ref in zip(compiled(boxes, scores), model(boxes, scores), strict=True):
+            assert_same(ours, ref)
+    boxes, scores = detector_output(2, 100, 5, seed=0, device=device)
+    batch, anchors = torch.export.Dim("batch", min=1), torch.export.Dim("anchors", min=2)
+    exported = torch.export.export(
+        model, (boxes, scores), dynamic_shapes=({0: batch, 1: anchors}, {0: batch, 1: anchors})
+    )
+    other = detector_output(3, 41, 5, seed=3, device=device)
+    for ours, ref in zip(exported.module()(*other), model(*other), strict=True):
+        assert_same(ours, ref)
+
+
+def test_nms_compiles_with_dynamic_output(device):
+    torch._dynamo.reset()
+    f = torch.compile(lambda b, s: ops.nms(b, s, 0.5), fullgraph=True, dynamic=True)
+    boxes, scores = image_boxes(800, seed=2)
+    assert_same(f(boxes.to(device), scores.to(device)), ops.nms(boxes.to(device), scores.to(device), 0.5))

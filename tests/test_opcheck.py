@@ -43,6 +43,24 @@ def sample_calls(device):
             (torch.ones(6, device=device), b, b.flip(0), "mm_giou", 1e-6, 1.0, 1.0),
         ),
     ]
+    scores = torch.rand(6, generator=torch.Generator().manual_seed(0)).to(device)
+    cls = torch.tensor([0, 1, 0, 1, 2, 0], device=device)
+    det_boxes = torch.cat([b, b]).reshape(2, 6, 4)
+    det_scores = torch.rand(2, 6, 3, generator=torch.Generator().manual_seed(1)).to(device)
+    rot = torch.cat([b[:, :2], b[:, 2:] - b[:, :2], torch.linspace(-60, 60, 6, device=device)[:, None]], 1)
+    calls += [
+        (pd.nms, (b, scores, 0.3)),
+        (pd.batched_nms, (b, scores, cls, 0.3)),
+        (pd.multiclass_nms, (det_boxes, det_scores, 0.1, 0.5, 4, 5, False, None, "xyxy")),
+        (
+            pd.multiclass_nms,
+            (det_boxes[:, :, None].expand(2, 6, 3, 4), det_scores, 0.1, 0.5, -1, 3, True, 0, "cxcywh"),
+        ),
+        (pd.soft_nms, (b, scores, 0.3, 0.5, 0.001, "gaussian", 0)),
+        (pd.nms_rotated, (rot, scores, 0.3)),
+        (pd.batched_nms_rotated, (rot, scores, cls, 0.3)),
+        (pd.box_iou_rotated, (rot, rot[:3])),
+    ]
     for name in ("generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"):
         for reduction in ("none", "mean", "sum"):
             calls.append((getattr(pd, name), (g(b), g(b.flip(0)), reduction, 1e-7)))

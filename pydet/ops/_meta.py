@@ -161,7 +161,7 @@ def _aligned_box_metric_backward(grad, boxes1, boxes2, metric, eps, offset, grad
 # ---- NMS family --------------------------------------------------------------------------------
 def _check_threshold(op: str, arg: str, value: float) -> None:
     if not value >= 0:
-        raise ValueError(f"pydet.{op}: {arg} must be >= 0 (an IoU threshold), got {value}")
+        raise ValueError(f"pydet.{op}: {arg} must be >= 0 (an IoU threshold), got {value:g}")
 
 
 def _check_scores(op: str, boxes, scores) -> None:
@@ -280,7 +280,7 @@ def _soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=1e-3, metho
     _check_threshold(op, "iou_threshold", iou_threshold)
     C.check_choice(method, ("naive", "linear", "gaussian"), op, "method")
     if not sigma > 0:
-        raise ValueError(f"pydet.soft_nms: sigma must be > 0, got {sigma}")
+        raise ValueError(f"pydet.soft_nms: sigma must be > 0, got {sigma:g}")
     if min_score != min_score:
         raise ValueError("pydet.soft_nms: min_score must not be NaN")
     if offset not in (0, 1):
