@@ -264,7 +264,10 @@ def _by_score(keep: Tensor, scores: Tensor) -> Tensor:
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, nms=nms) -> Tensor:
     """torchvision's per-class loop ("vanilla" batched NMS), with the given single-class ``nms``."""
-    keep = [torch.where(idxs == c)[0][nms(boxes[idxs == c], scores[idxs == c], iou_threshold)] for c in idxs.unique()]
+    keep = [
+        torch.where(idxs == c)[0][nms(boxes[idxs == c], scores[idxs == c], iou_threshold)]
+        for c in idxs.unique()
+    ]
     keep = torch.cat(keep) if keep else idxs.new_empty((0,), dtype=torch.int64)
     return _by_score(keep, scores)
 
@@ -310,7 +313,12 @@ def multiclass_nms(
         keep = batched_nms(bx, sc, groups, iou_threshold)[:max_detections]
         k = len(keep)
         num[b] = k
-        out_boxes[b, :k], out_scores[b, :k], out_labels[b, :k], out_index[b, :k] = bx[keep], sc[keep], lb[keep], ix[keep]
+        out_boxes[b, :k], out_scores[b, :k], out_labels[b, :k], out_index[b, :k] = (
+            bx[keep],
+            sc[keep],
+            lb[keep],
+            ix[keep],
+        )
     return num, out_boxes, out_scores, out_labels, out_index
 
 

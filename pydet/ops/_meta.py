@@ -231,7 +231,9 @@ def _multiclass_nms(
 ):
     op = "multiclass_nms"
     if scores.dim() != 3:
-        raise ValueError(f"pydet.multiclass_nms: scores must have shape [B, N, C], got {C.shape_str(scores.shape)}")
+        raise ValueError(
+            f"pydet.multiclass_nms: scores must have shape [B, N, C], got {C.shape_str(scores.shape)}"
+        )
     C.check_floating(scores, op, "scores")
     b, n, c = scores.shape
     specific = boxes.dim() == 4

@@ -1,0 +1,140 @@
+"""ONNX export of pydet's NMS ops to standard ONNX operators.
+
+``torch.onnx.export(..., dynamo=True, custom_translation_table=pydet.onnx.translation_table())``
+(or :func:`export`) rewrites ``pydet::nms`` and ``pydet::multiclass_nms`` as ``NonMaxSuppression``
+plus ``TopK``/``Gather``/``Pad`` graphs that any ONNX runtime executes. Requires ``onnxscript``.
+
+Differences from the eager ops, all in corner cases: ONNX runtimes break ties between equal scores
+in their own order; ``NonMaxSuppression`` normalises inverted corners (pydet gives such boxes IoU 0)
+and drops boxes scored ``-inf`` (pydet keeps them); NaN scores are dropped as in pydet.
+"""
+
+from __future__ import annotations
+
+import torch
+from onnxscript import opset18 as op
+
+
+def _column(x, k: int):
+    return op.Squeeze(op.Slice(x, [k], [k + 1], [1]), [1])
+
+
+def _dim(x, k: int):
+    return op.Shape(x, start=k, end=k + 1)
+
+
+def _nms(boxes, scores, iou_threshold: float):
+    # NonMaxSuppression takes [batch, boxes, 4] and [batch, classes, boxes]; its IoU is symmetric in
+    # x and y, so xyxy boxes need no reordering to its (y1, x1, y2, x2).
+    scores = op.Where(op.IsNaN(scores), op.CastLike(float("-inf"), scores), scores)
+    selected = op.NonMaxSuppression(
+        op.Unsqueeze(boxes, [0]),
+        op.Unsqueeze(scores, [0, 1]),
+        _dim(boxes, 0),
+        op.Constant(value_floats=[iou_threshold]),
+        op.Constant(value_floats=[float("-inf")]),
+    )
+    return _column(selected, 2)
+
+
+def _multiclass_nms(
+    boxes,
+    scores,
+    score_threshold: float = 0.05,
+    iou_threshold: float = 0.5,
+    topk_per_class: int = 1000,
+    max_detections: int = 100,
+    class_agnostic: bool = False,
+    background_class: int | None = None,
+    box_format: str = "xyxy",
+):
+    specific = len(boxes.shape) == 4
+    if box_format == "cxcywh":  # same arithmetic as box_convert: (cx - 0.5 w, cy - 0.5 h, cx + 0.5 w, ...)
+        centre = op.Slice(boxes, [0], [2], [-1])
+        half = op.Mul(op.Slice(boxes, [2], [4], [-1]), op.CastLike(0.5, boxes))
+        boxes = op.Concat(op.Sub(centre, half), op.Add(centre, half), axis=-1)
+    neg_inf = op.CastLike(float("-inf"), scores)
+    b_dim, n_dim, c_dim = _dim(scores, 0), _dim(scores, 1), _dim(scores, 2)
+    per_class = op.Transpose(scores, perm=[0, 2, 1])  # [B, C, N]
+    per_class = op.Where(op.IsNaN(per_class), neg_inf, per_class)
+    if background_class is not None:
+        is_background = op.Equal(op.Range(0, op.Squeeze(c_dim, [0]), 1), background_class)
+        per_class = op.Where(op.Reshape(is_background, [1, -1, 1]), neg_inf, per_class)
+    if topk_per_class > 0:  # keep each class's top-k candidates, -inf elsewhere
+        k = op.Min(n_dim, op.Constant(value_ints=[topk_per_class]))
+        values, index = op.TopK(per_class, k, axis=2, largest=1, sorted=1)
+        per_class = op.ScatterElements(op.Expand(neg_inf, op.Shape(per_class)), index, values, axis=2)
+    one, four = op.Constant(value_ints=[1]), op.Constant(value_ints=[4])
+    if class_agnostic:  # one NMS class: every (class, anchor) pair is a box
+        flat = op.Mul(c_dim, n_dim)
+        if specific:
+            nms_boxes = op.Reshape(
+                op.Transpose(boxes, perm=[0, 2, 1, 3]), op.Concat(b_dim, flat, four, axis=0)
+            )
+        else:
+            grid = op.Concat(b_dim, c_dim, n_dim, four, axis=0)
+            nms_boxes = op.Reshape(
+                op.Expand(op.Unsqueeze(boxes, [1]), grid), op.Concat(b_dim, flat, four, axis=0)
+            )
+        nms_scores = op.Reshape(per_class, op.Concat(b_dim, one, flat, axis=0))
+    elif specific:  # one NMS batch per (image, class)
+        bc = op.Mul(b_dim, c_dim)
+        nms_boxes = op.Reshape(op.Transpose(boxes, perm=[0, 2, 1, 3]), op.Concat(bc, n_dim, four, axis=0))
+        nms_scores = op.Reshape(per_class, op.Concat(bc, one, n_dim, axis=0))
+    else:
+        nms_boxes, nms_scores = boxes, per_class
+    selected = op.NonMaxSuppression(
+        nms_boxes,
+        nms_scores,
+        _dim(nms_boxes, 1),
+        op.Constant(value_floats=[iou_threshold]),
+        op.Constant(value_floats=[score_threshold]),
+    )  # [S, 3]: (batch, class, box) of NonMaxSuppression's layout
+    sel_score = op.GatherND(nms_scores, selected)
+    sel_box = op.GatherND(
+        nms_boxes, op.Concat(op.Slice(selected, [0], [1], [1]), op.Slice(selected, [2], [3], [1]), axis=1)
+    )
+    first, second, third = _column(selected, 0), _column(selected, 1), _column(selected, 2)
+    if class_agnostic:
+        image, label, anchor = first, op.Div(third, n_dim), op.Mod(third, n_dim)
+    elif specific:
+        image, label, anchor = op.Div(first, c_dim), op.Mod(first, c_dim), third
+    else:
+        image, label, anchor = first, second, third
+    # Per image, the best max_detections selections by score, padded to the fixed size.
+    images = op.Unsqueeze(op.Range(0, op.Squeeze(b_dim, [0]), 1), [1])
+    score_matrix = op.Where(op.Equal(op.Unsqueeze(image, [0]), images), op.Unsqueeze(sel_score, [0]), neg_inf)
+    k = op.Min(_dim(selected, 0), op.Constant(value_ints=[max_detections]))
+    top_score, top = op.TopK(score_matrix, k, axis=1, largest=1, sorted=1)  # [B, k]
+    valid = op.Greater(top_score, neg_inf)
+    pad = op.Sub(op.Constant(value_ints=[max_detections]), k)
+
+    def padded(x, fill, boxes: bool):
+        """Invalid entries set to `fill`, then padded with `fill` to max_detections along axis 1."""
+        x = op.Where(op.Unsqueeze(valid, [2]) if boxes else valid, x, op.CastLike(fill, x))
+        if boxes:  # Pad's layout: all axes' begins, then all axes' ends
+            pads = op.Concat(op.Constant(value_ints=[0, 0, 0, 0]), pad, op.Constant(value_ints=[0]), axis=0)
+        else:
+            pads = op.Concat(op.Constant(value_ints=[0, 0, 0]), pad, axis=0)
+        return op.Pad(x, pads, op.CastLike(fill, x))
+
+    out_boxes = padded(op.Gather(sel_box, top, axis=0), 0.0, boxes=True)
+    out_scores = padded(top_score, 0.0, boxes=False)
+    out_labels = padded(op.Gather(label, top, axis=0), -1, boxes=False)
+    out_index = padded(op.Gather(anchor, top, axis=0), -1, boxes=False)
+    num = op.ReduceSum(op.Cast(valid, to=7), [1], keepdims=0)  # 7: int64
+    return num, out_boxes, op.CastLike(out_scores, scores), out_labels, out_index
+
+
+def translation_table() -> dict:
+    """The ``custom_translation_table`` for ``torch.onnx.export(..., dynamo=True)``."""
+    return {torch.ops.pydet.nms.default: _nms, torch.ops.pydet.multiclass_nms.default: _multiclass_nms}
+
+
+def export(model: torch.nn.Module, args: tuple, path: str | None = None, **kwargs):
+    """``torch.onnx.export`` with pydet's translations added; returns the ONNX program (saved to ``path``)."""
+    table = {**translation_table(), **kwargs.pop("custom_translation_table", {})}
+    program = torch.onnx.export(model, args, dynamo=True, custom_translation_table=table, **kwargs)
+    if path is not None:
+        program.save(path)
+    return program

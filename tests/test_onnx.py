@@ -1,0 +1,94 @@
+"""ONNX export of nms and multiclass_nms to standard operators, run in onnxruntime, equal to eager."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import pydet.ops as ops
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+import pydet.onnx  # noqa: E402
+
+
+def run_onnx(program, path, *inputs):
+    program.save(str(path))
+    session = ort.InferenceSession(str(path))
+    feeds = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs, strict=True)}
+    return session.run(None, feeds)
+
+
+def detections(b, n, c, seed, class_specific=False):
+    g = torch.Generator().manual_seed(seed)
+    scores = (torch.randn(b, n, c, generator=g) * 3).softmax(-1)
+    shape = (b, n, c, 2) if class_specific else (b, n, 2)
+    xy = torch.rand(shape, generator=g) * 200
+    wh = 4 + torch.rand(shape, generator=g) * 60
+    return torch.cat([xy, xy + wh], -1), scores
+
+
+class Nms(torch.nn.Module):
+    def forward(self, boxes, scores):
+        return ops.nms(boxes, scores, 0.5)
+
+
+class Multiclass(torch.nn.Module):
+    def __init__(self, **options):
+        super().__init__()
+        self.options = options
+
+    def forward(self, boxes, scores):
+        return tuple(ops.multiclass_nms(boxes, scores, **self.options))
+
+
+@pytest.fixture(autouse=True)
+def quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def test_nms_exports_to_nonmaxsuppression(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(300, 2, generator=g) * 300
+    boxes = torch.cat([xy, xy + 10 + torch.rand(300, 2, generator=g) * 60], 1)
+    scores = torch.rand(300, generator=g)
+    n = torch.export.Dim("n")
+    program = pydet.onnx.export(Nms(), (boxes, scores), dynamic_shapes=({0: n}, {0: n}), verbose=False)
+    assert "NonMaxSuppression" in {node.op_type for node in program.model_proto.graph.node}
+    for seed in (1, 2):  # other inputs, other sizes
+        g = torch.Generator().manual_seed(seed)
+        xy = torch.rand(200 + seed, 2, generator=g) * 300
+        b = torch.cat([xy, xy + 10 + torch.rand(200 + seed, 2, generator=g) * 60], 1)
+        s = torch.rand(200 + seed, generator=g)
+        (keep,) = run_onnx(program, tmp_path / "nms.onnx", b, s)
+        np.testing.assert_array_equal(keep, ops.nms(b, s, 0.5).numpy())
+
+
+@pytest.mark.parametrize("class_specific", [False, True])
+@pytest.mark.parametrize("class_agnostic", [False, True])
+@pytest.mark.parametrize("background_class", [None, 0])
+@pytest.mark.parametrize("box_format, topk", [("xyxy", 30), ("cxcywh", -1)])
+def test_multiclass_nms_exports_and_matches_eager(
+    tmp_path, class_specific, class_agnostic, background_class, box_format, topk
+):
+    options = dict(
+        score_threshold=0.05,
+        iou_threshold=0.45,
+        topk_per_class=topk,
+        max_detections=40,
+        class_agnostic=class_agnostic,
+        background_class=background_class,
+        box_format=box_format,
+    )
+    model = Multiclass(**options)
+    boxes, scores = detections(3, 200, 6, seed=1, class_specific=class_specific)
+    batch, anchors = torch.export.Dim("batch"), torch.export.Dim("anchors")
+    shapes = ({0: batch, 1: anchors}, {0: batch, 1: anchors})
+    program = pydet.onnx.export(model, (boxes, scores), dynamic_shapes=shapes, verbose=False)
+    boxes, scores = detections(2, 150, 6, seed=7, class_specific=class_specific)
+    got = run_onnx(program, tmp_path / "multiclass.onnx", boxes, scores)
+    for ours, onnx_out in zip(model(boxes, scores), got, strict=True):
+        np.testing.assert_allclose(onnx_out, ours.numpy(), rtol=1e-6, atol=1e-6)
