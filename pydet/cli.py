@@ -48,7 +48,8 @@ def _bench(args: argparse.Namespace) -> int:
     rows = runner.run(cases, args.device, min_time, progress=progress)
     print(runner.markdown_table(rows) if args.markdown else runner.format_table(rows))
     print(
-        "speed-up: eager formula (pydet.reference, as torchvision writes it) / pydet, medians in one process.\n"
+        "speed-up: baseline / pydet, medians in one process. Baseline: the eager PyTorch formula (pydet.reference,\n"
+        "as torchvision/mmdet write it); for NMS, torchvision's/mmcv's CPU kernels (bench/nms_reference.cpp).\n"
         "floor: bytes read + written at the copy bandwidth measured in the same run "
         "(a copy of an output-sized buffer; read and write bytes both counted)."
     )

@@ -113,7 +113,7 @@ def _fmt(v, spec: str) -> str:
 
 def format_table(rows: list[dict]) -> str:
     has_tv = any("torchvision_ms" in r for r in rows)
-    header = ["op", "size", "pydet ms", "eager ms", "speed-up"]
+    header = ["op", "size", "pydet ms", "baseline ms", "speed-up"]
     if has_tv:
         header += ["torchvision ms", "vs tv"]
     header += ["floor ms", "x floor"]
