@@ -55,4 +55,9 @@ TORCH_LIBRARY(pydet, m) {
   m.def("nms_rotated(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
   m.def("batched_nms_rotated(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
   m.def("box_iou_rotated(Tensor boxes1, Tensor boxes2) -> Tensor");
+
+  // ---- anchors: csrc/{cpu,cuda}/anchors ------------------------------------------------------
+  m.def(
+      "anchor_grid(Tensor[] base_anchors, Tensor[] shifts_x, Tensor[] shifts_y, float[] scales=[], "
+      "bool anchor_major=False, bool shift_corners=True) -> Tensor");
 }

@@ -47,7 +47,8 @@ def _load_core():
 _C = _load_core()
 __version__: str = _C.build_info()["version"]
 
-from pydet import ops  # noqa: E402  (registers fake kernels, autograd and autocast rules)
+# ops registers the fake kernels, autograd and autocast rules.
+from pydet import anchors, ops  # noqa: E402, F401
 
 
 def build_info() -> dict:

@@ -365,3 +365,34 @@ def soft_nms(
         i += 1
     dets = torch.stack(dets) if dets else boxes.new_empty((0, 5))
     return dets, ind[:n]
+
+
+# ---- anchors -----------------------------------------------------------------------------------
+def anchor_grid(
+    base_anchors: list[Tensor],
+    shifts_x: list[Tensor],
+    shifts_y: list[Tensor],
+    scales: list[float] = (),
+    anchor_major: bool = False,
+    shift_corners: bool = True,
+) -> Tensor:
+    """torchvision's / mmdet's grid formula: meshgrid the per-axis shifts, broadcast-add the base
+    anchors, multiply by the per-axis scales (Python scalars, as torchvision's SSD does)."""
+    levels = []
+    for level, (base, sx, sy) in enumerate(zip(base_anchors, shifts_x, shifts_y, strict=True)):
+        shift_y, shift_x = torch.meshgrid(sy, sx, indexing="ij")
+        shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
+        zeros = torch.zeros_like(shift_x)
+        if shift_corners:
+            shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
+        else:
+            shifts = torch.stack((shift_x, shift_y, zeros, zeros), dim=1)
+        if anchor_major:
+            anchors = (base.view(-1, 1, 4) + shifts.view(1, -1, 4)).reshape(-1, 4)
+        else:
+            anchors = (shifts.view(-1, 1, 4) + base.view(1, -1, 4)).reshape(-1, 4)
+        if scales:
+            anchors[:, 0::2] *= scales[2 * level]
+            anchors[:, 1::2] *= scales[2 * level + 1]
+        levels.append(anchors)
+    return torch.cat(levels)

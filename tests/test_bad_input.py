@@ -213,6 +213,42 @@ CASES = [
         ValueError,
         "idxs must have shape [N]",
     ),
+    # anchor_grid
+    (
+        lambda: ops.anchor_grid([torch.rand(3, 3)], [torch.rand(2)], [torch.rand(2)]),
+        ValueError,
+        "pydet.anchor_grid: base_anchors[0] must have shape [A, 4], got [3, 3]",
+    ),
+    (
+        lambda: ops.anchor_grid([torch.rand(3, 4)] * 2, [torch.rand(2)], [torch.rand(2)] * 2),
+        ValueError,
+        "pydet.anchor_grid: base_anchors, shifts_x and shifts_y must have one entry per level, got 2, 1 and 2",
+    ),
+    (
+        lambda: ops.anchor_grid([], [], []),
+        ValueError,
+        "pydet.anchor_grid: base_anchors must hold at least one level",
+    ),
+    (
+        lambda: ops.anchor_grid([torch.rand(3, 4)], [torch.rand(2, 1)], [torch.rand(2)]),
+        ValueError,
+        "pydet.anchor_grid: shifts_x[0] and shifts_y[0] must be 1-D, got [2, 1] and [2]",
+    ),
+    (
+        lambda: ops.anchor_grid([torch.rand(3, 4)], [torch.arange(2)], [torch.rand(2)]),
+        TypeError,
+        "pydet.anchor_grid: base_anchors/shifts must be a floating-point tensor",
+    ),
+    (
+        lambda: ops.anchor_grid([torch.rand(3, 4)], [torch.rand(2).double()], [torch.rand(2)]),
+        TypeError,
+        "pydet.anchor_grid: every tensor must have the dtype of base_anchors[0] (float32), got float64",
+    ),
+    (
+        lambda: ops.anchor_grid([torch.rand(3, 4)], [torch.rand(2)], [torch.rand(2)], [1.0]),
+        ValueError,
+        "pydet.anchor_grid: scales must be empty or hold (scale_x, scale_y) per level (2 values), got 1",
+    ),
 ]
 
 

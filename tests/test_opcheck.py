@@ -61,6 +61,15 @@ def sample_calls(device):
         (pd.batched_nms_rotated, (rot, scores, cls, 0.3)),
         (pd.box_iou_rotated, (rot, rot[:3])),
     ]
+    base = b[:3] - b[:3].mean()
+    shifts = torch.arange(5.0, device=device)
+    calls += [
+        (pd.anchor_grid, ([base, base[:2]], [shifts, shifts[:2]], [shifts[:3], shifts], [], False, True)),
+        (
+            pd.anchor_grid,
+            ([base.double()], [shifts.double()], [shifts.double()], [300.0, 200.0], True, False),
+        ),
+    ]
     for name in ("generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"):
         for reduction in ("none", "mean", "sum"):
             calls.append((getattr(pd, name), (g(b), g(b.flip(0)), reduction, 1e-7)))

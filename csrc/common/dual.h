@@ -250,9 +250,9 @@ PYDET_HD S select(bool c, S x, S y) {
 #if defined(__CUDA_ARCH__)
   return c ? x : y;
 #else
-  using U = std::conditional_t<sizeof(S) == 4, uint32_t, uint64_t>;
+  using U = std::conditional_t<sizeof(S) == 2, uint16_t, std::conditional_t<sizeof(S) == 4, uint32_t, uint64_t>>;
   const U m = U(0) - U(c);
-  return std::bit_cast<S>((std::bit_cast<U>(x) & m) | (std::bit_cast<U>(y) & ~m));
+  return std::bit_cast<S>(U((std::bit_cast<U>(x) & m) | (std::bit_cast<U>(y) & U(~m))));
 #endif
 }
 

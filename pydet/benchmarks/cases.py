@@ -275,5 +275,80 @@ def nms_cases() -> list[Case]:
     return cases
 
 
+RETINANET_STRIDES = (8, 16, 32, 64, 128)
+
+
+def retinanet_anchor_inputs(device: str, image=(800, 1344)) -> tuple:
+    """mmdet's RetinaNet anchors (9 per location, P3-P7) for one image: base anchors and shifts."""
+    from pydet.anchors.mmdet import AnchorGenerator
+
+    gen = AnchorGenerator(list(RETINANET_STRIDES), [0.5, 1.0, 2.0], octave_base_scale=4, scales_per_octave=3)
+    sizes = [(-(-image[0] // s), -(-image[1] // s)) for s in RETINANET_STRIDES]  # ceil: 201,600 anchors
+    base = [b.to(device) for b in gen.base_anchors]
+    sx = [
+        torch.arange(w, device=device).float() * s for (_, w), s in zip(sizes, RETINANET_STRIDES, strict=True)
+    ]
+    sy = [
+        torch.arange(h, device=device).float() * s for (h, _), s in zip(sizes, RETINANET_STRIDES, strict=True)
+    ]
+    return base, sx, sy
+
+
+def anchor_cases() -> list[Case]:
+    from pydet.anchors.mmdet import AnchorGenerator
+    from pydet.anchors.torchvision import DefaultBoxGenerator
+
+    cases = [
+        Case(
+            "anchor_grid",
+            "RetinaNet 800x1344",
+            "anchors",
+            retinanet_anchor_inputs,
+            ops.anchor_grid,
+            R.anchor_grid,
+        )
+    ]
+
+    def ssd300(device):  # torchvision's SSD300 default boxes: centres + half sizes, scaled to pixels
+        gen = DefaultBoxGenerator(
+            [[2], [2, 3], [2, 3], [2, 3], [2], [2]],
+            scales=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05],
+            steps=[8, 16, 32, 64, 100, 300],
+        )
+        base, sx, sy = [], [], []
+        for k, f in enumerate((38, 19, 10, 5, 3, 1)):
+            half = 0.5 * gen._wh_pairs[k].clamp(0, 1)
+            base.append(torch.cat([-half, half], 1).to(device))
+            centres = ((torch.arange(f) + 0.5) / (300 / gen.steps[k])).to(device)
+            sx.append(centres)
+            sy.append(centres)
+        return base, sx, sy, [300.0, 300.0] * 6
+
+    cases.append(Case("anchor_grid", "SSD300 8732", "anchors", ssd300, ops.anchor_grid, R.anchor_grid))
+
+    def cached(device):  # the generator call a detector makes every step, after the first
+        gen = AnchorGenerator(
+            list(RETINANET_STRIDES), [0.5, 1.0, 2.0], octave_base_scale=4, scales_per_octave=3
+        )
+        sizes = [(-(-800 // s), -(-1344 // s)) for s in RETINANET_STRIDES]
+        gen.grid_priors(sizes, device=device)
+        return gen, sizes, device, *retinanet_anchor_inputs(device)
+
+    cases.append(
+        Case(
+            "AnchorGenerator.grid_priors",
+            "RetinaNet, cached",
+            "anchors",
+            cached,
+            lambda gen, sizes, device, *grid_inputs: gen.grid_priors(sizes, device=device),
+            lambda gen, sizes, device, *grid_inputs: R.anchor_grid(*grid_inputs).split(
+                [h * w * 9 for h, w in sizes]
+            ),
+            memory_bound=False,
+        )
+    )
+    return cases
+
+
 def all_cases() -> list[Case]:
-    return box_cases() + nms_cases()
+    return box_cases() + nms_cases() + anchor_cases()

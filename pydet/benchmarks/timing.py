@@ -15,7 +15,7 @@ def synchronize(device: str) -> None:
 
 
 def median_time(
-    fn: Callable[[], object], device: str, *, min_time: float = 0.3, max_reps: int = 50, min_reps: int = 3
+    fn: Callable[[], object], device: str, *, min_time: float = 0.3, max_reps: int = 2000, min_reps: int = 3
 ) -> float:
     """Median wall time of ``fn()`` in seconds: one warm-up call, then repeats until ``min_time`` has
     passed (at least ``min_reps``, at most ``max_reps``)."""

@@ -5,6 +5,7 @@ kernel; importing this package also registers the fake kernels, autograd and aut
 """
 
 from pydet.ops import _autograd, _meta  # noqa: F401  (registrations)
+from pydet.ops.anchors import anchor_grid
 from pydet.ops.boxes import (
     bbox_overlaps,
     box_area,
@@ -37,6 +38,7 @@ from pydet.ops.nms import (
 
 __all__ = [
     "MulticlassNmsOutput",
+    "anchor_grid",
     "batched_nms",
     "batched_nms_rotated",
     "bbox_overlaps",

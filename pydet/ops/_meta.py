@@ -315,3 +315,42 @@ def _box_iou_rotated(boxes1, boxes2):
     C.check_same_device(boxes1, "boxes1", boxes2, "boxes2", "box_iou_rotated")
     dtype = torch.promote_types(boxes1.dtype, boxes2.dtype)
     return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]), dtype=dtype)
+
+
+# ---- anchors -----------------------------------------------------------------------------------
+@_register("anchor_grid")
+def _anchor_grid(base_anchors, shifts_x, shifts_y, scales=(), anchor_major=False, shift_corners=True):
+    levels = len(base_anchors)
+    if levels == 0:
+        raise ValueError("pydet.anchor_grid: base_anchors must hold at least one level")
+    if len(shifts_x) != levels or len(shifts_y) != levels:
+        raise ValueError(
+            "pydet.anchor_grid: base_anchors, shifts_x and shifts_y must have one entry per level, got "
+            f"{levels}, {len(shifts_x)} and {len(shifts_y)}"
+        )
+    if len(scales) not in (0, 2 * levels):
+        raise ValueError(
+            f"pydet.anchor_grid: scales must be empty or hold (scale_x, scale_y) per level ({2 * levels} values), "
+            f"got {len(scales)}"
+        )
+    rows = 0
+    for level, (b, sx, sy) in enumerate(zip(base_anchors, shifts_x, shifts_y, strict=True)):
+        if not (b.dim() == 2 and b.shape[1] == 4):
+            raise ValueError(
+                f"pydet.anchor_grid: base_anchors[{level}] must have shape [A, 4], got {C.shape_str(b.shape)}"
+            )
+        if sx.dim() != 1 or sy.dim() != 1:
+            raise ValueError(
+                f"pydet.anchor_grid: shifts_x[{level}] and shifts_y[{level}] must be 1-D, got "
+                f"{C.shape_str(sx.shape)} and {C.shape_str(sy.shape)}"
+            )
+        for t in (b, sx, sy):
+            C.check_floating(t, "anchor_grid", "base_anchors/shifts")
+            if t.dtype != base_anchors[0].dtype:
+                raise TypeError(
+                    "pydet.anchor_grid: every tensor must have the dtype of base_anchors[0] "
+                    f"({C.dtype_name(base_anchors[0].dtype)}), got {C.dtype_name(t.dtype)}"
+                )
+            C.check_same_device(base_anchors[0], "base_anchors[0]", t, "every other tensor", "anchor_grid")
+        rows = rows + b.shape[0] * sx.shape[0] * sy.shape[0]
+    return base_anchors[0].new_empty((rows, 4))
