@@ -60,4 +60,24 @@ TORCH_LIBRARY(pydet, m) {
   m.def(
       "anchor_grid(Tensor[] base_anchors, Tensor[] shifts_x, Tensor[] shifts_y, float[] scales=[], "
       "bool anchor_major=False, bool shift_corners=True) -> Tensor");
+
+  // ---- box coding: csrc/{cpu,cuda}/coders ----------------------------------------------------
+  m.def(
+      "box_encode(Tensor reference, Tensor targets, str coding, float[] weights, float[] means, "
+      "Tensor? target_index=None) -> Tensor");
+  m.def(
+      "box_decode(Tensor reference, Tensor deltas, str coding, float[] weights, float[] means, float wh_clip_min, "
+      "float wh_clip_max, float center_clamp, float[]? max_shape=None) -> Tensor");
+  m.def(
+      "_box_decode_backward(Tensor grad, Tensor reference, Tensor deltas, str coding, float[] weights, "
+      "float[] means, float wh_clip_min, float wh_clip_max, float center_clamp, float[]? max_shape=None) -> Tensor");
+
+  // ---- IoU matching without the matrix: csrc/{cpu,cuda}/matching ----------------------------
+  m.def(
+      "box_overlap_max(Tensor gt, Tensor anchors, Tensor? num_gt=None, str mode=\"iou\", bool anchors_first=False, "
+      "float eps=1e-06, Tensor? ignored=None) -> (Tensor anchor_max, Tensor anchor_argmax, Tensor gt_max, "
+      "Tensor gt_argmax)");
+  m.def(
+      "box_overlap_ties(Tensor gt, Tensor anchors, Tensor gt_best, float min_best, Tensor? num_gt=None, "
+      "str mode=\"iou\", float eps=1e-06, Tensor? ignored=None) -> Tensor");
 }

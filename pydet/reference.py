@@ -396,3 +396,63 @@ def anchor_grid(
             anchors[:, 1::2] *= scales[2 * level + 1]
         levels.append(anchors)
     return torch.cat(levels)
+
+
+# ---- box coding and matching (torchvision) ------------------------------------------------------
+def box_encode_torchvision(gt: Tensor, anchors: Tensor, weights) -> Tensor:
+    """torchvision's encode_boxes: deltas of matched ground truth against anchors."""
+    wx, wy, ww, wh = (torch.tensor(w, dtype=gt.dtype) for w in weights)
+    ex_w = anchors[:, 2] - anchors[:, 0]
+    ex_h = anchors[:, 3] - anchors[:, 1]
+    ex_x = anchors[:, 0] + 0.5 * ex_w
+    ex_y = anchors[:, 1] + 0.5 * ex_h
+    gw = gt[:, 2] - gt[:, 0]
+    gh = gt[:, 3] - gt[:, 1]
+    gx = gt[:, 0] + 0.5 * gw
+    gy = gt[:, 1] + 0.5 * gh
+    return torch.stack(
+        [
+            wx * (gx - ex_x) / ex_w,
+            wy * (gy - ex_y) / ex_h,
+            ww * torch.log(gw / ex_w),
+            wh * torch.log(gh / ex_h),
+        ],
+        1,
+    )
+
+
+def box_decode_torchvision(
+    rel_codes: Tensor, boxes: Tensor, weights, clip: float = math.log(1000.0 / 16)
+) -> Tensor:
+    """torchvision's BoxCoder.decode_single: [N, 4C] boxes from [N, 4C] deltas."""
+    wx, wy, ww, wh = weights
+    widths = boxes[:, 2] - boxes[:, 0]
+    heights = boxes[:, 3] - boxes[:, 1]
+    ctr_x = boxes[:, 0] + 0.5 * widths
+    ctr_y = boxes[:, 1] + 0.5 * heights
+    dx = rel_codes[:, 0::4] / wx
+    dy = rel_codes[:, 1::4] / wy
+    dw = torch.clamp(rel_codes[:, 2::4] / ww, max=clip)
+    dh = torch.clamp(rel_codes[:, 3::4] / wh, max=clip)
+    pcx = dx * widths[:, None] + ctr_x[:, None]
+    pcy = dy * heights[:, None] + ctr_y[:, None]
+    pw = torch.exp(dw) * widths[:, None]
+    ph = torch.exp(dh) * heights[:, None]
+    cw = torch.tensor(0.5, dtype=pcx.dtype) * pw
+    ch = torch.tensor(0.5, dtype=pcy.dtype) * ph
+    return torch.stack((pcx - cw, pcy - ch, pcx + cw, pcy + ch), dim=2).flatten(1)
+
+
+def match_torchvision(q: Tensor, high: float, low: float, allow_low: bool) -> Tensor:
+    """torchvision's Matcher.__call__ on a quality matrix [M, N] (-1 below low, -2 between)."""
+    matched_vals, matches = q.max(dim=0)
+    all_matches = matches.clone() if allow_low else None
+    below = matched_vals < low
+    between = (matched_vals >= low) & (matched_vals < high)
+    matches[below] = -1
+    matches[between] = -2
+    if allow_low:
+        highest, _ = q.max(dim=1)
+        gt_pred_pairs = torch.where(q == highest[:, None])
+        matches[gt_pred_pairs[1]] = all_matches[gt_pred_pairs[1]]
+    return matches

@@ -249,6 +249,82 @@ CASES = [
         ValueError,
         "pydet.anchor_grid: scales must be empty or hold (scale_x, scale_y) per level (2 values), got 1",
     ),
+    # box coding
+    (
+        lambda: ops.box_encode(torch.rand(5, 4), torch.rand(6, 4)),
+        ValueError,
+        "pydet.box_encode: reference must have shape [N, 4] or [B, N, 4] matching targets (N = 6), got [5, 4]",
+    ),
+    (
+        lambda: ops.box_encode(torch.rand(5, 4), torch.rand(5, 4).double()),
+        TypeError,
+        "pydet.box_encode: reference and targets must have the same dtype, got float32 and float64",
+    ),
+    (
+        lambda: ops.box_encode(torch.rand(5, 4), torch.rand(5, 4), "yolo"),
+        ValueError,
+        "pydet.box_encode: coding must be one of 'torchvision', 'mmdet', 'ssd', got 'yolo'",
+    ),
+    (
+        lambda: ops.box_encode(
+            torch.rand(5, 4), torch.rand(3, 4), target_index=torch.zeros(5, dtype=torch.int32)
+        ),
+        TypeError,
+        "pydet.box_encode: target_index must be an int64 tensor, got int32",
+    ),
+    (
+        lambda: ops.box_decode(torch.rand(5, 4), torch.rand(5, 6)),
+        ValueError,
+        "pydet.box_decode: deltas must have shape [N, 4 * C] or [B, N, 4 * C] (C >= 1), got [5, 6]",
+    ),
+    (
+        lambda: ops.box_decode(torch.rand(2, 5, 4), torch.rand(5, 4)),
+        ValueError,
+        "pydet.box_decode: reference must have shape [N, 4] or [B, N, 4] matching deltas (N = 5), got [2, 5, 4]",
+    ),
+    (
+        lambda: ops.box_decode(torch.rand(5, 4), torch.rand(5, 4), weights=(1.0, 0.0, 1.0, 1.0)),
+        ValueError,
+        "pydet.box_decode: weights must be finite and non-zero",
+    ),
+    (
+        lambda: ops.box_decode(torch.rand(5, 4), torch.rand(5, 4), wh_clip=(2.5, 1.5)),
+        ValueError,
+        "pydet.box_decode: wh_clip_min (2.5) must be <= wh_clip_max (1.5)",
+    ),
+    # IoU matching
+    (
+        lambda: ops.box_overlap_max(torch.rand(3, 5), torch.rand(4, 4)),
+        ValueError,
+        "pydet.box_overlap_max: gt must have shape [M, 4] or [B, M, 4], got [3, 5]",
+    ),
+    (
+        lambda: ops.box_overlap_max(torch.rand(3, 4), torch.rand(4, 4).double()),
+        TypeError,
+        "pydet.box_overlap_max: gt and anchors must have the same dtype, got float32 and float64",
+    ),
+    (
+        lambda: ops.box_overlap_max(torch.rand(2, 3, 4), torch.rand(4, 4), torch.tensor([1, 2, 3])),
+        ValueError,
+        "pydet.box_overlap_max: num_gt must have shape [B] = [2] (one count per image of gt), got [3]",
+    ),
+    (
+        lambda: ops.box_overlap_max(torch.rand(3, 4), torch.rand(4, 4), mode="giou"),
+        ValueError,
+        "pydet.box_overlap_max: mode must be one of 'iou', 'mm_iou', 'mm_iof', got 'giou'",
+    ),
+    (
+        lambda: ops.box_overlap_max(
+            torch.rand(3, 4), torch.rand(4, 4), ignored=torch.zeros(3, dtype=torch.bool)
+        ),
+        ValueError,
+        "pydet.box_overlap_max: ignored must have shape [N] or [B, N] = [1, 4], got [3]",
+    ),
+    (
+        lambda: ops.box_overlap_ties(torch.rand(3, 4), torch.rand(4, 4), torch.rand(2)),
+        ValueError,
+        "pydet.box_overlap_ties: gt_best must have shape [M] matching gt, got [2]",
+    ),
 ]
 
 

@@ -70,6 +70,85 @@ def sample_calls(device):
             ([base.double()], [shifts.double()], [shifts.double()], [300.0, 200.0], True, False),
         ),
     ]
+    ref = b + torch.tensor([0, 0, 1.0, 1.0], device=device)
+    tgt = ref.flip(0)
+    deltas = torch.randn(6, 8, generator=torch.Generator().manual_seed(3)).to(device)
+    inf = float("inf")
+    calls += [
+        (pd.box_encode, (ref, tgt, "torchvision", [10.0, 10.0, 5.0, 5.0], [0.0] * 4, None)),
+        (pd.box_encode, (ref, tgt[None].expand(2, 6, 4), "mmdet", [0.1, 0.1, 0.2, 0.2], [0.0] * 4, None)),
+        (
+            pd.box_encode,
+            (
+                ref,
+                tgt[:4],
+                "ssd",
+                [0.1, 0.1, 0.2, 0.2],
+                [0.0] * 4,
+                torch.tensor([0, -1, 3, 2, 1, 0], device=device),
+            ),
+        ),
+        (
+            pd.box_decode,
+            (ref, g(deltas), "torchvision", [10.0, 10.0, 5.0, 5.0], [0.0] * 4, -inf, 4.1, inf, None),
+        ),
+        (
+            pd.box_decode,
+            (
+                ref,
+                g(deltas[None].expand(2, 6, 8)),
+                "mmdet",
+                [0.1, 0.1, 0.2, 0.2],
+                [0.0] * 4,
+                -4.1,
+                4.1,
+                16.0,
+                [50.0, 60.0],
+            ),
+        ),
+        (
+            pd._box_decode_backward,
+            (
+                torch.ones(6, 8, device=device),
+                ref,
+                deltas,
+                "ssd",
+                [0.1, 0.1, 0.2, 0.2],
+                [0.0] * 4,
+                -inf,
+                inf,
+                inf,
+                None,
+            ),
+        ),
+        (pd.box_overlap_max, (c, b, None, "iou", False, 1e-6, None)),
+        (
+            pd.box_overlap_max,
+            (
+                torch.stack([c, c]),
+                b,
+                torch.tensor([5, 2], device=device),
+                "mm_iof",
+                True,
+                1e-6,
+                torch.tensor([True, False] * 3, device=device),
+            ),
+        ),
+        (pd.box_overlap_ties, (c, b, pd.box_overlap_max(c, b)[2], 0.0, None, "iou", 1e-6, None)),
+        (
+            pd.box_overlap_ties,
+            (
+                torch.stack([c, c]),
+                b,
+                pd.box_overlap_max(torch.stack([c, c]), b, None, "mm_iou")[2],
+                -inf,
+                None,
+                "mm_iou",
+                1e-6,
+                None,
+            ),
+        ),
+    ]
     for name in ("generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"):
         for reduction in ("none", "mean", "sum"):
             calls.append((getattr(pd, name), (g(b), g(b.flip(0)), reduction, 1e-7)))

@@ -38,4 +38,19 @@ struct BatchedBoxRows {
   }
 };
 
+// Boxes of a [B, N, 4 C] tensor with arbitrary strides (C boxes per row; stride 0 broadcasts).
+template <class T>
+struct Rows3 {
+  const T* data;
+  int64_t s0, s1, s2;
+
+  explicit Rows3(const at::Tensor& t)
+      : data(t.const_data_ptr<T>()), s0(t.stride(0)), s1(t.stride(1)), s2(t.stride(2)) {}
+
+  PYDET_HD Box4<T> at(int64_t b, int64_t n, int64_t c) const {
+    const T* r = data + b * s0 + n * s1 + 4 * c * s2;
+    return {r[0], r[s2], r[2 * s2], r[3 * s2]};
+  }
+};
+
 }  // namespace pydet

@@ -350,5 +350,65 @@ def anchor_cases() -> list[Case]:
     return cases
 
 
+def _anchors_and_gt(n: int, m: int, device: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+
+    def boxes(k: int) -> torch.Tensor:
+        xy = torch.rand(k, 2, generator=g) * 1000
+        return torch.cat([xy, xy + 8 + torch.rand(k, 2, generator=g) * 200], 1).to(device)
+
+    return boxes(n), boxes(m)
+
+
+def coder_cases() -> list[Case]:
+    """Box coding of 100,000 boxes and IoU matching, against the eager torchvision formulas."""
+    from pydet.matchers.torchvision import Matcher
+
+    weights = (10.0, 10.0, 5.0, 5.0)
+
+    def encode_inputs(device):
+        anchors, _ = _anchors_and_gt(100_000, 0, device)
+        return (anchors, anchors.flip(0).contiguous())
+
+    def decode_inputs(device):
+        anchors, _ = _anchors_and_gt(100_000, 0, device)
+        return (anchors, torch.randn(100_000, 4, generator=torch.Generator().manual_seed(1)).to(device))
+
+    def match_inputs(device):
+        anchors, gt = _anchors_and_gt(100_000, 100, device)
+        return (gt, anchors)
+
+    matcher = Matcher(0.5, 0.4, allow_low_quality_matches=True)
+    return [
+        Case(
+            "box_encode",
+            "100000 torchvision",
+            "coders",
+            encode_inputs,
+            lambda anchors, gt: ops.box_encode(anchors, gt, "torchvision", weights),
+            lambda anchors, gt: R.box_encode_torchvision(gt, anchors, weights),
+        ),
+        Case(
+            "box_decode",
+            "100000 torchvision",
+            "coders",
+            decode_inputs,
+            lambda anchors, d: ops.box_decode(
+                anchors, d, "torchvision", weights, wh_clip=(-float("inf"), 4.135)
+            ),
+            lambda anchors, d: R.box_decode_torchvision(d, anchors, weights),
+        ),
+        Case(
+            "Matcher.match_boxes",
+            "100x100000 low-quality",
+            "matching",
+            match_inputs,
+            matcher.match_boxes,
+            lambda gt, anchors: R.match_torchvision(R.box_iou(gt, anchors), 0.5, 0.4, True),
+            memory_bound=False,
+        ),
+    ]
+
+
 def all_cases() -> list[Case]:
-    return box_cases() + nms_cases() + anchor_cases()
+    return box_cases() + nms_cases() + anchor_cases() + coder_cases()

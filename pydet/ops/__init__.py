@@ -24,6 +24,8 @@ from pydet.ops.boxes import (
     generalized_box_iou_loss,
     remove_small_boxes,
 )
+from pydet.ops.coders import box_decode, box_encode
+from pydet.ops.matching import OverlapMax, box_overlap_max, box_overlap_ties
 from pydet.ops.nms import (
     MulticlassNmsOutput,
     batched_nms,
@@ -38,15 +40,20 @@ from pydet.ops.nms import (
 
 __all__ = [
     "MulticlassNmsOutput",
+    "OverlapMax",
     "anchor_grid",
     "batched_nms",
     "batched_nms_rotated",
     "bbox_overlaps",
     "box_area",
     "box_convert",
+    "box_decode",
+    "box_encode",
     "box_iou",
     "box_iou_aligned",
     "box_iou_rotated",
+    "box_overlap_max",
+    "box_overlap_ties",
     "clip_boxes_to_image",
     "complete_box_iou",
     "complete_box_iou_aligned",

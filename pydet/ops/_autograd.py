@@ -115,6 +115,16 @@ for _name, _metric in (
     _register(_name, _loss_backward(_metric))
 
 
+# ---- box coding ---------------------------------------------------------------------------------
+def _box_decode_backward(ctx, grad):
+    reference, deltas = ctx.saved_tensors
+    grad_deltas = _ops._box_decode_backward(grad, reference, deltas, *ctx.args)
+    return (None, grad_deltas) + (None,) * len(ctx.args)
+
+
+_register("box_decode", _box_decode_backward)
+
+
 # ---- autocast ----------------------------------------------------------------------------------
 _FLOAT32_OPS = (
     "box_area",
@@ -130,6 +140,10 @@ _FLOAT32_OPS = (
     "generalized_box_iou_loss",
     "distance_box_iou_loss",
     "complete_box_iou_loss",
+    "box_encode",
+    "box_decode",
+    "box_overlap_max",
+    "box_overlap_ties",
 )
 for _device in ("cpu", "cuda"):
     if torch.amp.is_autocast_available(_device):

@@ -354,3 +354,191 @@ def _anchor_grid(base_anchors, shifts_x, shifts_y, scales=(), anchor_major=False
             C.check_same_device(base_anchors[0], "base_anchors[0]", t, "every other tensor", "anchor_grid")
         rows = rows + b.shape[0] * sx.shape[0] * sy.shape[0]
     return base_anchors[0].new_empty((rows, 4))
+
+
+# ---- box coding --------------------------------------------------------------------------------
+_CODINGS = ("torchvision", "mmdet", "ssd")
+
+
+def _check_coder_params(
+    op, weights, means, wh_clip_min=-float("inf"), wh_clip_max=float("inf"), center_clamp=0.0
+):
+    if len(weights) != 4:
+        raise ValueError(f"pydet.{op}: weights must hold 4 values, got {len(weights)}")
+    if len(means) != 4:
+        raise ValueError(f"pydet.{op}: means must hold 4 values, got {len(means)}")
+    for w in weights:
+        if not (abs(w) < float("inf") and w != 0.0):
+            raise ValueError(f"pydet.{op}: weights must be finite and non-zero")
+    if wh_clip_min > wh_clip_max:
+        raise ValueError(f"pydet.{op}: wh_clip_min ({wh_clip_min}) must be <= wh_clip_max ({wh_clip_max})")
+    if not center_clamp >= 0.0:
+        raise ValueError(f"pydet.{op}: center_clamp must be >= 0, got {center_clamp}")
+
+
+def _check_reference(op, reference, batch, n, data_rank, data_name):
+    if not (reference.shape[-2] == n and (reference.dim() == 2 or reference.shape[0] == batch)):
+        b = f", B = {batch}" if data_rank == 3 else ""
+        raise ValueError(
+            f"pydet.{op}: reference must have shape [N, 4] or [B, N, 4] matching {data_name} (N = {n}{b}), "
+            f"got {C.shape_str(reference.shape)}"
+        )
+    if reference.dim() == 3 and data_rank != 3:
+        raise ValueError(
+            f"pydet.{op}: a batched reference [B, N, 4] needs batched {data_name} [B, ...], got {data_name} of rank 2"
+        )
+
+
+@_register("box_encode")
+def _box_encode(reference, targets, coding, weights, means, target_index=None):
+    op = "box_encode"
+    C.check_choice(coding, _CODINGS, op, "coding")
+    _check_coder_params(op, weights, means)
+    C.check_boxes(reference, op, "reference", "[N, 4] or [B, N, 4]", 2, 3)
+    C.check_boxes(targets, op, "targets", "[N, 4] or [B, N, 4]", 2, 3)
+    C.check_same_device(reference, "reference", targets, "targets", op)
+    if reference.dtype != targets.dtype:
+        raise TypeError(
+            f"pydet.{op}: reference and targets must have the same dtype, got "
+            f"{C.dtype_name(reference.dtype)} and {C.dtype_name(targets.dtype)}"
+        )
+    batch = targets.shape[0] if targets.dim() == 3 else 1
+    n = targets.shape[-2]
+    if target_index is not None:
+        if target_index.dtype != torch.int64:
+            raise TypeError(
+                f"pydet.{op}: target_index must be an int64 tensor, got {C.dtype_name(target_index.dtype)}"
+            )
+        C.check_same_device(reference, "reference", target_index, "target_index", op)
+        if not (
+            target_index.dim() == targets.dim() - 1
+            and (target_index.dim() == 1 or target_index.shape[0] == batch)
+        ):
+            raise ValueError(
+                f"pydet.{op}: target_index must have shape [N] for targets [M, 4] or [B, N] for targets [B, M, 4], "
+                f"got {C.shape_str(target_index.shape)} with targets {C.shape_str(targets.shape)}"
+            )
+        n = target_index.shape[-1]
+    _check_reference(
+        op, reference, batch, n, targets.dim(), "targets" if target_index is None else "target_index"
+    )
+    shape = (batch, n, 4) if targets.dim() == 3 else (n, 4)
+    return targets.new_empty(shape)
+
+
+def _decode_checks(
+    op, reference, deltas, coding, weights, means, wh_clip_min, wh_clip_max, center_clamp, max_shape
+):
+    C.check_choice(coding, _CODINGS, op, "coding")
+    _check_coder_params(op, weights, means, wh_clip_min, wh_clip_max, center_clamp)
+    if max_shape is not None and not (len(max_shape) == 2 and max_shape[0] >= 0 and max_shape[1] >= 0):
+        raise ValueError(
+            f"pydet.{op}: max_shape must be (height, width) with both >= 0, got {len(max_shape)} values"
+        )
+    C.check_boxes(reference, op, "reference", "[N, 4] or [B, N, 4]", 2, 3)
+    C.check_floating(deltas, op, "deltas")
+    C.check_same_device(reference, "reference", deltas, "deltas", op)
+    if not (deltas.dim() in (2, 3) and deltas.shape[-1] > 0 and deltas.shape[-1] % 4 == 0):
+        raise ValueError(
+            f"pydet.{op}: deltas must have shape [N, 4 * C] or [B, N, 4 * C] (C >= 1), got {C.shape_str(deltas.shape)}"
+        )
+    batch = deltas.shape[0] if deltas.dim() == 3 else 1
+    _check_reference(op, reference, batch, deltas.shape[-2], deltas.dim(), "deltas")
+
+
+@_register("box_decode")
+def _box_decode(
+    reference, deltas, coding, weights, means, wh_clip_min, wh_clip_max, center_clamp, max_shape=None
+):
+    _decode_checks(
+        "box_decode",
+        reference,
+        deltas,
+        coding,
+        weights,
+        means,
+        wh_clip_min,
+        wh_clip_max,
+        center_clamp,
+        max_shape,
+    )
+    return deltas.new_empty(deltas.shape)
+
+
+@_register("_box_decode_backward")
+def _box_decode_backward(
+    grad, reference, deltas, coding, weights, means, wh_clip_min, wh_clip_max, center_clamp, max_shape=None
+):
+    return deltas.new_empty(deltas.shape)
+
+
+# ---- IoU matching ------------------------------------------------------------------------------
+_QUALITY_MODES = ("iou", "mm_iou", "mm_iof")
+
+
+def _match_problem(op, gt, anchors, num_gt, mode, ignored):
+    C.check_choice(mode, _QUALITY_MODES, op, "mode")
+    C.check_boxes(gt, op, "gt", "[M, 4] or [B, M, 4]", 2, 3)
+    C.check_boxes(anchors, op, "anchors", "[N, 4]", 2, 2)
+    C.check_same_device(gt, "gt", anchors, "anchors", op)
+    if gt.dtype != anchors.dtype:
+        raise TypeError(
+            f"pydet.{op}: gt and anchors must have the same dtype, got {C.dtype_name(gt.dtype)} and "
+            f"{C.dtype_name(anchors.dtype)}"
+        )
+    batch = gt.shape[0] if gt.dim() == 3 else 1
+    n = anchors.shape[0]
+    if num_gt is not None:
+        if num_gt.dtype != torch.int64:
+            raise TypeError(f"pydet.{op}: num_gt must be an int64 tensor, got {C.dtype_name(num_gt.dtype)}")
+        if not (num_gt.dim() == 1 and num_gt.shape[0] == batch):
+            raise ValueError(
+                f"pydet.{op}: num_gt must have shape [B] = [{batch}] (one count per image of gt), got "
+                f"{C.shape_str(num_gt.shape)}"
+            )
+        C.check_same_device(gt, "gt", num_gt, "num_gt", op)
+    if ignored is not None:
+        if ignored.dtype != torch.bool:
+            raise TypeError(f"pydet.{op}: ignored must be a bool tensor, got {C.dtype_name(ignored.dtype)}")
+        if not (
+            (ignored.dim() == 1 and ignored.shape[0] == n)
+            or (ignored.dim() == 2 and ignored.shape[0] == batch and ignored.shape[1] == n)
+        ):
+            raise ValueError(
+                f"pydet.{op}: ignored must have shape [N] or [B, N] = [{batch}, {n}], got {C.shape_str(ignored.shape)}"
+            )
+        C.check_same_device(gt, "gt", ignored, "ignored", op)
+    return _compute_dtype(gt.dtype), gt.shape[:-2], gt.shape[-2], n
+
+
+@_register("box_overlap_max")
+def _box_overlap_max(gt, anchors, num_gt=None, mode="iou", anchors_first=False, eps=1e-6, ignored=None):
+    dtype, lead, m, n = _match_problem("box_overlap_max", gt, anchors, num_gt, mode, ignored)
+    return (
+        gt.new_empty((*lead, n), dtype=dtype),
+        gt.new_empty((*lead, n), dtype=torch.int64),
+        gt.new_empty((*lead, m), dtype=dtype),
+        gt.new_empty((*lead, m), dtype=torch.int64),
+    )
+
+
+@_register("box_overlap_ties")
+def _box_overlap_ties(gt, anchors, gt_best, min_best, num_gt=None, mode="iou", eps=1e-6, ignored=None):
+    op = "box_overlap_ties"
+    dtype, lead, m, n = _match_problem(op, gt, anchors, num_gt, mode, ignored)
+    if not (
+        gt_best.dim() == gt.dim() - 1
+        and gt_best.shape[-1] == m
+        and (gt_best.dim() == 1 or gt_best.shape[0] == gt.shape[0])
+    ):
+        expected = "[M]" if gt.dim() == 2 else "[B, M]"
+        raise ValueError(
+            f"pydet.{op}: gt_best must have shape {expected} matching gt, got {C.shape_str(gt_best.shape)}"
+        )
+    C.check_same_device(gt, "gt", gt_best, "gt_best", op)
+    if gt_best.dtype != dtype:
+        raise TypeError(
+            f"pydet.{op}: gt_best must have dtype {C.dtype_name(dtype)} (box_overlap_max's gt_max), got "
+            f"{C.dtype_name(gt_best.dtype)}"
+        )
+    return gt.new_empty((*lead, n), dtype=torch.int64)

@@ -1,0 +1,125 @@
+// CUDA kernels of box_encode / box_decode (+ decode backward): one thread per box, grid-stride loops,
+// 64-bit indices. Front end: ops/coders.h; formulas: common/coder_math.h.
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+#include <type_traits>
+
+#include "common/coder_math.h"
+#include "common/rows.h"
+#include "cuda/launch.cuh"
+#include "ops/coders.h"
+
+namespace pydet::coders {
+namespace {
+
+using cuda::global_index;
+using cuda::grid_stride;
+
+template <class T>
+__device__ __forceinline__ void store(T* out, int64_t k, const Box4<T>& q) {
+  out[4 * k + 0] = q.a;
+  out[4 * k + 1] = q.b;
+  out[4 * k + 2] = q.c;
+  out[4 * k + 3] = q.d;
+}
+
+template <Coding C, class T>
+__global__ void encode_kernel(Rows3<T> ref, Rows3<T> tgt, const int64_t* idx, int64_t is0, int64_t is1,
+                              int64_t target_batch_stride, int64_t m, int64_t n_boxes, int64_t rows,
+                              CoderParams<T> p, T* out) {
+  for (int64_t r = global_index(); r < rows; r += grid_stride()) {
+    const int64_t b = r / n_boxes, n = r - b * n_boxes;
+    if (idx == nullptr) {
+      store(out, r, encode_box<C>(ref.at(b, n, 0), tgt.at(b, n, 0), p));
+    } else {
+      const int64_t j = idx[b * is0 + n * is1];
+      CUDA_KERNEL_ASSERT(j < m && "pydet.box_encode: target_index out of range");
+      store(out, r, j < 0 ? Box4<T>{0, 0, 0, 0} : encode_box<C>(ref.at(b, n, 0), tgt.at(b * target_batch_stride, j, 0), p));
+    }
+  }
+}
+
+template <Coding C, bool kBackward, class T>
+__global__ void decode_kernel(Rows3<T> ref, Rows3<T> deltas, const T* grad, int64_t n_boxes, int64_t classes,
+                              int64_t rows, CoderParams<T> p, T* out) {
+  for (int64_t r = global_index(); r < rows; r += grid_stride()) {
+    const int64_t c = r % classes, bn = r / classes, n = bn % n_boxes, b = bn / n_boxes;
+    const Box4<T> rb = ref.at(b, n, 0), db = deltas.at(b, n, c);
+    if constexpr (kBackward) {
+      const Box4<T> g{grad[4 * r], grad[4 * r + 1], grad[4 * r + 2], grad[4 * r + 3]};
+      store(out, r, pull_back(decode_box<C>(rb, seed_box(db), p), g));
+    } else {
+      store(out, r, decode_box<C>(rb, db, p));
+    }
+  }
+}
+
+template <class F>
+void with_coding(Coding c, const F& f) {
+  switch (c) {
+    case Coding::kTorchvision:
+      return f(std::integral_constant<Coding, Coding::kTorchvision>{});
+    case Coding::kMmdet:
+      return f(std::integral_constant<Coding, Coding::kMmdet>{});
+    default:
+      return f(std::integral_constant<Coding, Coding::kSsd>{});
+  }
+}
+
+struct CudaKernels {
+  static void encode(const at::Tensor& reference, const at::Tensor& targets, const at::Tensor& target_index,
+                     at::Tensor& out, Coding coding, const CoderParams<double>& params) {
+    const c10::cuda::CUDAGuard guard(out.device());
+    const int64_t rows = out.size(0) * out.size(1);
+    const bool gather = target_index.defined();
+    AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "box_encode", [&] {
+      using T = scalar_t;
+      with_coding(coding, [&](auto c) {
+        encode_kernel<decltype(c)::value, T><<<cuda::blocks_for(rows), cuda::kThreads, 0,
+                                               c10::cuda::getCurrentCUDAStream()>>>(
+            Rows3<T>(reference), Rows3<T>(targets), gather ? target_index.const_data_ptr<int64_t>() : nullptr,
+            gather && target_index.size(0) > 1 ? target_index.stride(0) : 0, gather ? target_index.stride(1) : 0,
+            targets.size(0) > 1 ? 1 : 0, targets.size(1), out.size(1), rows, cast_params<T>(params),
+            out.data_ptr<T>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    });
+  }
+
+  template <bool kBackward>
+  static void decode_impl(const at::Tensor& grad, const at::Tensor& reference, const at::Tensor& deltas,
+                          at::Tensor& out, Coding coding, const CoderParams<double>& params) {
+    const c10::cuda::CUDAGuard guard(out.device());
+    const int64_t classes = deltas.size(2) / 4, rows = deltas.size(0) * deltas.size(1) * classes;
+    const at::Tensor g = kBackward ? grad.contiguous() : grad;
+    AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "box_decode", [&] {
+      using T = scalar_t;
+      with_coding(coding, [&](auto c) {
+        decode_kernel<decltype(c)::value, kBackward, T><<<cuda::blocks_for(rows), cuda::kThreads, 0,
+                                                          c10::cuda::getCurrentCUDAStream()>>>(
+            Rows3<T>(reference), Rows3<T>(deltas), kBackward ? g.const_data_ptr<T>() : nullptr, deltas.size(1),
+            classes, rows, cast_params<T>(params), out.data_ptr<T>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    });
+  }
+
+  static void decode(const at::Tensor& reference, const at::Tensor& deltas, at::Tensor& out, Coding coding,
+                     const CoderParams<double>& params) {
+    decode_impl<false>(at::Tensor(), reference, deltas, out, coding, params);
+  }
+
+  static void decode_backward(const at::Tensor& grad, const at::Tensor& reference, const at::Tensor& deltas,
+                              at::Tensor& out, Coding coding, const CoderParams<double>& params) {
+    decode_impl<true>(grad, reference, deltas, out, coding, params);
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pydet, CUDA, m) {
+  Ops<CudaKernels>::register_all(m);
+}
+
+}  // namespace pydet::coders

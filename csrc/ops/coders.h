@@ -1,0 +1,175 @@
+// box_encode / box_decode: the device-agnostic front end (kernels in cpu/coders.cpp and
+// cuda/coders.cu; formulas in common/coder_math.h). It validates arguments, promotes float16/bfloat16
+// to float32, and brings every tensor to the canonical 3-D view the kernels index:
+//   reference [Br, N, 4]   (Br = 1 when shared by every image: a stride-0 expand, never a copy)
+//   targets   [B, N, 4], or [B, M, 4] gathered through target_index [B, N]
+//   deltas    [B, N, 4 C]  (C classes per box: class-specific regression)
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <optional>
+
+#include "common/checks.h"
+#include "common/coder_math.h"
+
+namespace pydet::coders {
+
+inline Coding parse_coding(c10::string_view name, const char* op) {
+  if (name == "torchvision") return Coding::kTorchvision;
+  if (name == "mmdet") return Coding::kMmdet;
+  if (name == "ssd") return Coding::kSsd;
+  C10_THROW_ERROR(ValueError, c10::str("pydet.", op, ": coding must be one of 'torchvision', 'mmdet', 'ssd', got '",
+                                       std::string(name), "'"));
+}
+
+inline at::ScalarType compute_dtype(at::ScalarType st) {
+  return (st == at::kHalf || st == at::kBFloat16) ? at::kFloat : st;
+}
+
+inline CoderParams<double> make_params(const char* op, c10::ArrayRef<double> weights, c10::ArrayRef<double> means,
+                                       double wh_min, double wh_max, double center_clamp,
+                                       std::optional<c10::ArrayRef<double>> max_shape) {
+  TORCH_CHECK_VALUE(weights.size() == 4, "pydet.", op, ": weights must hold 4 values, got ", weights.size());
+  TORCH_CHECK_VALUE(means.size() == 4, "pydet.", op, ": means must hold 4 values, got ", means.size());
+  for (double w : weights) {
+    TORCH_CHECK_VALUE(std::isfinite(w) && w != 0.0, "pydet.", op, ": weights must be finite and non-zero");
+  }
+  TORCH_CHECK_VALUE(!(wh_min > wh_max), "pydet.", op, ": wh_clip_min (", wh_min, ") must be <= wh_clip_max (",
+                    wh_max, ")");
+  TORCH_CHECK_VALUE(center_clamp >= 0.0, "pydet.", op, ": center_clamp must be >= 0, got ", center_clamp);
+  CoderParams<double> p{};
+  for (int k = 0; k < 4; ++k) {
+    p.weights[k] = weights[k];
+    p.means[k] = means[k];
+  }
+  p.wh_min = wh_min;
+  p.wh_max = wh_max;
+  p.center_clamp = center_clamp;
+  p.clip = max_shape.has_value();
+  if (p.clip) {
+    TORCH_CHECK_VALUE(max_shape->size() == 2 && (*max_shape)[0] >= 0 && (*max_shape)[1] >= 0, "pydet.", op,
+                      ": max_shape must be (height, width) with both >= 0, got ", max_shape->size(), " values");
+    p.max_h = (*max_shape)[0];
+    p.max_w = (*max_shape)[1];
+  }
+  return p;
+}
+
+// Kernels must provide (inputs in the compute dtype, any strides; outputs contiguous):
+//   static void encode(const Tensor& reference, const Tensor& targets, const Tensor& target_index /*or undefined*/,
+//                      Tensor& out, Coding, const CoderParams<double>&);
+//   static void decode(const Tensor& reference, const Tensor& deltas, Tensor& out, Coding, const CoderParams<double>&);
+//   static void decode_backward(const Tensor& grad, const Tensor& reference, const Tensor& deltas, Tensor& out,
+//                               Coding, const CoderParams<double>&);
+template <class Kernels>
+struct Ops {
+  // reference [N, 4] or [B, N, 4] -> [B, N, 4] (a view; B = 1 broadcasts with stride 0).
+  static at::Tensor reference_view(const at::Tensor& reference, int64_t batch, at::ScalarType dtype) {
+    const at::Tensor r = reference.to(dtype);
+    return r.dim() == 2 ? r.unsqueeze(0).expand({batch, r.size(0), 4}) : r;
+  }
+
+  static void check_reference(const char* op, const at::Tensor& reference, int64_t batch, int64_t n,
+                              int64_t data_rank, const char* data_name) {
+    TORCH_CHECK_VALUE(reference.size(-2) == n && (reference.dim() == 2 || reference.size(0) == batch), "pydet.", op,
+                      ": reference must have shape [N, 4] or [B, N, 4] matching ", data_name, " (N = ", n,
+                      data_rank == 3 ? c10::str(", B = ", batch) : std::string(), "), got ",
+                      shape_str(reference.sizes()));
+    TORCH_CHECK_VALUE(reference.dim() == 2 || data_rank == 3, "pydet.", op, ": a batched reference [B, N, 4] needs ",
+                      "batched ", data_name, " [B, ...], got ", data_name, " of rank 2");
+  }
+
+  static at::Tensor encode(const at::Tensor& reference, const at::Tensor& targets, c10::string_view coding,
+                           c10::ArrayRef<double> weights, c10::ArrayRef<double> means,
+                           const std::optional<at::Tensor>& target_index) {
+    const char* op = "box_encode";
+    const Coding c = parse_coding(coding, op);
+    const CoderParams<double> p = make_params(op, weights, means, -INFINITY, INFINITY, INFINITY, std::nullopt);
+    check_boxes(reference, op, "reference", "[N, 4] or [B, N, 4]", 2, 3);
+    check_boxes(targets, op, "targets", "[N, 4] or [B, N, 4]", 2, 3);
+    check_same_device(reference, "reference", targets, "targets", op);
+    TORCH_CHECK_TYPE(reference.scalar_type() == targets.scalar_type(), "pydet.", op, ": reference and targets must ",
+                     "have the same dtype, got ", dtype_name(reference.scalar_type()), " and ",
+                     dtype_name(targets.scalar_type()));
+    const bool gather = target_index.has_value();
+    const int64_t batch = targets.dim() == 3 ? targets.size(0) : 1;
+    int64_t n = targets.size(-2);
+    if (gather) {
+      const at::Tensor& idx = *target_index;
+      TORCH_CHECK_TYPE(idx.scalar_type() == at::kLong, "pydet.", op, ": target_index must be an int64 tensor, got ",
+                       dtype_name(idx.scalar_type()));
+      check_same_device(reference, "reference", idx, "target_index", op);
+      TORCH_CHECK_VALUE(idx.dim() == targets.dim() - 1 && (idx.dim() == 1 || idx.size(0) == batch), "pydet.", op,
+                        ": target_index must have shape [N] for targets [M, 4] or [B, N] for targets [B, M, 4], "
+                        "got ", shape_str(idx.sizes()), " with targets ", shape_str(targets.sizes()));
+      n = idx.size(-1);
+    }
+    check_reference(op, reference, batch, n, targets.dim(), gather ? "target_index" : "targets");
+    const at::ScalarType dt = compute_dtype(targets.scalar_type());
+    const at::Tensor ref3 = reference_view(reference, batch, dt);
+    const at::Tensor tgt = targets.to(dt);
+    const at::Tensor tgt3 = tgt.dim() == 2 ? tgt.unsqueeze(0) : tgt;
+    at::Tensor idx2;
+    if (gather) idx2 = target_index->dim() == 1 ? target_index->unsqueeze(0) : *target_index;
+    at::Tensor out = at::empty({batch, n, 4}, tgt.options());
+    if (out.numel() > 0) Kernels::encode(ref3, tgt3, idx2, out, c, p);
+    out = out.to(targets.scalar_type());
+    return targets.dim() == 2 ? out.squeeze(0) : out;
+  }
+
+  struct DecodeView {
+    at::Tensor reference, deltas;  // [B, N, 4], [B, N, 4C] in the compute dtype
+  };
+
+  static DecodeView decode_view(const char* op, const at::Tensor& reference, const at::Tensor& deltas) {
+    check_boxes(reference, op, "reference", "[N, 4] or [B, N, 4]", 2, 3);
+    check_floating(deltas, op, "deltas");
+    check_same_device(reference, "reference", deltas, "deltas", op);
+    TORCH_CHECK_VALUE((deltas.dim() == 2 || deltas.dim() == 3) && deltas.size(-1) > 0 && deltas.size(-1) % 4 == 0,
+                      "pydet.", op, ": deltas must have shape [N, 4 * C] or [B, N, 4 * C] (C >= 1), got ",
+                      shape_str(deltas.sizes()));
+    const int64_t batch = deltas.dim() == 3 ? deltas.size(0) : 1;
+    check_reference(op, reference, batch, deltas.size(-2), deltas.dim(), "deltas");
+    const at::ScalarType dt = compute_dtype(deltas.scalar_type());
+    const at::Tensor d = deltas.to(dt);
+    return {reference_view(reference, batch, dt), d.dim() == 2 ? d.unsqueeze(0) : d};
+  }
+
+  static at::Tensor decode(const at::Tensor& reference, const at::Tensor& deltas, c10::string_view coding,
+                           c10::ArrayRef<double> weights, c10::ArrayRef<double> means, double wh_clip_min,
+                           double wh_clip_max, double center_clamp, std::optional<c10::ArrayRef<double>> max_shape) {
+    const char* op = "box_decode";
+    const Coding c = parse_coding(coding, op);
+    const CoderParams<double> p = make_params(op, weights, means, wh_clip_min, wh_clip_max, center_clamp, max_shape);
+    const DecodeView v = decode_view(op, reference, deltas);
+    at::Tensor out = at::empty(v.deltas.sizes(), v.deltas.options());
+    if (out.numel() > 0) Kernels::decode(v.reference, v.deltas, out, c, p);
+    return out.to(deltas.scalar_type()).view(deltas.sizes());
+  }
+
+  static at::Tensor decode_backward(const at::Tensor& grad, const at::Tensor& reference, const at::Tensor& deltas,
+                                    c10::string_view coding, c10::ArrayRef<double> weights,
+                                    c10::ArrayRef<double> means, double wh_clip_min, double wh_clip_max,
+                                    double center_clamp, std::optional<c10::ArrayRef<double>> max_shape) {
+    const char* op = "box_decode";
+    const Coding c = parse_coding(coding, op);
+    const CoderParams<double> p = make_params(op, weights, means, wh_clip_min, wh_clip_max, center_clamp, max_shape);
+    const DecodeView v = decode_view(op, reference, deltas);
+    const at::Tensor g = grad.to(v.deltas.scalar_type()).reshape(v.deltas.sizes());
+    at::Tensor out = at::empty(v.deltas.sizes(), v.deltas.options());
+    if (out.numel() > 0) Kernels::decode_backward(g, v.reference, v.deltas, out, c, p);
+    return out.to(deltas.scalar_type()).view(deltas.sizes());
+  }
+
+  static void register_all(torch::Library& m) {
+    m.impl("box_encode", &encode);
+    m.impl("box_decode", &decode);
+    m.impl("_box_decode_backward", &decode_backward);
+  }
+};
+
+}  // namespace pydet::coders

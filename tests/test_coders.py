@@ -1,0 +1,286 @@
+"""Box coders: every convention against its library's eager formula (transcribed below as the float64
+reference and, in float32, the library's own operation order), round trips, batching, class-specific
+deltas, gathered targets, gradients, devices."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import HAS_CUDA, random_boxes
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pydet.coders import Box2BoxTransform, BoxCoder, DeltaXYWHBBoxCoder, SSDBoxCoder
+from pydet.ops import box_decode, box_encode
+from pydet.reference import box_decode_torchvision as tv_decode
+from pydet.reference import box_encode_torchvision as tv_encode
+
+CLIP = math.log(1000.0 / 16)
+
+
+# ---- the libraries' formulas (eager PyTorch, same operation order) --------------------------------
+def mm_encode(proposals, gt, means, stds):
+    px = (proposals[..., 0] + proposals[..., 2]) * 0.5
+    py = (proposals[..., 1] + proposals[..., 3]) * 0.5
+    pw = proposals[..., 2] - proposals[..., 0]
+    ph = proposals[..., 3] - proposals[..., 1]
+    gx = (gt[..., 0] + gt[..., 2]) * 0.5
+    gy = (gt[..., 1] + gt[..., 3]) * 0.5
+    gw = gt[..., 2] - gt[..., 0]
+    gh = gt[..., 3] - gt[..., 1]
+    deltas = torch.stack([(gx - px) / pw, (gy - py) / ph, torch.log(gw / pw), torch.log(gh / ph)], dim=-1)
+    return deltas.sub_(deltas.new_tensor(means)).div_(deltas.new_tensor(stds))
+
+
+def mm_decode(
+    rois, deltas, means, stds, max_shape=None, wh_ratio_clip=16 / 1000, add_ctr_clamp=False, ctr_clamp=32
+):
+    num_bboxes, num_classes = deltas.size(0), deltas.size(1) // 4
+    deltas = deltas.reshape(-1, 4)
+    denorm = deltas * deltas.new_tensor(stds).view(1, -1) + deltas.new_tensor(means).view(1, -1)
+    dxy, dwh = denorm[:, :2], denorm[:, 2:]
+    rois_ = rois.repeat(1, num_classes).reshape(-1, 4)
+    pxy = (rois_[:, :2] + rois_[:, 2:]) * 0.5
+    pwh = rois_[:, 2:] - rois_[:, :2]
+    dxy_wh = pwh * dxy
+    max_ratio = np.abs(np.log(wh_ratio_clip))
+    if add_ctr_clamp:
+        dxy_wh = torch.clamp(dxy_wh, max=ctr_clamp, min=-ctr_clamp)
+        dwh = torch.clamp(dwh, max=max_ratio)
+    else:
+        dwh = dwh.clamp(min=-max_ratio, max=max_ratio)
+    gxy = pxy + dxy_wh
+    gwh = pwh * dwh.exp()
+    bboxes = torch.cat([gxy - (gwh * 0.5), gxy + (gwh * 0.5)], dim=-1)
+    if max_shape is not None:
+        bboxes[..., 0::2].clamp_(min=0, max=max_shape[1])
+        bboxes[..., 1::2].clamp_(min=0, max=max_shape[0])
+    return bboxes.reshape(num_bboxes, -1)
+
+
+def ssd_encode(dboxes, loc, scale_xy=0.1, scale_wh=0.2):  # super-gradients SSDLoss._norm_relative_bbox
+    gxy = ((loc[..., :2] - dboxes[..., :2]) / dboxes[..., 2:]) / scale_xy
+    gwh = (loc[..., 2:] / dboxes[..., 2:]).log() / scale_wh
+    return torch.cat((gxy, gwh), dim=-1)
+
+
+def ssd_decode(dboxes, bboxes_in, scale_xy=0.1, scale_wh=0.2):  # super-gradients SSDHead (before * img_size)
+    bboxes_in = bboxes_in * torch.tensor([scale_xy, scale_xy, scale_wh, scale_wh], dtype=bboxes_in.dtype)
+    xy = bboxes_in[..., :2] * dboxes[..., 2:] + dboxes[..., :2]
+    wh = bboxes_in[..., 2:].exp() * dboxes[..., 2:]
+    return torch.cat((xy, wh), dim=-1)
+
+
+def boxes_pair(n, seed, dtype=torch.float64):
+    return random_boxes(n, seed=seed, dtype=dtype) + torch.tensor([0, 0, 1.0, 1.0], dtype=dtype), (
+        random_boxes(n, seed=seed + 1, dtype=dtype) + torch.tensor([0, 0, 1.0, 1.0], dtype=dtype)
+    )
+
+
+def cxcywh(b):
+    return torch.cat([(b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]], 1)
+
+
+# Only the outputs that go through exp/log may differ, by the last ulp of exp/log (both within 1 ulp
+# of the exact value), carried through the following arithmetic (x1 = cx - w/2 can cancel, so the
+# error is relative to the box's magnitude); the centre deltas are compared bit for bit.
+def assert_coded(got, want):
+    eps = torch.finfo(want.dtype).eps
+    finite = want[torch.isfinite(want)]
+    scale = finite.abs().max().item() if finite.numel() else 1.0
+    torch.testing.assert_close(got, want, atol=16 * eps * scale, rtol=16 * eps, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0), (0.5, 2.0, 3.0, 0.25)])
+def test_torchvision_encode(dtype, weights):
+    anchors, gt = boxes_pair(3000, 1, dtype)
+    got = BoxCoder(weights).encode_single(gt, anchors)
+    want = tv_encode(gt, anchors, weights)
+    torch.testing.assert_close(got[:, :2], want[:, :2], atol=0, rtol=0)
+    torch.testing.assert_close(got[:, 2:], want[:, 2:], atol=4 * torch.finfo(dtype).eps * weights[2], rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("classes", [1, 3])
+def test_torchvision_decode(dtype, classes):
+    anchors, _ = boxes_pair(2000, 3, dtype)
+    g = torch.Generator().manual_seed(4)
+    codes = (torch.randn(2000, 4 * classes, generator=g, dtype=torch.float64) * 3).to(dtype)
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    got = coder.decode_single(codes, anchors)
+    assert_coded(got, tv_decode(codes, anchors, coder.weights))
+    # the list API reshapes to [N, C, 4]
+    assert coder.decode(codes, [anchors[:1500], anchors[1500:]]).shape == (2000, classes, 4)
+    parts = coder.encode([anchors[:5], anchors[5:9]], [anchors[:5], anchors[5:9]])
+    assert [p.shape for p in parts] == [(5, 4), (4, 4)] and all(p.abs().max() == 0 for p in parts)
+
+
+def test_torchvision_clamps_from_above_only():
+    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    codes = torch.tensor([[0.0, 0.0, 100.0, -100.0]])
+    out = BoxCoder((1.0, 1.0, 1.0, 1.0)).decode_single(codes, anchors)
+    torch.testing.assert_close(out, tv_decode(codes, anchors, (1, 1, 1, 1)))
+    assert out[0, 2] - out[0, 0] == pytest.approx(10 * 1000 / 16, rel=1e-6)  # clamped at log(1000/16)
+    assert out[0, 3] - out[0, 1] < 1e-30  # exp(-100): not clamped from below
+
+
+def test_detectron2_matches_torchvision_and_decodes_in_float32():
+    anchors, gt = boxes_pair(500, 5)
+    t = Box2BoxTransform((10.0, 10.0, 5.0, 5.0))
+    torch.testing.assert_close(
+        t.get_deltas(anchors, gt), BoxCoder(t.weights).encode_single(gt, anchors), atol=0, rtol=0
+    )
+    out = t.apply_deltas(t.get_deltas(anchors, gt), anchors)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, gt.float(), atol=1e-3, rtol=1e-5)
+    with pytest.raises(TypeError):
+        t.get_deltas([1, 2, 3, 4], gt)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mmdet_encode(dtype):
+    anchors, gt = boxes_pair(3000, 7, dtype)
+    means, stds = (0.1, -0.2, 0.0, 0.05), (0.1, 0.1, 0.2, 0.2)
+    got = DeltaXYWHBBoxCoder(means, stds).encode(anchors, gt)
+    assert got.dtype == torch.float32  # mmdet's .float()
+    want = mm_encode(anchors.float(), gt.float(), means, stds)
+    torch.testing.assert_close(got[:, :2], want[:, :2], atol=0, rtol=0)
+    torch.testing.assert_close(got[:, 2:], want[:, 2:], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("add_ctr_clamp", [False, True])
+@pytest.mark.parametrize("max_shape", [None, (300, 500)])
+@pytest.mark.parametrize("classes", [1, 2])
+def test_mmdet_decode(dtype, add_ctr_clamp, max_shape, classes):
+    anchors, _ = boxes_pair(1000, 9, dtype)
+    g = torch.Generator().manual_seed(10)
+    deltas = (torch.randn(1000, 4 * classes, generator=g, dtype=torch.float64) * 4).to(dtype)
+    means, stds = (0.0, 0.0, 0.0, 0.0), (0.1, 0.1, 0.2, 0.2)
+    coder = DeltaXYWHBBoxCoder(means, stds, add_ctr_clamp=add_ctr_clamp, ctr_clamp=16)
+    got = coder.decode(anchors, deltas, max_shape=max_shape)
+    want = mm_decode(anchors, deltas, means, stds, max_shape, add_ctr_clamp=add_ctr_clamp, ctr_clamp=16)
+    assert_coded(got, want)
+    # batched form: rois [B, N, 4], deltas [B, N, 4C] equal per-image decoding; per-image max_shape
+    batched = coder.decode(
+        anchors.expand(2, -1, -1), deltas.expand(2, -1, -1), max_shape=[(300, 500), (100, 50)]
+    )
+    want2 = mm_decode(anchors, deltas, means, stds, (100, 50), add_ctr_clamp=add_ctr_clamp, ctr_clamp=16)
+    assert_coded(batched[1], want2)
+
+
+def test_ssd_matches_super_gradients():
+    anchors, gt = boxes_pair(2000, 11, torch.float32)
+    priors, boxes = cxcywh(anchors) / 300, cxcywh(gt) / 300
+    coder = SSDBoxCoder()
+    loc = coder.encode(priors, boxes[None].expand(3, -1, -1))
+    assert loc.shape == (3, 2000, 4)
+    want = ssd_encode(priors, boxes)
+    torch.testing.assert_close(loc[0, :, :2], want[:, :2], atol=0, rtol=0)
+    assert_coded(loc[2], want)
+    pred = torch.randn(2, 2000, 4, generator=torch.Generator().manual_seed(0))
+    assert_coded(coder.decode(priors, pred), ssd_decode(priors, pred))
+
+
+@given(
+    st.integers(0, 2**31), st.sampled_from(["torchvision", "mmdet", "ssd"]), st.sampled_from([0, 1, 17, 200])
+)
+def test_round_trip(seed, coding, n):
+    anchors, gt = boxes_pair(n, seed % 1000)
+    weights = (10.0, 10.0, 5.0, 5.0) if coding == "torchvision" else (0.1, 0.1, 0.2, 0.2)
+    deltas = box_encode(anchors, gt, coding, weights)
+    back = box_decode(anchors, deltas, coding, weights)
+    torch.testing.assert_close(back, gt, atol=1e-9, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_computes_in_float32(dtype):
+    anchors, gt = boxes_pair(100, 13, torch.float32)
+    got = box_encode(anchors.to(dtype), gt.to(dtype), "mmdet", (0.1, 0.1, 0.2, 0.2))
+    assert got.dtype == dtype
+    want = box_encode(anchors.to(dtype).float(), gt.to(dtype).float(), "mmdet", (0.1, 0.1, 0.2, 0.2)).to(
+        dtype
+    )
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+def test_non_contiguous_and_broadcast_reference():
+    anchors, gt = boxes_pair(64, 15)
+    wide = torch.cat([anchors, anchors], 1)[:, 4:]  # row stride 8: a strided view of the same values
+    assert not wide.is_contiguous()
+    base = box_encode(anchors.clone(), gt)
+    torch.testing.assert_close(box_encode(wide, gt), base, atol=0, rtol=0)
+    batched = box_encode(anchors, gt[None].expand(3, -1, -1))
+    torch.testing.assert_close(batched, base.expand(3, -1, -1), atol=0, rtol=0)
+    deltas = base.t().contiguous().t()  # column-major
+    torch.testing.assert_close(box_decode(anchors, deltas), box_decode(anchors, base), atol=0, rtol=0)
+
+
+def test_gathered_targets_equal_indexing():
+    anchors = random_boxes(300, seed=16, dtype=torch.float64) + torch.tensor(
+        [0, 0, 1.0, 1.0], dtype=torch.float64
+    )
+    gt = random_boxes(7, seed=17, dtype=torch.float64) + torch.tensor([0, 0, 1.0, 1.0], dtype=torch.float64)
+    idx = torch.randint(-2, 7, (2, 300), generator=torch.Generator().manual_seed(0))
+    got = box_encode(anchors, gt[None].expand(2, -1, -1), "torchvision", (10, 10, 5, 5), target_index=idx)
+    for b in range(2):
+        want = box_encode(anchors, gt[idx[b].clamp(min=0)], "torchvision", (10, 10, 5, 5))
+        want[idx[b] < 0] = 0
+        torch.testing.assert_close(got[b], want, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="target_index holds 7 but targets has only 7 boxes"):
+        box_encode(anchors, gt, target_index=torch.full((300,), 7))
+
+
+@pytest.mark.parametrize("coding", ["torchvision", "mmdet", "ssd"])
+def test_decode_gradcheck(coding):
+    anchors, _ = boxes_pair(6, 19)
+    if coding == "ssd":
+        anchors = cxcywh(anchors)
+    deltas = torch.randn(
+        6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    ).requires_grad_()
+    kwargs = dict(wh_clip=(-1.5, 1.5), center_clamp=5.0, max_shape=(60.0, 80.0)) if coding == "mmdet" else {}
+    assert torch.autograd.gradcheck(
+        lambda d: box_decode(anchors, d, coding, (0.5, 2.0, 0.7, 1.3), **kwargs), (deltas,)
+    )
+
+
+def test_decode_gradient_matches_autograd_of_the_formula():
+    anchors, _ = boxes_pair(500, 21)
+    deltas = (
+        torch.randn(500, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 3
+    ).requires_grad_()
+    ours = box_decode(anchors, deltas, "torchvision", (10, 10, 5, 5), wh_clip=(-math.inf, CLIP))
+    ref = tv_decode(deltas, anchors, (10, 10, 5, 5))
+    g = torch.randn_like(ours)
+    torch.testing.assert_close(
+        torch.autograd.grad(ours, deltas, g)[0], torch.autograd.grad(ref, deltas, g)[0]
+    )
+
+
+def test_empty():
+    e = torch.empty(0, 4)
+    assert box_encode(e, e).shape == (0, 4)
+    assert box_decode(e, torch.empty(0, 8)).shape == (0, 8)
+    assert box_decode(e, torch.empty(2, 0, 4)).shape == (2, 0, 4)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and pydet's CUDA kernels")
+@pytest.mark.parametrize("coding", ["torchvision", "mmdet", "ssd"])
+def test_cuda_matches_cpu(coding):
+    anchors, gt = boxes_pair(5000, 23, torch.float32)
+    w = (10.0, 10.0, 5.0, 5.0)
+    d = box_encode(anchors, gt, coding, w)
+    torch.testing.assert_close(
+        box_encode(anchors.cuda(), gt.cuda(), coding, w).cpu(), d, atol=1e-5, rtol=1e-6
+    )
+    torch.testing.assert_close(
+        box_decode(anchors.cuda(), d.cuda(), coding, w).cpu(),
+        box_decode(anchors, d, coding, w),
+        atol=1e-4,
+        rtol=1e-6,
+    )
