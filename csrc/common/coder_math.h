@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common/box_math.h"
 
@@ -35,6 +36,19 @@ struct CoderParams {
   bool clip;          // decode, mmdet clip_border: x into [0, max_w], y into [0, max_h]
   S max_h, max_w;
 };
+
+// f(std::integral_constant<Coding, c>{}): the runtime convention as a compile-time one (host side).
+template <class F>
+void with_coding(Coding c, const F& f) {
+  switch (c) {
+    case Coding::kTorchvision:
+      return f(std::integral_constant<Coding, Coding::kTorchvision>{});
+    case Coding::kMmdet:
+      return f(std::integral_constant<Coding, Coding::kMmdet>{});
+    default:
+      return f(std::integral_constant<Coding, Coding::kSsd>{});
+  }
+}
 
 template <class T>
 CoderParams<T> cast_params(const CoderParams<double>& p) {

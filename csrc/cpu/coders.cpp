@@ -66,18 +66,6 @@ void for_each_row(const at::Tensor& reference, const at::Tensor& input, int64_t 
   });
 }
 
-template <class F>
-void with_coding(Coding c, const F& f) {
-  switch (c) {
-    case Coding::kTorchvision:
-      return f(std::integral_constant<Coding, Coding::kTorchvision>{});
-    case Coding::kMmdet:
-      return f(std::integral_constant<Coding, Coding::kMmdet>{});
-    default:
-      return f(std::integral_constant<Coding, Coding::kSsd>{});
-  }
-}
-
 struct CpuKernels {
   static void encode(const at::Tensor& reference, const at::Tensor& targets, const at::Tensor& target_index,
                      at::Tensor& out, Coding coding, const CoderParams<double>& params) {

@@ -153,18 +153,6 @@ PYDET_TARGET_CLONES void ties_task(const BoxRows<T> gt, int64_t m, const T* gt_b
   for (int64_t j = 0; j < count; ++j) out[start + j] = last[j];
 }
 
-template <class F>
-void with_metric(BoxMetric metric, const F& f) {
-  switch (metric) {
-    case BoxMetric::kMmIoU:
-      return f(std::integral_constant<BoxMetric, BoxMetric::kMmIoU>{});
-    case BoxMetric::kMmIoF:
-      return f(std::integral_constant<BoxMetric, BoxMetric::kMmIoF>{});
-    default:
-      return f(std::integral_constant<BoxMetric, BoxMetric::kIoU>{});
-  }
-}
-
 // Number of ground-truth boxes of image b, checked against the padded size.
 inline int64_t count_of(const int64_t* counts, int64_t b, int64_t m_max, const char* op) {
   const int64_t m = counts[b];
@@ -173,15 +161,32 @@ inline int64_t count_of(const int64_t* counts, int64_t b, int64_t m_max, const c
   return m;
 }
 
+// Validates num_gt, then runs f(task, image, first anchor, anchor count, terms) over every task
+// (image x kChunk anchors) in parallel, with the task's anchor terms loaded.
+template <BoxMetric M, class T, class F>
+void for_each_task(const Problem& p, const MetricParams<T>& mp, const char* op, const F& f) {
+  const int64_t batch = p.gt.size(0), m_max = p.gt.size(1), n = p.anchors.size(0);
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  const int64_t* counts = p.counts.const_data_ptr<int64_t>();
+  for (int64_t b = 0; b < batch; ++b) count_of(counts, b, m_max, op);
+  const uint8_t* ignored = p.ignored.defined() ? reinterpret_cast<const uint8_t*>(p.ignored.const_data_ptr<bool>())
+                                               : nullptr;
+  at::parallel_for(0, batch * chunks, 1, [&](int64_t tb, int64_t te) {
+    auto terms = std::make_unique<ChunkTerms<T>>();
+    for (int64_t t = tb; t < te; ++t) {
+      const int64_t b = t / chunks, start = (t - b * chunks) * kChunk, count = std::min(kChunk, n - start);
+      load_chunk<M>(BoxRows<T>(p.anchors), ignored ? ignored + b * n : nullptr, start, count, mp, *terms);
+      f(t, b, start, count, *terms);
+    }
+  });
+}
+
 struct CpuKernels {
   static void overlap_max(const Problem& p, const Quality& q, at::Tensor& anchor_max, at::Tensor& anchor_argmax,
                           at::Tensor& gt_max, at::Tensor& gt_argmax) {
     const int64_t batch = p.gt.size(0), m_max = p.gt.size(1), n = p.anchors.size(0);
     const int64_t chunks = (n + kChunk - 1) / kChunk, tasks = batch * chunks;
     const int64_t* counts = p.counts.const_data_ptr<int64_t>();
-    const uint8_t* ignored = p.ignored.defined() ? reinterpret_cast<const uint8_t*>(p.ignored.const_data_ptr<bool>())
-                                                 : nullptr;
-    for (int64_t b = 0; b < batch; ++b) count_of(counts, b, m_max, "box_overlap_max");
     AT_DISPATCH_FLOATING_TYPES(p.gt.scalar_type(), "box_overlap_max", [&] {
       using T = scalar_t;
       const MetricParams<T> mp{T(q.eps), T(0)};
@@ -191,14 +196,10 @@ struct CpuKernels {
       int64_t* aarg = anchor_argmax.data_ptr<int64_t>();
       with_metric(q.metric, [&](auto metric) {
         constexpr BoxMetric kM = decltype(metric)::value;
-        at::parallel_for(0, tasks, 1, [&](int64_t tb, int64_t te) {
-          auto terms = std::make_unique<ChunkTerms<T>>();
-          for (int64_t t = tb; t < te; ++t) {
-            const int64_t b = t / chunks, start = (t - b * chunks) * kChunk, count = std::min(kChunk, n - start);
-            load_chunk<kM>(BoxRows<T>(p.anchors), ignored ? ignored + b * n : nullptr, start, count, mp, *terms);
-            max_task<kM>(BoxRows<T>(p.gt.select(0, b)), counts[b], *terms, start, count, q.anchors_first, mp,
-                         amax + b * n, aarg + b * n, part.data() + t * m_max, part_idx.data() + t * m_max);
-          }
+        for_each_task<kM, T>(p, mp, "box_overlap_max", [&](int64_t t, int64_t b, int64_t start, int64_t count,
+                                                            const ChunkTerms<T>& terms) {
+          max_task<kM>(BoxRows<T>(p.gt.select(0, b)), counts[b], terms, start, count, q.anchors_first, mp,
+                       amax + b * n, aarg + b * n, part.data() + t * m_max, part_idx.data() + t * m_max);
         });
       });
       // Merge the per-task partials in anchor order.
@@ -227,12 +228,8 @@ struct CpuKernels {
 
   static void overlap_ties(const Problem& p, const Quality& q, const at::Tensor& gt_best, double min_best,
                            at::Tensor& out) {
-    const int64_t batch = p.gt.size(0), m_max = p.gt.size(1), n = p.anchors.size(0);
-    const int64_t chunks = (n + kChunk - 1) / kChunk, tasks = batch * chunks;
+    const int64_t m_max = p.gt.size(1), n = p.anchors.size(0);
     const int64_t* counts = p.counts.const_data_ptr<int64_t>();
-    const uint8_t* ignored = p.ignored.defined() ? reinterpret_cast<const uint8_t*>(p.ignored.const_data_ptr<bool>())
-                                                 : nullptr;
-    for (int64_t b = 0; b < batch; ++b) count_of(counts, b, m_max, "box_overlap_ties");
     AT_DISPATCH_FLOATING_TYPES(p.gt.scalar_type(), "box_overlap_ties", [&] {
       using T = scalar_t;
       const MetricParams<T> mp{T(q.eps), T(0)};
@@ -240,14 +237,10 @@ struct CpuKernels {
       int64_t* o = out.data_ptr<int64_t>();
       with_metric(q.metric, [&](auto metric) {
         constexpr BoxMetric kM = decltype(metric)::value;
-        at::parallel_for(0, tasks, 1, [&](int64_t tb, int64_t te) {
-          auto terms = std::make_unique<ChunkTerms<T>>();
-          for (int64_t t = tb; t < te; ++t) {
-            const int64_t b = t / chunks, start = (t - b * chunks) * kChunk, count = std::min(kChunk, n - start);
-            load_chunk<kM>(BoxRows<T>(p.anchors), ignored ? ignored + b * n : nullptr, start, count, mp, *terms);
-            ties_task<kM>(BoxRows<T>(p.gt.select(0, b)), counts[b], best + b * m_max, T(min_best), *terms, start,
-                          count, q.anchors_first, mp, o + b * n);
-          }
+        for_each_task<kM, T>(p, mp, "box_overlap_ties", [&](int64_t, int64_t b, int64_t start, int64_t count,
+                                                             const ChunkTerms<T>& terms) {
+          ties_task<kM>(BoxRows<T>(p.gt.select(0, b)), counts[b], best + b * m_max, T(min_best), terms, start, count,
+                        q.anchors_first, mp, o + b * n);
         });
       });
     });

@@ -55,18 +55,6 @@ __global__ void decode_kernel(Rows3<T> ref, Rows3<T> deltas, const T* grad, int6
   }
 }
 
-template <class F>
-void with_coding(Coding c, const F& f) {
-  switch (c) {
-    case Coding::kTorchvision:
-      return f(std::integral_constant<Coding, Coding::kTorchvision>{});
-    case Coding::kMmdet:
-      return f(std::integral_constant<Coding, Coding::kMmdet>{});
-    default:
-      return f(std::integral_constant<Coding, Coding::kSsd>{});
-  }
-}
-
 struct CudaKernels {
   static void encode(const at::Tensor& reference, const at::Tensor& targets, const at::Tensor& target_index,
                      at::Tensor& out, Coding coding, const CoderParams<double>& params) {

@@ -126,18 +126,6 @@ __global__ void ties_kernel(BatchedBoxRows<T> gt, BoxRows<T> anchors, const int6
   }
 }
 
-template <class F>
-void with_metric(BoxMetric metric, const F& f) {
-  switch (metric) {
-    case BoxMetric::kMmIoU:
-      return f(std::integral_constant<BoxMetric, BoxMetric::kMmIoU>{});
-    case BoxMetric::kMmIoF:
-      return f(std::integral_constant<BoxMetric, BoxMetric::kMmIoF>{});
-    default:
-      return f(std::integral_constant<BoxMetric, BoxMetric::kIoU>{});
-  }
-}
-
 struct CudaKernels {
   static void overlap_max(const Problem& p, const Quality& q, at::Tensor& anchor_max, at::Tensor& anchor_argmax,
                           at::Tensor& gt_max, at::Tensor& gt_argmax) {

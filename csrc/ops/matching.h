@@ -19,6 +19,7 @@
 
 #include <optional>
 #include <tuple>
+#include <type_traits>
 
 #include "common/box_math.h"
 #include "common/checks.h"
@@ -44,6 +45,19 @@ inline Quality parse_quality(c10::string_view mode, bool anchors_first, double e
                                          std::string(mode), "'"));
   }
   return q;
+}
+
+// f(std::integral_constant<BoxMetric, m>{}) for the quality's metric (the kernels are templated on it).
+template <class F>
+void with_metric(BoxMetric metric, const F& f) {
+  switch (metric) {
+    case BoxMetric::kMmIoU:
+      return f(std::integral_constant<BoxMetric, BoxMetric::kMmIoU>{});
+    case BoxMetric::kMmIoF:
+      return f(std::integral_constant<BoxMetric, BoxMetric::kMmIoF>{});
+    default:
+      return f(std::integral_constant<BoxMetric, BoxMetric::kIoU>{});
+  }
 }
 
 // Canonical inputs: gt [B, M, 4], anchors [N, 4] in the compute dtype, counts [B] int64 (contiguous,
