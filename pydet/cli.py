@@ -53,8 +53,16 @@ def _bench(args: argparse.Namespace) -> int:
         "floor: bytes read + written at the copy bandwidth measured in the same run "
         "(a copy of an output-sized buffer; read and write bytes both counted)."
     )
+    memory_rows = []
+    if args.memory:
+        from pydet.benchmarks.memory import match_memory_rows
+
+        print("\npeak extra host memory (fresh process per workload, growth of ru_maxrss):")
+        memory_rows = match_memory_rows(threads=torch.get_num_threads())
+        for r in memory_rows:
+            print(f"  {r['workload']:<42} {r['size']:>12}  {r['peak_extra_mb']:10.1f} MB")
     if args.json:
-        runner.write_json(args.json, env, rows)
+        runner.write_json(args.json, env, rows, memory_rows)
         print(f"wrote {args.json}")
     return 1 if not all(r["agrees_with_reference"] for r in rows) else 0
 
@@ -82,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         "--min-time", type=float, help="seconds of repeats per measurement (default 0.5, quick 0.1)"
     )
     bench.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    bench.add_argument(
+        "--memory", action="store_true", help="also measure peak memory of matching 1000 GT x 200,000 anchors"
+    )
     bench.set_defaults(func=_bench)
 
     info = sub.add_parser("info", help="print how pydet was built (versions, CUDA, compiler, threads)")

@@ -4,6 +4,8 @@ matrix path equals each library's code (transcribed below) on random and adversa
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -330,3 +332,12 @@ def test_nan_everywhere_is_a_valid_answer():
     assert torch.equal(
         tv.Matcher(0.5, 0.4, True).match_boxes(gt, anchors), tv_matcher(q.clone(), 0.5, 0.4, True)
     )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak memory is read from /proc")
+def test_fused_matching_never_holds_the_matrix():
+    # 1000 x 200,000 IoUs are 800 MB as a float32 matrix; the fused path keeps O(M + N).
+    from pydet.benchmarks.memory import MATCH_WORKLOADS, peak_extra_bytes
+
+    fused = next(setup for name, setup in MATCH_WORKLOADS.items() if "fused" in name)
+    assert peak_extra_bytes(fused, 1000, 200_000, threads=2) < 50 * 2**20

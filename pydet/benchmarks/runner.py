@@ -159,7 +159,10 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join([head, sep, *body])
 
 
-def write_json(path: str, env: dict, rows: list[dict]) -> None:
+def write_json(path: str, env: dict, rows: list[dict], memory_rows: list[dict] = ()) -> None:
+    doc = {"environment": env, "results": rows}
+    if memory_rows:
+        doc["peak_memory"] = list(memory_rows)
     with open(path, "w") as f:
-        json.dump({"environment": env, "results": rows}, f, indent=2)
+        json.dump(doc, f, indent=2)
         f.write("\n")
