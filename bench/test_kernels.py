@@ -1,6 +1,6 @@
 """pytest-benchmark suite over the workloads of ``pydet bench`` (pydet.benchmarks.cases): boxes and
-IoU, the NMS family and anchors, each timed for pydet, the baseline (the eager formula or the
-reference kernel) and torchvision (when installed).
+IoU, NMS, anchors, box coding and matching, separable convolution, each timed for pydet, the
+baseline (the eager formula or the reference kernel) and torchvision (when installed).
 
     pytest bench/ --benchmark-group-by=group [--device cuda] [-k anchors]
 """

@@ -72,6 +72,15 @@ TORCH_LIBRARY(pydet, m) {
       "_box_decode_backward(Tensor grad, Tensor reference, Tensor deltas, str coding, float[] weights, "
       "float[] means, float wh_clip_min, float wh_clip_max, float center_clamp, float[]? max_shape=None) -> Tensor");
 
+  // ---- depthwise convolution: csrc/{cpu,cuda}/depthwise_conv -------------------------------
+  m.def(
+      "depthwise_conv2d(Tensor input, Tensor weight, Tensor? bias=None, int[2] stride=1, int[2] padding=0, "
+      "int[2] dilation=1, str activation=\"none\") -> Tensor");
+  m.def(
+      "_depthwise_conv2d_backward(Tensor grad, Tensor input, Tensor weight, Tensor? bias, int[2] stride, "
+      "int[2] padding, int[2] dilation, str activation) -> (Tensor grad_input, Tensor grad_weight, "
+      "Tensor grad_bias)");
+
   // ---- IoU matching without the matrix: csrc/{cpu,cuda}/matching ----------------------------
   m.def(
       "box_overlap_max(Tensor gt, Tensor anchors, Tensor? num_gt=None, str mode=\"iou\", bool anchors_first=False, "

@@ -325,6 +325,62 @@ CASES = [
         ValueError,
         "pydet.box_overlap_ties: gt_best must have shape [M] matching gt, got [2]",
     ),
+    # depthwise convolution
+    (
+        lambda: ops.depthwise_conv2d(torch.rand(3, 8, 8), torch.rand(3, 1, 3, 3)),
+        ValueError,
+        "pydet.depthwise_conv2d: input must have shape [N, C, H, W], got [3, 8, 8]",
+    ),
+    (
+        lambda: ops.depthwise_conv2d(torch.rand(1, 3, 8, 8), torch.rand(4, 1, 3, 3)),
+        ValueError,
+        "pydet.depthwise_conv2d: weight must have shape [C, 1, KH, KW] with C = 3 (input channels; one filter "
+        "per channel), got [4, 1, 3, 3]",
+    ),
+    (
+        lambda: ops.depthwise_conv2d(torch.rand(1, 3, 8, 8), torch.rand(3, 2, 3, 3)),
+        ValueError,
+        "pydet.depthwise_conv2d: weight must have shape [C, 1, KH, KW] with C = 3 (input channels; one filter "
+        "per channel), got [3, 2, 3, 3]",
+    ),
+    (
+        lambda: ops.depthwise_conv2d(torch.rand(1, 3, 8, 8), torch.rand(3, 1, 3, 3).double()),
+        TypeError,
+        "pydet.depthwise_conv2d: weight must have input's dtype (float32), got float64",
+    ),
+    (
+        lambda: ops.depthwise_conv2d(torch.ones(1, 3, 8, 8, dtype=torch.int64), torch.ones(3, 1, 3, 3)),
+        TypeError,
+        "pydet.depthwise_conv2d: input must be a floating-point tensor (float32, float64, float16 or "
+        "bfloat16), got int64",
+    ),
+    (
+        lambda: ops.depthwise_conv2d(torch.rand(1, 3, 8, 8), torch.rand(3, 1, 3, 3), torch.rand(4)),
+        ValueError,
+        "pydet.depthwise_conv2d: bias must have shape [C] with C = 3, got [4]",
+    ),
+    (
+        lambda: ops.depthwise_conv2d(torch.rand(1, 3, 8, 8), torch.rand(3, 1, 3, 3), stride=(1, 0)),
+        ValueError,
+        "pydet.depthwise_conv2d: stride must be 2 integers >= 1, got [1, 0]",
+    ),
+    (
+        lambda: ops.depthwise_conv2d(torch.rand(1, 3, 8, 8), torch.rand(3, 1, 3, 3), padding=-1),
+        ValueError,
+        "pydet.depthwise_conv2d: padding must be 2 integers >= 0, got [-1, -1]",
+    ),
+    (
+        lambda: ops.depthwise_conv2d(torch.rand(1, 3, 2, 8), torch.rand(3, 1, 3, 3)),
+        ValueError,
+        "pydet.depthwise_conv2d: the output would be empty: input [1, 3, 2, 8] with kernel 3x3, padding "
+        "[0, 0] and dilation [1, 1] gives an output of 0x6",
+    ),
+    (
+        lambda: ops.depthwise_conv2d(torch.rand(1, 3, 8, 8), torch.rand(3, 1, 3, 3), activation="gelu"),
+        ValueError,
+        "pydet.depthwise_conv2d: activation must be one of 'none', 'relu', 'relu6', 'silu', 'swish', "
+        "'hardswish', got 'gelu'",
+    ),
 ]
 
 

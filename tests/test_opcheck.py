@@ -149,6 +149,27 @@ def sample_calls(device):
             ),
         ),
     ]
+    x = torch.randn(2, 3, 7, 6, device=device, dtype=torch.float64)
+    w = torch.randn(3, 1, 3, 3, device=device, dtype=torch.float64)
+    bias = torch.randn(3, device=device, dtype=torch.float64)
+    calls += [
+        (pd.depthwise_conv2d, (g(x), g(w), g(bias), [1, 1], [1, 1], [1, 1], "relu6")),
+        (pd.depthwise_conv2d, (g(x), g(w), None, [2, 1], [0, 2], [2, 1], "silu")),
+        (pd.depthwise_conv2d, (g(x.float()), g(w.float()), None, [2, 2], [1, 1], [1, 1], "hardswish")),
+        (
+            pd._depthwise_conv2d_backward,
+            (
+                torch.ones(2, 3, 7, 6, device=device, dtype=torch.float64),
+                x,
+                w,
+                bias,
+                [1, 1],
+                [1, 1],
+                [1, 1],
+                "relu",
+            ),
+        ),
+    ]
     for name in ("generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"):
         for reduction in ("none", "mean", "sum"):
             calls.append((getattr(pd, name), (g(b), g(b.flip(0)), reduction, 1e-7)))

@@ -25,3 +25,62 @@ inline const char* active_variant() {
 }
 }  // namespace pydet::simd
 #endif
+
+#include <cstddef>
+#include <cstring>
+#include <utility>
+
+namespace pydet::simd {
+// A 64-byte GCC/Clang vector of T (16 floats, 8 doubles): explicit lanes for loops the compiler
+// would not vectorise on its own, such as float sums, whose order it may not change. On targets
+// narrower than 64 bytes the compiler splits each operation.
+template <class T>
+struct Lanes64 {
+  typedef T type __attribute__((vector_size(64)));
+};
+template <class T>
+using V64 = typename Lanes64<T>::type;
+template <class T>
+inline constexpr int64_t kV64 = 64 / sizeof(T);
+
+template <class T>
+inline V64<T> load64(const T* p) {
+  V64<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <class T>
+inline void store64(T* p, const V64<T>& v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// In-register transpose of a kV64 x kV64 tile (16 x 16 floats, 8 x 8 doubles): rows[i][j] becomes
+// rows[j][i]. log2(kV64) stages; stage B swaps the off-diagonal B x B blocks of every 2B x 2B block
+// with two-source shuffles (vpermt2ps/vshufps on AVX-512). always_inline: the callers are
+// multi-versioned, and the shuffles must be compiled for the caller's ISA. (-Wno-psabi: GCC warns
+// that 64-byte vectors change the ABI of non-AVX-512 functions; these are never called as such.)
+template <std::size_t B, class V, std::size_t... J>
+__attribute__((always_inline)) inline V swap_low(V a, V c, std::index_sequence<J...>) {
+  constexpr std::size_t N = sizeof...(J);
+  return __builtin_shufflevector(a, c, ((J & B) == 0 ? J : N + J - B)...);
+}
+template <std::size_t B, class V, std::size_t... J>
+__attribute__((always_inline)) inline V swap_high(V a, V c, std::index_sequence<J...>) {
+  constexpr std::size_t N = sizeof...(J);
+  return __builtin_shufflevector(a, c, ((J & B) == 0 ? J + B : N + J)...);
+}
+template <class T, std::size_t B = 1>
+__attribute__((always_inline)) inline void transpose_tile(V64<T>* rows) {
+  constexpr std::size_t N = kV64<T>;
+  if constexpr (B < N) {
+    for (std::size_t r = 0; r < N; ++r) {
+      if (r & B) continue;
+      const V64<T> a = rows[r], c = rows[r | B];
+      rows[r] = swap_low<B>(a, c, std::make_index_sequence<N>{});
+      rows[r | B] = swap_high<B>(a, c, std::make_index_sequence<N>{});
+    }
+    transpose_tile<T, 2 * B>(rows);
+  }
+}
+}  // namespace pydet::simd

@@ -3,7 +3,10 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <new>
+#include <vector>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -25,5 +28,31 @@ inline void advise_huge_pages(const at::Tensor& out) {
   if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
 #endif
 }
+
+// Scratch buffers for 64-byte vector loads and stores: std::vector's default allocator aligns to
+// 16 bytes, and AVX-512 accesses that straddle cache lines cost twice as much (and made kernel times
+// vary 2x from one process to the next).
+template <class T, std::size_t kAlign = 64>
+struct AlignedAllocator {
+  using value_type = T;
+  AlignedAllocator() = default;
+  template <class U>
+  AlignedAllocator(const AlignedAllocator<U, kAlign>&) {}
+  template <class U>
+  struct rebind {
+    using other = AlignedAllocator<U, kAlign>;
+  };
+  T* allocate(std::size_t n) {
+    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(kAlign)));
+  }
+  void deallocate(T* p, std::size_t) {
+    ::operator delete(p, std::align_val_t(kAlign));
+  }
+  friend bool operator==(const AlignedAllocator&, const AlignedAllocator&) {
+    return true;
+  }
+};
+template <class T>
+using AlignedVector = std::vector<T, AlignedAllocator<T>>;
 
 }  // namespace pydet::cpu

@@ -410,5 +410,81 @@ def coder_cases() -> list[Case]:
     ]
 
 
+# MobileNetV2's depthwise layers (channels, height, width, stride).
+MOBILENET_V2_DEPTHWISE = [
+    (32, 112, 112, 1),
+    (96, 56, 56, 1),
+    (144, 56, 56, 2),
+    (384, 14, 14, 1),
+    (960, 7, 7, 1),
+]
+
+
+def depthwise_cases() -> list[Case]:
+    """Depthwise 3x3 + BatchNorm + ReLU6 in eval mode (pydet's fused block vs nn.Conv2d(groups=C) +
+    BatchNorm2d + ReLU6), and the training forward + backward of the convolution alone."""
+    from torch import nn
+
+    from pydet.layers import Conv2dNormActivation
+
+    cases = []
+    for batch in (1, 8):
+        for c, h, w, stride in MOBILENET_V2_DEPTHWISE:
+            g = torch.Generator().manual_seed(c + h + batch)
+            ours = Conv2dNormActivation(c, c, 3, stride, groups=c).eval()
+            bn = ours[1]
+            bn.running_mean.normal_(generator=g)
+            bn.running_var.uniform_(0.5, 2.0, generator=g)
+            ref = nn.Sequential(
+                nn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False), nn.BatchNorm2d(c), nn.ReLU6()
+            )
+            ref.load_state_dict(ours.state_dict())
+            ref.eval()
+
+            def make(device, shape=(batch, c, h, w), seed=c * h):
+                x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+                return (x.to(device),)
+
+            def fused(x, m=ours):
+                with torch.no_grad():
+                    return m.to(x.device)(x)
+
+            def eager(x, m=ref):
+                with torch.no_grad():
+                    return m.to(x.device)(x)
+
+            size = f"{batch}x{c}x{h}x{w} s{stride}"
+            cases.append(
+                Case("depthwise+BN+ReLU6 eval", size, "separable conv", make, fused, eager, quick=batch == 1)
+            )
+
+            weight = torch.randn(c, 1, 3, 3, generator=g)
+
+            def train_step(x, conv, weight=weight, stride=stride):
+                xg = x.detach().requires_grad_()
+                wg = weight.to(x.device).requires_grad_()
+                y = conv(xg, wg, stride)
+                y.backward(torch.ones_like(y))
+                return y.detach(), xg.grad, wg.grad
+
+            cases.append(
+                Case(
+                    "depthwise train fwd+bwd",
+                    size,
+                    "separable conv",
+                    make,
+                    lambda x, f=train_step: f(
+                        x, lambda inp, wt, st: ops.depthwise_conv2d(inp, wt, None, st, 1)
+                    ),
+                    lambda x, f=train_step: f(
+                        x, lambda inp, wt, st: torch.nn.functional.conv2d(inp, wt, None, st, 1, 1, wt.size(0))
+                    ),
+                    quick=False,
+                    memory_bound=False,
+                )
+            )
+    return cases
+
+
 def all_cases() -> list[Case]:
-    return box_cases() + nms_cases() + anchor_cases() + coder_cases()
+    return box_cases() + nms_cases() + anchor_cases() + coder_cases() + depthwise_cases()

@@ -12,7 +12,7 @@ import torch
 
 import pydet
 from pydet.benchmarks.cases import Case
-from pydet.benchmarks.timing import copy_bandwidth, median_time
+from pydet.benchmarks.timing import copy_bandwidth, paired_median_times
 
 
 def _nbytes(obj) -> int:
@@ -36,18 +36,21 @@ def run_case(case: Case, device: str, min_time: float, bandwidth_cache: dict) ->
     inputs = case.make(device)
     out = case.pydet(*inputs)
     row = {"op": case.name, "size": case.size, "device": device}
-    row["pydet_ms"] = 1e3 * median_time(lambda: case.pydet(*inputs), device, min_time=min_time)
+    # pydet and its baselines are timed in alternation, so they share the machine's drifts.
+    fns = [lambda: case.pydet(*inputs)]
     row["agrees_with_reference"] = True
     if case.reference is not None:
         row["agrees_with_reference"] = _agree(out, case.reference(*inputs))
-        row["reference_ms"] = 1e3 * median_time(
-            lambda: case.reference(*inputs), device, min_time=min_time, max_reps=7
-        )
+        fns.append(lambda: case.reference(*inputs))
+    if case.torchvision is not None:
+        fns.append(lambda: case.torchvision(*inputs))
+    times = [1e3 * t for t in paired_median_times(fns, device, min_time=min_time)]
+    row["pydet_ms"] = times.pop(0)
+    if case.reference is not None:
+        row["reference_ms"] = times.pop(0)
         row["speedup"] = row["reference_ms"] / row["pydet_ms"]
     if case.torchvision is not None:
-        row["torchvision_ms"] = 1e3 * median_time(
-            lambda: case.torchvision(*inputs), device, min_time=min_time, max_reps=7
-        )
+        row["torchvision_ms"] = times.pop(0)
         row["speedup_vs_torchvision"] = row["torchvision_ms"] / row["pydet_ms"]
     if case.memory_bound:
         moved = _nbytes(inputs) + _nbytes(out)

@@ -31,6 +31,33 @@ def median_time(
     return statistics.median(times)
 
 
+def paired_median_times(
+    fns: list[Callable[[], object]],
+    device: str,
+    *,
+    min_time: float = 0.3,
+    max_rounds: int = 2000,
+    min_rounds: int = 3,
+) -> list[float]:
+    """Median wall time (seconds) of each of ``fns``, called in alternation (one call of each per
+    round, after one warm-up round) until every function has had ``min_time``: slow drifts of a
+    shared machine then affect all of them alike, so their ratios stay meaningful."""
+    for fn in fns:
+        fn()
+    synchronize(device)
+    times: list[list[float]] = [[] for _ in fns]
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < min_rounds or (rounds < max_rounds and time.perf_counter() - start < min_time * len(fns)):
+        for fn, ts in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            synchronize(device)
+            ts.append(time.perf_counter() - t0)
+        rounds += 1
+    return [statistics.median(ts) for ts in times]
+
+
 def copy_bandwidth(nbytes: int, device: str, *, min_time: float = 0.2) -> float:
     """Bytes per second moved by copying a buffer of ``nbytes`` into another (read + write counted),
     the reference for memory-bound floors. The destination is allocated once, so its pages are

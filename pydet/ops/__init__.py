@@ -25,6 +25,7 @@ from pydet.ops.boxes import (
     remove_small_boxes,
 )
 from pydet.ops.coders import box_decode, box_encode
+from pydet.ops.conv import depthwise_conv2d
 from pydet.ops.matching import OverlapMax, box_overlap_max, box_overlap_ties
 from pydet.ops.nms import (
     MulticlassNmsOutput,
@@ -58,6 +59,7 @@ __all__ = [
     "complete_box_iou",
     "complete_box_iou_aligned",
     "complete_box_iou_loss",
+    "depthwise_conv2d",
     "distance_box_iou",
     "distance_box_iou_aligned",
     "distance_box_iou_loss",

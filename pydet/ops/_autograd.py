@@ -1,13 +1,14 @@
 """Autograd and autocast rules for the differentiable ``torch.ops.pydet`` operators.
 
-Every backward is a compiled kernel (``torch.ops.pydet._*_backward``) evaluating the same formula as
-the forward on dual numbers (``csrc/common/dual.h``); nothing here re-derives a gradient. Gradients
+Every backward is a compiled kernel (``torch.ops.pydet._*_backward``); the box ops' evaluate the same
+formula as the forward on dual numbers (``csrc/common/dual.h``), so nothing here re-derives a gradient. Gradients
 follow PyTorch's conventions for the reference formulas: at a tie of max/min each side gets half,
 clamp passes the gradient at its bounds, and CIoU's alpha is a constant (torch.no_grad in
 torchvision).
 
 Autocast: box arithmetic is precision-sensitive (areas overflow float16 above 65504 px^2), so under
-``torch.autocast`` the box ops run in float32, like PyTorch's own "fp32" autocast ops.
+``torch.autocast`` the box ops run in float32, like PyTorch's own "fp32" autocast ops; the depthwise
+convolution runs in the autocast dtype, like ``conv2d``.
 """
 
 from __future__ import annotations
@@ -125,6 +126,25 @@ def _box_decode_backward(ctx, grad):
 _register("box_decode", _box_decode_backward)
 
 
+# ---- depthwise convolution ---------------------------------------------------------------------
+def _depthwise_setup(ctx, inputs, output):
+    input, weight, bias, stride, padding, dilation, activation = inputs
+    ctx.save_for_backward(input, weight, bias)
+    ctx.args = (stride, padding, dilation, activation)
+    ctx.has_bias = bias is not None
+
+
+def _depthwise_backward(ctx, grad):
+    input, weight, bias = ctx.saved_tensors
+    grad_input, grad_weight, grad_bias = _ops._depthwise_conv2d_backward(grad, input, weight, bias, *ctx.args)
+    return grad_input, grad_weight, grad_bias if ctx.has_bias else None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "pydet::depthwise_conv2d", _depthwise_backward, setup_context=_depthwise_setup
+)
+
+
 # ---- autocast ----------------------------------------------------------------------------------
 _FLOAT32_OPS = (
     "box_area",
@@ -145,7 +165,8 @@ _FLOAT32_OPS = (
     "box_overlap_max",
     "box_overlap_ties",
 )
-for _device in ("cpu", "cuda"):
+for _device, _lower in (("cpu", torch.bfloat16), ("cuda", torch.float16)):
     if torch.amp.is_autocast_available(_device):
         for _name in _FLOAT32_OPS:
             torch.library.register_autocast("pydet::" + _name, _device, torch.float32)
+        torch.library.register_autocast("pydet::depthwise_conv2d", _device, _lower)

@@ -542,3 +542,81 @@ def _box_overlap_ties(gt, anchors, gt_best, min_best, num_gt=None, mode="iou", e
             f"{C.dtype_name(gt_best.dtype)}"
         )
     return gt.new_empty((*lead, n), dtype=torch.int64)
+
+
+# ---- depthwise convolution ---------------------------------------------------------------------
+ACTIVATIONS = ("none", "relu", "relu6", "silu", "swish", "hardswish")
+
+
+def _depthwise_geometry(op, input, weight, bias, stride, padding, dilation, activation):
+    """Output [N, C, OH, OW] of depthwise_conv2d, checked like csrc/ops/depthwise_conv.h."""
+    C.check_floating(input, op, "input")
+    if input.dim() != 4:
+        raise ValueError(f"pydet.{op}: input must have shape [N, C, H, W], got {C.shape_str(input.shape)}")
+    c = input.shape[1]
+    if weight.dtype != input.dtype:
+        raise TypeError(
+            f"pydet.{op}: weight must have input's dtype ({C.dtype_name(input.dtype)}), got "
+            f"{C.dtype_name(weight.dtype)}"
+        )
+    C.check_same_device(input, "input", weight, "weight", op)
+    if not (
+        weight.dim() == 4
+        and weight.shape[0] == c
+        and weight.shape[1] == 1
+        and weight.shape[2] > 0
+        and weight.shape[3] > 0
+    ):
+        raise ValueError(
+            f"pydet.{op}: weight must have shape [C, 1, KH, KW] with C = {c} (input channels; one filter per "
+            f"channel), got {C.shape_str(weight.shape)}"
+        )
+    if bias is not None:
+        if bias.dtype != input.dtype:
+            raise TypeError(
+                f"pydet.{op}: bias must have input's dtype ({C.dtype_name(input.dtype)}), got "
+                f"{C.dtype_name(bias.dtype)}"
+            )
+        C.check_same_device(input, "input", bias, "bias", op)
+        if not (bias.dim() == 1 and bias.shape[0] == c):
+            raise ValueError(
+                f"pydet.{op}: bias must have shape [C] with C = {c}, got {C.shape_str(bias.shape)}"
+            )
+    for name, values, least in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+        if not (len(values) == 2 and values[0] >= least and values[1] >= least):
+            raise ValueError(f"pydet.{op}: {name} must be 2 integers >= {least}, got {C.shape_str(values)}")
+    kh, kw = weight.shape[2], weight.shape[3]
+    spans = (
+        input.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1,
+        input.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1) - 1,
+    )
+    oh, ow = (0 if span < 0 else span // s + 1 for span, s in zip(spans, stride, strict=True))
+    if not (oh > 0 and ow > 0):
+        raise ValueError(
+            f"pydet.{op}: the output would be empty: input {C.shape_str(input.shape)} with kernel {kh}x{kw}, "
+            f"padding {C.shape_str(padding)} and dilation {C.shape_str(dilation)} gives an output of {oh}x{ow}"
+        )
+    C.check_choice(activation, ACTIVATIONS, op, "activation")
+    return [input.shape[0], c, oh, ow]
+
+
+@_register("depthwise_conv2d")
+def _depthwise_conv2d(
+    input, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), activation="none"
+):
+    shape = _depthwise_geometry(
+        "depthwise_conv2d", input, weight, bias, stride, padding, dilation, activation
+    )
+    return input.new_empty(shape)
+
+
+@_register("_depthwise_conv2d_backward")
+def _depthwise_conv2d_backward(grad, input, weight, bias, stride, padding, dilation, activation):
+    _depthwise_geometry(
+        "depthwise_conv2d_backward", input, weight, bias, stride, padding, dilation, activation
+    )
+    return (
+        input.new_empty(input.shape),
+        weight.new_empty(weight.shape),
+        input.new_empty((input.shape[1],)),
+    )

@@ -1,0 +1,30 @@
+"""Layers built on pydet's kernels: the fused depthwise convolution and the separable-convolution
+blocks of MobileNet/SSDLite detectors, plus detectron2's norm and conv conventions."""
+
+from pydet.layers.blocks import (
+    Conv2dNormActivation,
+    ConvModule,
+    DepthwiseSeparableConv,
+    InvertedResidual,
+    SeparableConv2d,
+)
+from pydet.layers.conv2d import Conv2d, ShapeSpec
+from pydet.layers.depthwise import DepthwiseConv2d, activation_name, conv_norm_act, fold_batchnorm
+from pydet.layers.norm import FrozenBatchNorm2d, convert_frozen_batchnorm, get_norm
+
+__all__ = [
+    "Conv2d",
+    "Conv2dNormActivation",
+    "ConvModule",
+    "DepthwiseConv2d",
+    "DepthwiseSeparableConv",
+    "FrozenBatchNorm2d",
+    "InvertedResidual",
+    "SeparableConv2d",
+    "ShapeSpec",
+    "activation_name",
+    "conv_norm_act",
+    "convert_frozen_batchnorm",
+    "fold_batchnorm",
+    "get_norm",
+]
