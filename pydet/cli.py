@@ -44,7 +44,7 @@ def _bench(args: argparse.Namespace) -> int:
         else:  # logs: one line per case
             print(msg, file=sys.stderr, flush=True)
 
-    min_time = args.min_time if args.min_time is not None else (0.1 if args.quick else 0.5)
+    min_time = args.min_time if args.min_time is not None else (0.1 if args.quick else 0.3)
     rows = runner.run(cases, args.device, min_time, progress=progress)
     print(runner.markdown_table(rows) if args.markdown else runner.format_table(rows))
     print(
@@ -57,7 +57,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.memory:
         from pydet.benchmarks.memory import match_memory_rows
 
-        print("\npeak extra host memory (fresh process per workload, growth of ru_maxrss):")
+        print(
+            "\npeak extra host memory (fresh process per workload, peak resident set (VmHWM) over the call):"
+        )
         memory_rows = match_memory_rows(threads=torch.get_num_threads())
         for r in memory_rows:
             print(f"  {r['workload']:<42} {r['size']:>12}  {r['peak_extra_mb']:10.1f} MB")
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--filter", metavar="TEXT", help="only cases whose id (op[size]) contains TEXT")
     bench.add_argument("--threads", type=int, help="torch.set_num_threads before timing")
     bench.add_argument(
-        "--min-time", type=float, help="seconds of repeats per measurement (default 0.5, quick 0.1)"
+        "--min-time", type=float, help="seconds of timed calls per function (default 0.3, quick 0.1)"
     )
     bench.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     bench.add_argument(

@@ -39,17 +39,20 @@ def paired_median_times(
     max_rounds: int = 2000,
     min_rounds: int = 3,
 ) -> list[float]:
-    """Median wall time (seconds) of each of ``fns``, called in alternation (one call of each per
-    round, after one warm-up round) until every function has had ``min_time``: slow drifts of a
-    shared machine then affect all of them alike, so their ratios stay meaningful."""
-    for fn in fns:
-        fn()
-    synchronize(device)
+    """Median wall time (seconds) of each of ``fns``, taken in alternating rounds until every
+    function has had ``min_time``: slow drifts of a shared machine then affect all of them alike, so
+    their ratios stay meaningful. In a round each function runs twice and only its second call is
+    timed, so it runs as it would in a loop of its own (its caches and allocator blocks warm, not
+    those the other functions left behind)."""
     times: list[list[float]] = [[] for _ in fns]
     start = time.perf_counter()
     rounds = 0
-    while rounds < min_rounds or (rounds < max_rounds and time.perf_counter() - start < min_time * len(fns)):
+    while rounds < min_rounds or (
+        rounds < max_rounds and time.perf_counter() - start < 2 * min_time * len(fns)
+    ):
         for fn, ts in zip(fns, times, strict=True):
+            fn()
+            synchronize(device)
             t0 = time.perf_counter()
             fn()
             synchronize(device)
