@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 
 _HARNESS = """
 import torch
@@ -48,7 +49,10 @@ MATCH_WORKLOADS = {
 def peak_extra_bytes(setup: str, m: int, n: int, threads: int) -> int:
     """Peak extra resident memory of ``run(gt [m, 4], anchors [n, 4])`` defined by ``setup`` (Linux)."""
     code = _HARNESS.format(setup=setup, m=m, n=n, threads=threads)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # cwd: not the source tree, whose pydet/ (no compiled core) would shadow the installed package
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tempfile.gettempdir()
+    )
     return int(done.stdout.strip().splitlines()[-1])
 
 
