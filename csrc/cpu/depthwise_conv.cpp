@@ -218,7 +218,13 @@ PYDET_TARGET_CLONES void store_block(const T* __restrict src, int64_t src_pitch,
       }
     }
     simd::transpose_tile<T>(tile);  // tile[l] = plane l's pixels i0 .. i0 + kLanes - 1
-    for (int64_t l = 0; l < used; ++l) std::memcpy(dst + l * dst_plane + i0, &tile[l], count * sizeof(T));
+    for (int64_t l = 0; l < used; ++l) {
+      if (count == L) {
+        simd::store64(dst + l * dst_plane + i0, tile[l]);
+      } else {
+        std::memcpy(dst + l * dst_plane + i0, &tile[l], count * sizeof(T));
+      }
+    }
   }
 }
 
@@ -257,26 +263,31 @@ PYDET_HD void blocked_pre(const T* __restrict buf, const T* __restrict wl, const
   }
 }
 
+// Output pixels (oh, ow .. ow + kPix - 1) of a channel block, activated, into out_t.
+template <Activation A, int64_t kK, int64_t kPix, class T>
+PYDET_HD void forward_pixels(const T* __restrict buf, const T* __restrict wl, const T* __restrict bl,
+                             const Geometry& g, const BlockedScratch& s, int64_t oh, int64_t ow, T* __restrict out_t) {
+  constexpr int64_t L = kLanes<T>;
+  alignas(64) T pre[kPix][L];
+  blocked_pre<kK, kPix>(buf, wl, bl, g, s, oh, ow, pre);
+  T* o = out_t + (oh * g.ow + ow) * L;
+  for (int64_t p = 0; p < kPix; ++p) {
+    for (int64_t l = 0; l < L; ++l) o[p * L + l] = activate<A>(pre[p][l]);
+  }
+}
+
+// A row's pixels go in groups of 4, then 2, then 1 (14-wide rows: 4 + 4 + 4 + 2).
 template <Activation A, int64_t kK, class T>
 PYDET_TARGET_CLONES void forward_block(const T* __restrict buf, const T* __restrict wl, const T* __restrict bl,
                                        const Geometry& g, const BlockedScratch& s, T* __restrict out_t) {
-  constexpr int64_t L = kLanes<T>, kPix = 4;
-  alignas(64) T pre[kPix][L];
-  alignas(64) T one[1][L];
   for (int64_t oh = 0; oh < g.oh; ++oh) {
     int64_t ow = 0;
-    for (; ow + kPix <= g.ow; ow += kPix) {
-      blocked_pre<kK, kPix>(buf, wl, bl, g, s, oh, ow, pre);
-      T* o = out_t + (oh * g.ow + ow) * L;
-      for (int64_t p = 0; p < kPix; ++p) {
-        for (int64_t l = 0; l < L; ++l) o[p * L + l] = activate<A>(pre[p][l]);
-      }
+    for (; ow + 4 <= g.ow; ow += 4) forward_pixels<A, kK, 4>(buf, wl, bl, g, s, oh, ow, out_t);
+    if (ow + 2 <= g.ow) {
+      forward_pixels<A, kK, 2>(buf, wl, bl, g, s, oh, ow, out_t);
+      ow += 2;
     }
-    for (; ow < g.ow; ++ow) {
-      blocked_pre<kK, 1>(buf, wl, bl, g, s, oh, ow, one);
-      T* o = out_t + (oh * g.ow + ow) * L;
-      for (int64_t l = 0; l < L; ++l) o[l] = activate<A>(one[0][l]);
-    }
+    if (ow < g.ow) forward_pixels<A, kK, 1>(buf, wl, bl, g, s, oh, ow, out_t);
   }
 }
 
@@ -384,10 +395,16 @@ struct CpuKernels {
     at::parallel_for(0, g.n * blocks, 1, [&](int64_t begin, int64_t end) {
       cpu::AlignedVector<T> buf(static_cast<size_t>(s.padded() * L)), out_t(static_cast<size_t>(out_plane * L));
       cpu::AlignedVector<T> wl(static_cast<size_t>(taps * L)), bl(static_cast<size_t>(L));
+      // Tasks run block-major (all images of a channel block in turn): a block's weights are
+      // transposed once per run of tasks, not once per image.
+      int64_t loaded = -1;
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t n = task / blocks, c0 = (task % blocks) * L, used = std::min(L, g.c - c0);
+        const int64_t block = task / g.n, n = task % g.n, c0 = block * L, used = std::min(L, g.c - c0);
         load_block(in + (n * g.c + c0) * g.h * g.w, used, g.h, g.w, g.ph, g.pw, s.pitch, buf.data());
-        load_block_weights(w, b, c0, used, taps, wl.data(), bl.data());
+        if (block != loaded) {
+          load_block_weights(w, b, c0, used, taps, wl.data(), bl.data());
+          loaded = block;
+        }
         with_square_kernel(g, [&](auto k) {
           forward_block<A, decltype(k)::value>(buf.data(), wl.data(), bl.data(), g, s, out_t.data());
         });
