@@ -456,3 +456,23 @@ def match_torchvision(q: Tensor, high: float, low: float, allow_low: bool) -> Te
         gt_pred_pairs = torch.where(q == highest[:, None])
         matches[gt_pred_pairs[1]] = all_matches[gt_pred_pairs[1]]
     return matches
+
+
+# ---- depthwise convolution ---------------------------------------------------------------------
+# The activations pydet fuses into its convolution kernels, as PyTorch computes them.
+ACTIVATIONS = {
+    "none": lambda x: x,
+    "relu": torch.nn.functional.relu,
+    "relu6": torch.nn.functional.relu6,
+    "silu": torch.nn.functional.silu,
+    "swish": torch.nn.functional.silu,
+    "hardswish": torch.nn.functional.hardswish,
+}
+
+
+def depthwise_conv2d(
+    x: Tensor, weight: Tensor, bias: Tensor | None, stride, padding, dilation, activation: str = "none"
+) -> Tensor:
+    """ATen's grouped convolution (one filter per channel) followed by the activation."""
+    y = torch.nn.functional.conv2d(x, weight, bias, stride, padding, dilation, x.size(1))
+    return ACTIVATIONS[activation](y)

@@ -5,29 +5,20 @@ layouts, thread counts, and hypothesis over the geometry."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 from helpers import HAS_CUDA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pydet.ops as ops
-
-ACTIVATIONS = {
-    "none": lambda x: x,
-    "relu": F.relu,
-    "relu6": F.relu6,
-    "silu": F.silu,
-    "swish": F.silu,
-    "hardswish": F.hardswish,
-}
+from pydet import reference as R
+from pydet.reference import ACTIVATIONS
 
 
 def reference(x, w, b, stride, padding, dilation, activation):
     """The float64 reference: ATen's grouped convolution, then the activation."""
-    y = F.conv2d(
-        x.double(), w.double(), None if b is None else b.double(), stride, padding, dilation, x.size(1)
+    return R.depthwise_conv2d(
+        x.double(), w.double(), None if b is None else b.double(), stride, padding, dilation, activation
     )
-    return ACTIVATIONS[activation](y)
 
 
 def check(n, c, h, w, k, stride, padding, dilation, activation, bias=True, seed=0):

@@ -17,6 +17,12 @@ namespace pydet {
 
 std::string shape_str(at::IntArrayRef sizes);
 
+// The dtype pydet's kernels compute in: float16/bfloat16 inputs are computed in float32 (CUDA
+// kernels that take them natively say so).
+inline at::ScalarType compute_dtype(at::ScalarType st) {
+  return (st == at::kHalf || st == at::kBFloat16) ? at::kFloat : st;
+}
+
 // torch's Python name of a dtype ("int64", not c10's "Long"), so messages match the fake kernels'.
 std::string dtype_name(at::ScalarType st);
 

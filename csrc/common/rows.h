@@ -8,6 +8,15 @@
 
 namespace pydet {
 
+// Writes box q as row k of a contiguous [K, 4] output.
+template <class T>
+PYDET_HD void store_row(T* __restrict__ out, int64_t k, const Box4<T>& q) {
+  out[4 * k + 0] = q.a;
+  out[4 * k + 1] = q.b;
+  out[4 * k + 2] = q.c;
+  out[4 * k + 3] = q.d;
+}
+
 // Rows of a [K, 4] tensor with arbitrary strides.
 template <class T>
 struct BoxRows {

@@ -46,14 +46,6 @@ void for_each_box(const at::Tensor& boxes, const F& f) {
   });
 }
 
-template <class T>
-void store(T* __restrict out, int64_t k, const Box4<T>& q) {
-  out[4 * k + 0] = q.a;
-  out[4 * k + 1] = q.b;
-  out[4 * k + 2] = q.c;
-  out[4 * k + 3] = q.d;
-}
-
 struct CpuKernels {
   static void area(const at::Tensor& boxes, at::Tensor& out) {
     AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "box_area", [&] {
@@ -69,7 +61,7 @@ struct CpuKernels {
       scalar_t* o = grad_boxes.data_ptr<scalar_t>();
       for_each_box<scalar_t>(boxes, [&](int64_t k, const Box4<scalar_t>& q) {
         const auto a = box_area(seed_box(q));
-        store(o, k, Box4<scalar_t>{g[k * gs] * a.d[0], g[k * gs] * a.d[1], g[k * gs] * a.d[2], g[k * gs] * a.d[3]});
+        store_row(o, k, Box4<scalar_t>{g[k * gs] * a.d[0], g[k * gs] * a.d[1], g[k * gs] * a.d[2], g[k * gs] * a.d[3]});
       });
     });
   }
@@ -78,7 +70,7 @@ struct CpuKernels {
     AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "box_convert", [&] {
       scalar_t* o = out.data_ptr<scalar_t>();
       for_each_box<scalar_t>(boxes, [&](int64_t k, const Box4<scalar_t>& q) {
-        store(o, k, from_xyxy(fo, to_xyxy(fi, q)));
+        store_row(o, k, from_xyxy(fo, to_xyxy(fi, q)));
       });
     });
   }
@@ -88,7 +80,7 @@ struct CpuKernels {
       // The conversions are linear: their Jacobian is the same at every point.
       const auto jac = from_xyxy(fo, to_xyxy(fi, seed_box(Box4<scalar_t>{0, 0, 0, 0})));
       scalar_t* o = grad_boxes.data_ptr<scalar_t>();
-      for_each_box<scalar_t>(grad, [&](int64_t k, const Box4<scalar_t>& g) { store(o, k, pull_back(jac, g)); });
+      for_each_box<scalar_t>(grad, [&](int64_t k, const Box4<scalar_t>& g) { store_row(o, k, pull_back(jac, g)); });
     });
   }
 
@@ -96,7 +88,7 @@ struct CpuKernels {
     AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "clip_boxes_to_image", [&] {
       const scalar_t h = scalar_t(height), w = scalar_t(width);
       scalar_t* o = out.data_ptr<scalar_t>();
-      for_each_box<scalar_t>(boxes, [&](int64_t k, const Box4<scalar_t>& q) { store(o, k, clip_box(q, h, w)); });
+      for_each_box<scalar_t>(boxes, [&](int64_t k, const Box4<scalar_t>& q) { store_row(o, k, clip_box(q, h, w)); });
     });
   }
 
@@ -107,7 +99,7 @@ struct CpuKernels {
       const BoxRows<scalar_t> g(grad);
       scalar_t* o = grad_boxes.data_ptr<scalar_t>();
       for_each_box<scalar_t>(boxes, [&](int64_t k, const Box4<scalar_t>& q) {
-        store(o, k, pull_back(clip_box(seed_box(q), h, w), g[k]));
+        store_row(o, k, pull_back(clip_box(seed_box(q), h, w), g[k]));
       });
     });
   }

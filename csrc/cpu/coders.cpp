@@ -23,13 +23,6 @@ template <class T>
 PYDET_HD Box4<T> load(const T* p) {
   return {p[0], p[1], p[2], p[3]};
 }
-template <class T>
-PYDET_HD void store(T* __restrict out, int64_t k, const Box4<T>& q) {
-  out[4 * k + 0] = q.a;
-  out[4 * k + 1] = q.b;
-  out[4 * k + 2] = q.c;
-  out[4 * k + 3] = q.d;
-}
 
 // f(row, reference box, input box) for rows [begin, end) of the [B, N, C] problem, row = (b N + n) C + c.
 // kDense: C == 1, reference rows contiguous (any batch stride), input [B, N, 4] contiguous.
@@ -77,7 +70,7 @@ struct CpuKernels {
         constexpr Coding kC = decltype(c)::value;
         if (!target_index.defined()) {
           for_each_row<T>(reference, targets, 1, [&](int64_t r, const Box4<T>& rb, const Box4<T>& tb) {
-            store(o, r, encode_box<kC>(rb, tb, p));
+            store_row(o, r, encode_box<kC>(rb, tb, p));
           });
           return;
         }
@@ -92,7 +85,7 @@ struct CpuKernels {
             const int64_t b = r / n_boxes, n = r - b * n_boxes, j = idx[b * is0 + n * is1];
             TORCH_CHECK_VALUE(j < m, "pydet.box_encode: target_index holds ", j, " but targets has only ", m,
                               " boxes per image");
-            store(o, r, j < 0 ? Box4<T>{0, 0, 0, 0} : encode_box<kC>(ref.at(b, n, 0), tgt.at(b * tb_stride, j, 0), p));
+            store_row(o, r, j < 0 ? Box4<T>{0, 0, 0, 0} : encode_box<kC>(ref.at(b, n, 0), tgt.at(b * tb_stride, j, 0), p));
           }
         });
       });
@@ -108,7 +101,7 @@ struct CpuKernels {
       with_coding(coding, [&](auto c) {
         constexpr Coding kC = decltype(c)::value;
         for_each_row<T>(reference, deltas, deltas.size(2) / 4, [&](int64_t r, const Box4<T>& rb, const Box4<T>& db) {
-          store(o, r, decode_box<kC>(rb, db, p));
+          store_row(o, r, decode_box<kC>(rb, db, p));
         });
       });
     });
@@ -125,7 +118,7 @@ struct CpuKernels {
       with_coding(coding, [&](auto c) {
         constexpr Coding kC = decltype(c)::value;
         for_each_row<T>(reference, deltas, deltas.size(2) / 4, [&](int64_t r, const Box4<T>& rb, const Box4<T>& db) {
-          store(o, r, pull_back(decode_box<kC>(rb, seed_box(db), p), load(g + 4 * r)));
+          store_row(o, r, pull_back(decode_box<kC>(rb, seed_box(db), p), load(g + 4 * r)));
         });
       });
     });

@@ -18,14 +18,6 @@ using cuda::global_index;
 using cuda::grid_stride;
 
 template <class T>
-__device__ __forceinline__ void store(T* out, int64_t k, const Box4<T>& q) {
-  out[4 * k + 0] = q.a;
-  out[4 * k + 1] = q.b;
-  out[4 * k + 2] = q.c;
-  out[4 * k + 3] = q.d;
-}
-
-template <class T>
 __global__ void area_kernel(BoxRows<T> in, T* out) {
   for (int64_t k = global_index(); k < in.size; k += grid_stride()) out[k] = box_area(in[k]);
 }
@@ -35,31 +27,31 @@ __global__ void area_backward_kernel(const T* grad, int64_t grad_stride, BoxRows
   for (int64_t k = global_index(); k < in.size; k += grid_stride()) {
     const auto a = box_area(seed_box(in[k]));
     const T g = grad[k * grad_stride];
-    store(out, k, Box4<T>{g * a.d[0], g * a.d[1], g * a.d[2], g * a.d[3]});
+    store_row(out, k, Box4<T>{g * a.d[0], g * a.d[1], g * a.d[2], g * a.d[3]});
   }
 }
 
 template <class T>
 __global__ void convert_kernel(BoxRows<T> in, T* out, BoxFormat fi, BoxFormat fo) {
-  for (int64_t k = global_index(); k < in.size; k += grid_stride()) store(out, k, from_xyxy(fo, to_xyxy(fi, in[k])));
+  for (int64_t k = global_index(); k < in.size; k += grid_stride()) store_row(out, k, from_xyxy(fo, to_xyxy(fi, in[k])));
 }
 
 template <class T>
 __global__ void convert_backward_kernel(BoxRows<T> grad, T* out, BoxFormat fi, BoxFormat fo) {
   // Linear conversions: the Jacobian is the same everywhere.
   const auto jac = from_xyxy(fo, to_xyxy(fi, seed_box(Box4<T>{0, 0, 0, 0})));
-  for (int64_t k = global_index(); k < grad.size; k += grid_stride()) store(out, k, pull_back(jac, grad[k]));
+  for (int64_t k = global_index(); k < grad.size; k += grid_stride()) store_row(out, k, pull_back(jac, grad[k]));
 }
 
 template <class T>
 __global__ void clip_kernel(BoxRows<T> in, T* out, T height, T width) {
-  for (int64_t k = global_index(); k < in.size; k += grid_stride()) store(out, k, clip_box(in[k], height, width));
+  for (int64_t k = global_index(); k < in.size; k += grid_stride()) store_row(out, k, clip_box(in[k], height, width));
 }
 
 template <class T>
 __global__ void clip_backward_kernel(BoxRows<T> grad, BoxRows<T> in, T* out, T height, T width) {
   for (int64_t k = global_index(); k < in.size; k += grid_stride()) {
-    store(out, k, pull_back(clip_box(seed_box(in[k]), height, width), grad[k]));
+    store_row(out, k, pull_back(clip_box(seed_box(in[k]), height, width), grad[k]));
   }
 }
 

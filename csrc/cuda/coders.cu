@@ -16,14 +16,6 @@ namespace {
 using cuda::global_index;
 using cuda::grid_stride;
 
-template <class T>
-__device__ __forceinline__ void store(T* out, int64_t k, const Box4<T>& q) {
-  out[4 * k + 0] = q.a;
-  out[4 * k + 1] = q.b;
-  out[4 * k + 2] = q.c;
-  out[4 * k + 3] = q.d;
-}
-
 template <Coding C, class T>
 __global__ void encode_kernel(Rows3<T> ref, Rows3<T> tgt, const int64_t* idx, int64_t is0, int64_t is1,
                               int64_t target_batch_stride, int64_t m, int64_t n_boxes, int64_t rows,
@@ -31,11 +23,11 @@ __global__ void encode_kernel(Rows3<T> ref, Rows3<T> tgt, const int64_t* idx, in
   for (int64_t r = global_index(); r < rows; r += grid_stride()) {
     const int64_t b = r / n_boxes, n = r - b * n_boxes;
     if (idx == nullptr) {
-      store(out, r, encode_box<C>(ref.at(b, n, 0), tgt.at(b, n, 0), p));
+      store_row(out, r, encode_box<C>(ref.at(b, n, 0), tgt.at(b, n, 0), p));
     } else {
       const int64_t j = idx[b * is0 + n * is1];
       CUDA_KERNEL_ASSERT(j < m && "pydet.box_encode: target_index out of range");
-      store(out, r, j < 0 ? Box4<T>{0, 0, 0, 0} : encode_box<C>(ref.at(b, n, 0), tgt.at(b * target_batch_stride, j, 0), p));
+      store_row(out, r, j < 0 ? Box4<T>{0, 0, 0, 0} : encode_box<C>(ref.at(b, n, 0), tgt.at(b * target_batch_stride, j, 0), p));
     }
   }
 }
@@ -48,9 +40,9 @@ __global__ void decode_kernel(Rows3<T> ref, Rows3<T> deltas, const T* grad, int6
     const Box4<T> rb = ref.at(b, n, 0), db = deltas.at(b, n, c);
     if constexpr (kBackward) {
       const Box4<T> g{grad[4 * r], grad[4 * r + 1], grad[4 * r + 2], grad[4 * r + 3]};
-      store(out, r, pull_back(decode_box<C>(rb, seed_box(db), p), g));
+      store_row(out, r, pull_back(decode_box<C>(rb, seed_box(db), p), g));
     } else {
-      store(out, r, decode_box<C>(rb, db, p));
+      store_row(out, r, decode_box<C>(rb, db, p));
     }
   }
 }

@@ -20,7 +20,6 @@
 
 namespace pydet::box_iou {
 
-using boxes::compute_dtype;
 using boxes::kAnyRank;
 
 // Calls f(std::integral_constant<BoxMetric, m>{}) so kernels can be instantiated per metric.

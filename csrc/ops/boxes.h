@@ -15,11 +15,6 @@
 
 namespace pydet::boxes {
 
-// The dtype box arithmetic runs in: float16/bfloat16 are computed in float32.
-inline at::ScalarType compute_dtype(at::ScalarType st) {
-  return (st == at::kHalf || st == at::kBFloat16) ? at::kFloat : st;
-}
-
 // [..., 4] -> [K, 4] in the compute dtype (a view when possible; strides are arbitrary).
 inline at::Tensor rows(const at::Tensor& boxes) {
   return boxes.to(compute_dtype(boxes.scalar_type())).reshape({-1, 4});

@@ -26,10 +26,6 @@ inline Coding parse_coding(c10::string_view name, const char* op) {
                                        std::string(name), "'"));
 }
 
-inline at::ScalarType compute_dtype(at::ScalarType st) {
-  return (st == at::kHalf || st == at::kBFloat16) ? at::kFloat : st;
-}
-
 inline CoderParams<double> make_params(const char* op, c10::ArrayRef<double> weights, c10::ArrayRef<double> means,
                                        double wh_min, double wh_max, double center_clamp,
                                        std::optional<c10::ArrayRef<double>> max_shape) {

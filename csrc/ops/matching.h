@@ -79,8 +79,7 @@ struct Ops {
     check_same_device(gt, "gt", anchors, "anchors", op);
     TORCH_CHECK_TYPE(gt.scalar_type() == anchors.scalar_type(), "pydet.", op, ": gt and anchors must have the same ",
                      "dtype, got ", dtype_name(gt.scalar_type()), " and ", dtype_name(anchors.scalar_type()));
-    const at::ScalarType dt =
-        (gt.scalar_type() == at::kHalf || gt.scalar_type() == at::kBFloat16) ? at::kFloat : gt.scalar_type();
+    const at::ScalarType dt = compute_dtype(gt.scalar_type());
     Problem p;
     p.gt = gt.to(dt);
     if (p.gt.dim() == 2) p.gt = p.gt.unsqueeze(0);

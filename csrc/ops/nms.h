@@ -18,7 +18,6 @@
 
 namespace pydet::nms {
 
-using boxes::compute_dtype;
 
 // Outputs of multiclass_nms, all allocated by the front end with static shapes.
 struct MulticlassOutputs {

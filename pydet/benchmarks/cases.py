@@ -477,7 +477,7 @@ def depthwise_cases() -> list[Case]:
                         x, lambda inp, wt, st: ops.depthwise_conv2d(inp, wt, None, st, 1)
                     ),
                     lambda x, f=train_step: f(
-                        x, lambda inp, wt, st: torch.nn.functional.conv2d(inp, wt, None, st, 1, 1, wt.size(0))
+                        x, lambda inp, wt, st: R.depthwise_conv2d(inp, wt, None, st, 1, 1)
                     ),
                     quick=False,
                     memory_bound=False,

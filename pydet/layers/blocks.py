@@ -21,19 +21,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pydet.layers.depthwise import DepthwiseConv2d, activation_name, conv_norm_act, fold_batchnorm, foldable
+from pydet.layers.depthwise import DepthwiseConv2d, conv_norm_act, fold_batchnorm, fusable
 from pydet.layers.norm import get_norm
 
 
 def _fuse_triple(conv: nn.Module, norm: nn.Module | None, act: nn.Module | None) -> bool:
     """Folds ``norm`` and ``act`` into the depthwise ``conv`` in place; True if it did."""
-    name = activation_name(act)
-    if not (
-        isinstance(conv, DepthwiseConv2d)
-        and conv.activation == "none"
-        and name is not None
-        and foldable(norm)
-    ):
+    name = fusable(conv, norm, act)
+    if name is None:
         return False
     with torch.no_grad():
         if norm is not None and not isinstance(norm, nn.Identity):

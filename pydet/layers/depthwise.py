@@ -11,21 +11,13 @@ runs the three modules in turn, so training-mode BatchNorm keeps its batch stati
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pydet.layers.norm import FrozenBatchNorm2d
 from pydet.ops.conv import depthwise_conv2d
+from pydet.reference import ACTIVATIONS
 
 _ACTIVATION_NAMES = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.SiLU: "silu", nn.Hardswish: "hardswish"}
-_ACTIVATION_FNS = {
-    "none": lambda x: x,
-    "relu": F.relu,
-    "relu6": F.relu6,
-    "silu": F.silu,
-    "swish": F.silu,
-    "hardswish": F.hardswish,
-}
 
 
 def activation_name(module: nn.Module | None) -> str | None:
@@ -103,9 +95,9 @@ class DepthwiseConv2d(nn.Conv2d):
             device,
             dtype,
         )
-        if activation not in _ACTIVATION_FNS:
+        if activation not in ACTIVATIONS:
             raise ValueError(
-                f"DepthwiseConv2d: activation must be one of {', '.join(map(repr, _ACTIVATION_FNS))}, got {activation!r}"
+                f"DepthwiseConv2d: activation must be one of {', '.join(map(repr, ACTIVATIONS))}, got {activation!r}"
             )
         self.activation = activation
 
@@ -118,7 +110,7 @@ class DepthwiseConv2d(nn.Conv2d):
         """This convolution's geometry with the given weight, bias and activation."""
         if self.uses_kernel:
             return depthwise_conv2d(x, weight, bias, self.stride, self.padding, self.dilation, activation)
-        return _ACTIVATION_FNS[activation](self._conv_forward(x, weight, bias))
+        return ACTIVATIONS[activation](self._conv_forward(x, weight, bias))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with(x, self.weight, self.bias, self.activation)
@@ -153,15 +145,24 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def conv_norm_act(conv: nn.Module, norm: nn.Module | None, act: nn.Module | None, x: Tensor) -> Tensor:
-    """``act(norm(conv(x)))``, as one fused depthwise kernel when possible (see the module doc)."""
-    fused_act = activation_name(act)
+def fusable(conv: nn.Module, norm: nn.Module | None, act: nn.Module | None) -> str | None:
+    """The kernel activation name when conv -> norm -> act can run as one depthwise kernel (see the
+    module doc), else None."""
+    name = activation_name(act)
     if (
         isinstance(conv, DepthwiseConv2d)
         and conv.activation == "none"
-        and fused_act is not None
+        and name is not None
         and foldable(norm)
     ):
+        return name
+    return None
+
+
+def conv_norm_act(conv: nn.Module, norm: nn.Module | None, act: nn.Module | None, x: Tensor) -> Tensor:
+    """``act(norm(conv(x)))``, as one fused depthwise kernel when possible (see the module doc)."""
+    fused_act = fusable(conv, norm, act)
+    if fused_act is not None:
         if norm is None or isinstance(norm, nn.Identity):
             return conv.forward_with(x, conv.weight, conv.bias, fused_act)
         weight, bias = _folded(conv, norm)
