@@ -72,6 +72,14 @@ TORCH_LIBRARY(pydet, m) {
       "_box_decode_backward(Tensor grad, Tensor reference, Tensor deltas, str coding, float[] weights, "
       "float[] means, float wh_clip_min, float wh_clip_max, float center_clamp, float[]? max_shape=None) -> Tensor");
 
+  // ---- classification losses: csrc/{cpu,cuda}/losses ------------------------------------------
+  m.def(
+      "sigmoid_focal_loss(Tensor inputs, Tensor targets, float alpha=0.25, float gamma=2., str reduction=\"none\") "
+      "-> Tensor");
+  m.def(
+      "_sigmoid_focal_loss_backward(Tensor grad, Tensor inputs, Tensor targets, float alpha, float gamma, "
+      "str reduction, bool targets_grad) -> (Tensor grad_inputs, Tensor grad_targets)");
+
   // ---- depthwise convolution: csrc/{cpu,cuda}/depthwise_conv -------------------------------
   m.def(
       "depthwise_conv2d(Tensor input, Tensor weight, Tensor? bias=None, int[2] stride=1, int[2] padding=0, "

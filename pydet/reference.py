@@ -476,3 +476,18 @@ def depthwise_conv2d(
     """ATen's grouped convolution (one filter per channel) followed by the activation."""
     y = torch.nn.functional.conv2d(x, weight, bias, stride, padding, dilation, x.size(1))
     return ACTIVATIONS[activation](y)
+
+
+# ---- classification losses ---------------------------------------------------------------------
+def sigmoid_focal_loss(
+    inputs: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0, reduction: str = "none"
+) -> Tensor:
+    """torchvision's ``sigmoid_focal_loss``, op for op (the mean of an empty input is 0)."""
+    p = torch.sigmoid(inputs)
+    ce_loss = torch.nn.functional.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce_loss * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+        loss = alpha_t * loss
+    return _reduce(loss, reduction)

@@ -67,3 +67,30 @@ def ulp_tolerance(dtype: torch.dtype) -> dict:
     """Tolerance for formulas that go through atan (the only non-correctly-rounded step)."""
     eps = torch.finfo(dtype).eps
     return dict(atol=8 * eps, rtol=8 * eps)
+
+
+def import_torchvision():
+    """torchvision for comparison tests, or None when it is not installed.
+
+    A torchvision wheel built for another torch (e.g. a CUDA build next to a CPU torch) imports
+    its Python code but cannot load its C++ ops; the models only need ``torchvision::nms``, so it
+    is defined here on pydet's ``nms`` (same convention) and the models become usable.
+    """
+    try:
+        import torchvision
+    except ImportError:
+        return None
+    except RuntimeError:  # "operator torchvision::nms does not exist"
+        lib = torch.library.Library("torchvision", "FRAGMENT")
+        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        lib.impl("nms", lambda b, s, t: torch.ops.pydet.nms(b, s, t), "CompositeExplicitAutograd")
+        _TORCHVISION_SHIM.append(lib)
+        import torchvision
+        import torchvision.extension
+
+        torchvision.extension._has_ops = lambda: True
+    return torchvision
+
+
+_TORCHVISION_SHIM: list = []  # keeps the shim library alive

@@ -381,6 +381,32 @@ CASES = [
         "pydet.depthwise_conv2d: activation must be one of 'none', 'relu', 'relu6', 'silu', 'swish', "
         "'hardswish', got 'gelu'",
     ),
+    # focal loss
+    (
+        lambda: ops.sigmoid_focal_loss(torch.rand(4, 3), torch.rand(4, 2)),
+        ValueError,
+        "pydet.sigmoid_focal_loss: targets must have the same shape as inputs [4, 3], got [4, 2]",
+    ),
+    (
+        lambda: ops.sigmoid_focal_loss(torch.rand(4, 3), torch.ones(4, 3, dtype=torch.int64)),
+        TypeError,
+        "pydet.sigmoid_focal_loss: targets must be a floating-point tensor",
+    ),
+    (
+        lambda: ops.sigmoid_focal_loss(torch.rand(4, 3), torch.rand(4, 3), alpha=1.5),
+        ValueError,
+        "pydet.sigmoid_focal_loss: alpha must be in [0, 1] (or negative to disable the class weighting), got 1.5",
+    ),
+    (
+        lambda: ops.sigmoid_focal_loss(torch.rand(4, 3), torch.rand(4, 3), gamma=-1.0),
+        ValueError,
+        "pydet.sigmoid_focal_loss: gamma must be finite and >= 0, got -1",
+    ),
+    (
+        lambda: ops.sigmoid_focal_loss(torch.rand(4, 3), torch.rand(4, 3), reduction="avg"),
+        ValueError,
+        "pydet.sigmoid_focal_loss: reduction must be one of 'none', 'mean', 'sum', got 'avg'",
+    ),
 ]
 
 

@@ -170,6 +170,21 @@ def sample_calls(device):
             ),
         ),
     ]
+    logits = torch.randn(4, 5, device=device, dtype=torch.float64)
+    labels = (torch.rand(4, 5, generator=torch.Generator().manual_seed(4)) < 0.3).double().to(device)
+    calls += [
+        (pd.sigmoid_focal_loss, (g(logits), labels, 0.25, 2.0, "none")),
+        (pd.sigmoid_focal_loss, (g(logits), g(labels), -1.0, 1.5, "mean")),
+        (pd.sigmoid_focal_loss, (g(logits.float()), labels.float(), 0.5, 0.0, "sum")),
+        (
+            pd._sigmoid_focal_loss_backward,
+            (torch.ones(4, 5, device=device), logits, labels, 0.25, 2.0, "none", True),
+        ),
+        (
+            pd._sigmoid_focal_loss_backward,
+            (torch.ones((), device=device), logits, labels, 0.25, 2.0, "sum", False),
+        ),
+    ]
     for name in ("generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"):
         for reduction in ("none", "mean", "sum"):
             calls.append((getattr(pd, name), (g(b), g(b.flip(0)), reduction, 1e-7)))

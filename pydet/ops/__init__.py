@@ -26,6 +26,7 @@ from pydet.ops.boxes import (
 )
 from pydet.ops.coders import box_decode, box_encode
 from pydet.ops.conv import depthwise_conv2d
+from pydet.ops.losses import sigmoid_focal_loss
 from pydet.ops.matching import OverlapMax, box_overlap_max, box_overlap_ties
 from pydet.ops.nms import (
     MulticlassNmsOutput,
@@ -71,5 +72,6 @@ __all__ = [
     "nms",
     "nms_rotated",
     "remove_small_boxes",
+    "sigmoid_focal_loss",
     "soft_nms",
 ]

@@ -126,6 +126,19 @@ def _box_decode_backward(ctx, grad):
 _register("box_decode", _box_decode_backward)
 
 
+# ---- classification losses ---------------------------------------------------------------------
+def _focal_backward(ctx, grad):
+    inputs, targets = ctx.saved_tensors
+    targets_grad = ctx.needs_input_grad[1]
+    grad_inputs, grad_targets = _ops._sigmoid_focal_loss_backward(
+        grad, inputs, targets, *ctx.args, targets_grad
+    )
+    return grad_inputs, grad_targets if targets_grad else None, None, None, None
+
+
+_register("sigmoid_focal_loss", _focal_backward)
+
+
 # ---- depthwise convolution ---------------------------------------------------------------------
 def _depthwise_setup(ctx, inputs, output):
     input, weight, bias, stride, padding, dilation, activation = inputs
@@ -164,6 +177,7 @@ _FLOAT32_OPS = (
     "box_decode",
     "box_overlap_max",
     "box_overlap_ties",
+    "sigmoid_focal_loss",
 )
 for _device, _lower in (("cpu", torch.bfloat16), ("cuda", torch.float16)):
     if torch.amp.is_autocast_available(_device):

@@ -544,6 +544,38 @@ def _box_overlap_ties(gt, anchors, gt_best, min_best, num_gt=None, mode="iou", e
     return gt.new_empty((*lead, n), dtype=torch.int64)
 
 
+# ---- classification losses ---------------------------------------------------------------------
+def _focal_inputs(op, inputs, targets, alpha, gamma, reduction):
+    C.check_choice(reduction, C.REDUCTIONS, op, "reduction")
+    C.check_floating(inputs, op, "inputs")
+    C.check_floating(targets, op, "targets")
+    C.check_same_device(inputs, "inputs", targets, "targets", op)
+    if inputs.shape != targets.shape:
+        raise ValueError(
+            f"pydet.{op}: targets must have the same shape as inputs {C.shape_str(inputs.shape)}, got "
+            f"{C.shape_str(targets.shape)}"
+        )
+    if not alpha <= 1.0:
+        raise ValueError(
+            f"pydet.{op}: alpha must be in [0, 1] (or negative to disable the class weighting), got {alpha:g}"
+        )
+    if not (gamma >= 0.0 and gamma != float("inf")):
+        raise ValueError(f"pydet.{op}: gamma must be finite and >= 0, got {gamma:g}")
+    return torch.result_type(inputs, targets)
+
+
+@_register("sigmoid_focal_loss")
+def _sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction="none"):
+    dtype = _focal_inputs("sigmoid_focal_loss", inputs, targets, alpha, gamma, reduction)
+    return inputs.new_empty(inputs.shape if reduction == "none" else (), dtype=dtype)
+
+
+@_register("_sigmoid_focal_loss_backward")
+def _sigmoid_focal_loss_backward(grad, inputs, targets, alpha, gamma, reduction, targets_grad):
+    _focal_inputs("_sigmoid_focal_loss_backward", inputs, targets, alpha, gamma, reduction)
+    return inputs.new_empty(inputs.shape), targets.new_empty(targets.shape if targets_grad else (0,))
+
+
 # ---- depthwise convolution ---------------------------------------------------------------------
 ACTIVATIONS = ("none", "relu", "relu6", "silu", "swish", "hardswish")
 

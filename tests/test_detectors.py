@@ -1,0 +1,297 @@
+"""The detectors: torchvision's state-dict layout key for key, the same detections and losses as
+torchvision's models from the same weights (when torchvision is installed), training steps,
+predict_batch under torch.compile(fullgraph=True) and torch.export, and bad input."""
+
+import json
+import math
+import pathlib
+import re
+
+import numpy as np
+import pytest
+import torch
+from helpers import import_torchvision
+from torch import nn
+
+import pydet.models as M
+from pydet.models.losses import multibox_loss
+
+MANIFEST = json.loads((pathlib.Path(__file__).parent / "data" / "torchvision_state_dicts.json").read_text())[
+    "models"
+]
+
+
+def shapes(model: nn.Module) -> dict:
+    return {k: list(v.shape) for k, v in model.state_dict().items()}
+
+
+def test_ssd300_keys_match_torchvision():
+    assert shapes(M.ssd300_vgg16()) == MANIFEST["ssd300_vgg16"]
+
+
+def test_retinanet_keys_match_torchvision():
+    assert shapes(M.retinanet_resnet50_fpn()) == MANIFEST["retinanet_resnet50_fpn"]
+    # from pretrained weights: FrozenBatchNorm2d, which has no num_batches_tracked (torchvision's too)
+    frozen = M.retinanet_resnet50_fpn(weights_backbone={})
+    expected = {k: v for k, v in MANIFEST["retinanet_resnet50_fpn"].items() if "num_batches_tracked" not in k}
+    assert shapes(frozen) == expected
+
+
+def test_weights_from_a_file_and_num_classes_mismatch(tmp_path):
+    model = M.ssdlite320_mobilenet_v2(num_classes=5)
+    path = tmp_path / "ssdlite.pth"
+    torch.save({"model": model.state_dict()}, path)
+    loaded = M.ssdlite320_mobilenet_v2(num_classes=5, weights=path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    with pytest.raises(ValueError, match=r"head\.classification_head.*different num_classes"):
+        M.ssdlite320_mobilenet_v2(num_classes=7, weights=path)
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        M.ssd300_vgg16(weights=tmp_path / "missing.pth")
+
+
+def _targets():
+    return [
+        {
+            "boxes": torch.tensor([[10.0, 20.0, 120.0, 140.0], [50.0, 60.0, 90.0, 200.0]]),
+            "labels": torch.tensor([1, 3]),
+        },
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+        {"boxes": torch.tensor([[0.0, 0.0, 250.0, 180.0]]), "labels": torch.tensor([2])},
+    ]
+
+
+def _images():
+    g = torch.Generator().manual_seed(0)
+    return [
+        torch.rand(3, 240, 260, generator=g),
+        torch.rand(3, 200, 300, generator=g),
+        torch.rand(3, 260, 260, generator=g),
+    ]
+
+
+def test_ssdlite_trains():
+    torch.manual_seed(0)
+    model = M.ssdlite320_mobilenet_v2(num_classes=4).train()
+    losses = model(_images(), _targets())
+    assert set(losses) == {"bbox_regression", "classification"}
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    grads = [p.grad for p in model.head.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_multibox_loss_equals_torchvision_per_image_formula():
+    g = torch.Generator().manual_seed(1)
+    b, n, c, m = 3, 50, 4, 5
+    logits = torch.randn(b, n, c, generator=g, dtype=torch.float64)
+    deltas = torch.randn(b, n, 4, generator=g, dtype=torch.float64)
+    target = torch.randn(b, n, 4, generator=g, dtype=torch.float64)
+    matched = torch.randint(-2, m, (b, n), generator=g)
+    matched[1] = -1  # an image without foreground
+    labels = torch.randint(1, c, (b, m), generator=g)
+    ours = multibox_loss(logits, deltas, matched, labels, target)
+    # torchvision's SSD.compute_loss, image by image
+    bbox, cls_targets, fg_total = [], [], 0
+    for i in range(b):
+        fg = torch.where(matched[i] >= 0)[0]
+        fg_total += fg.numel()
+        bbox.append(torch.nn.functional.smooth_l1_loss(deltas[i, fg], target[i, fg], reduction="sum"))
+        t = torch.zeros(n, dtype=torch.int64)
+        t[fg] = labels[i][matched[i, fg]]
+        cls_targets.append(t)
+    cls_targets = torch.stack(cls_targets)
+    cls_loss = torch.nn.functional.cross_entropy(
+        logits.view(-1, c), cls_targets.view(-1), reduction="none"
+    ).view(b, n)
+    fg_idx = cls_targets > 0
+    neg = cls_loss.clone()
+    neg[fg_idx] = -math.inf
+    _, idx = neg.sort(1, descending=True)
+    bg_idx = idx.sort(1)[1] < 3 * fg_idx.sum(1, keepdim=True)
+    total = max(1, fg_total)
+    torch.testing.assert_close(ours["bbox_regression"], torch.stack(bbox).sum() / total)
+    torch.testing.assert_close(
+        ours["classification"], (cls_loss[fg_idx].sum() + cls_loss[bg_idx].sum()) / total
+    )
+
+
+def test_retinanet_trains_with_each_box_loss():
+    torch.manual_seed(0)
+    for box_loss in ("l1", "smooth_l1", "giou"):
+        model = M.retinanet_resnet50_fpn(
+            num_classes=4, min_size=128, max_size=160, box_loss_type=box_loss
+        ).train()
+        losses = model(_images(), _targets())
+        total = sum(losses.values())
+        assert torch.isfinite(total), (box_loss, losses)
+        total.backward()
+        assert model.head.regression_head.bbox_reg.weight.grad.abs().sum() > 0
+
+
+def test_eval_output_format_and_sizes():
+    model = M.ssdlite320_mobilenet_v2(num_classes=3, score_thresh=0.0).eval()
+    images = _images()
+    with torch.no_grad():
+        out = model(images)
+    assert len(out) == len(images)
+    for det, image in zip(out, images, strict=True):
+        assert set(det) == {"boxes", "scores", "labels"}
+        k = det["boxes"].shape[0]
+        assert 0 < k <= 300 and det["scores"].shape == (k,) and det["labels"].shape == (k,)
+        assert (det["labels"] >= 1).all() and (det["labels"] < 3).all()
+        h, w = image.shape[1:]
+        assert (det["boxes"][:, 0::2] <= w + 1e-3).all() and (det["boxes"][:, 1::2] <= h + 1e-3).all()
+        assert (det["scores"][:-1] >= det["scores"][1:]).all()
+
+
+def test_predict_batch_compiles_fullgraph_and_exports():
+    model = M.ssdlite320_mobilenet_v2(num_classes=3, score_thresh=0.0, detections_per_img=20).eval()
+    batch = torch.rand(2, 3, 320, 320)
+    with torch.no_grad():
+        eager = model.predict_batch(batch)
+        compiled = torch.compile(model.predict_batch, fullgraph=True, backend="eager")(batch)
+        for a, b in zip(eager, compiled, strict=True):
+            torch.testing.assert_close(a, b)
+        program = torch.export.export(_Predict(model), (batch,))
+        for a, b in zip(eager, program.module()(batch), strict=True):
+            torch.testing.assert_close(a, b)
+
+
+class _Predict(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        return tuple(self.model.predict_batch(batch))
+
+
+BAD = [
+    (
+        lambda m: m([torch.rand(1, 3, 64, 64)]),
+        ValueError,
+        "SSD: images[0] must be a 3-D tensor [C, H, W], got [1, 3, 64, 64]",
+    ),
+    (
+        lambda m: m([torch.rand(4, 64, 64)]),
+        ValueError,
+        "SSD: images[0] must have 3 channels, got shape [4, 64, 64]",
+    ),
+    (
+        lambda m: m([torch.zeros(3, 64, 64, dtype=torch.uint8)]),
+        TypeError,
+        "SSD: images[0] must be a floating-point",
+    ),
+    (lambda m: m(torch.rand(3, 64, 64)), TypeError, "SSD: images must be a list of [C, H, W] tensors"),
+    (
+        lambda m: m.predict_batch(torch.rand(3, 64, 64)),
+        ValueError,
+        "SSD.predict_batch: batch must have shape [B, 3, H, W]",
+    ),
+]
+BAD_TRAINING = [
+    (lambda m: m([torch.rand(3, 64, 64)]), ValueError, "SSD: targets should not be None in training mode"),
+    (
+        lambda m: m(
+            [torch.rand(3, 64, 64)], [{"boxes": torch.rand(2, 5), "labels": torch.ones(2, dtype=torch.int64)}]
+        ),
+        ValueError,
+        "SSD: targets[0]['boxes'] must be a tensor of shape [N, 4], got [2, 5]",
+    ),
+    (
+        lambda m: m(
+            [torch.rand(3, 64, 64)] * 2,
+            [
+                {"boxes": torch.tensor([[1.0, 1.0, 5.0, 5.0]]), "labels": torch.tensor([1])},
+                {
+                    "boxes": torch.tensor([[1.0, 1.0, 5.0, 5.0], [3.0, 3.0, 3.0, 9.0]]),
+                    "labels": torch.tensor([1, 2]),
+                },
+            ],
+        ),
+        ValueError,
+        "SSD: all bounding boxes should have positive height and width; found invalid box [3.0, 3.0, 3.0, 9.0] "
+        "(index 1) for target at index 1",
+    ),
+    (
+        lambda m: m(
+            [torch.rand(3, 64, 64)], [{"boxes": torch.rand(2, 4), "labels": torch.ones(3, dtype=torch.int64)}]
+        ),
+        ValueError,
+        "SSD: targets[0]['labels'] must be an integer tensor of shape [2], got [3]",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def small_ssd():
+    return M.ssdlite320_mobilenet_v2(num_classes=3)
+
+
+@pytest.mark.parametrize("index", range(len(BAD)))
+def test_bad_input_eval(small_ssd, index):
+    call, exc, message = BAD[index]
+    small_ssd.eval()
+    with pytest.raises(exc, match=re.escape(message)):
+        call(small_ssd)
+
+
+@pytest.mark.parametrize("index", range(len(BAD_TRAINING)))
+def test_bad_input_training(small_ssd, index):
+    call, exc, message = BAD_TRAINING[index]
+    small_ssd.train()
+    with pytest.raises(exc, match=re.escape(message)):
+        call(small_ssd)
+
+
+# ---- against torchvision ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tv():
+    tv = import_torchvision()
+    if tv is None:
+        pytest.skip("torchvision is not installed")
+    return tv
+
+
+def _canonical(det: dict) -> dict:
+    """Detections sorted by (score desc, label, box): equal scores may come out in either order."""
+    keys = [det["boxes"][:, i].double().numpy() for i in (3, 2, 1, 0)]
+    order = np.lexsort([*keys, det["labels"].numpy(), -det["scores"].double().numpy()])
+    return {k: v[torch.as_tensor(order)] for k, v in det.items()}
+
+
+def _same_detections(ours, ref):
+    for a, b in zip(ours, ref, strict=True):
+        assert a["boxes"].shape == b["boxes"].shape
+        a, b = _canonical(a), _canonical(b)
+        torch.testing.assert_close(a["boxes"], b["boxes"], atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(a["scores"], b["scores"], atol=1e-5, rtol=1e-4)
+        assert torch.equal(a["labels"], b["labels"])
+
+
+def test_ssd300_same_detections_and_losses_as_torchvision(tv):
+    torch.manual_seed(0)
+    ref = tv.models.detection.ssd300_vgg16(weights=None, weights_backbone=None, num_classes=5)
+    ours = M.ssd300_vgg16(num_classes=5)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    with torch.no_grad():
+        _same_detections(ours.eval()(_images()), ref.eval()(_images()))
+        ours_l, ref_l = ours.train()(_images(), _targets()), ref.train()(_images(), _targets())
+    for k in ref_l:
+        torch.testing.assert_close(ours_l[k], ref_l[k], rtol=1e-4, atol=1e-5)
+
+
+def test_retinanet_same_detections_and_losses_as_torchvision(tv):
+    torch.manual_seed(0)
+    kwargs = dict(num_classes=5, min_size=256, max_size=320, score_thresh=0.005)
+    ref = tv.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None, **kwargs)
+    ours = M.retinanet_resnet50_fpn(**kwargs)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    with torch.no_grad():
+        _same_detections(ours.eval()(_images()), ref.eval()(_images()))
+        ours_l, ref_l = ours.train()(_images(), _targets()), ref.train()(_images(), _targets())
+    for k in ref_l:
+        torch.testing.assert_close(ours_l[k], ref_l[k], rtol=1e-4, atol=1e-5)
