@@ -18,7 +18,7 @@ def _bench(args: argparse.Namespace) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    cases = [c for c in cases_mod.all_cases() if not args.quick or c.quick]
+    cases = [c for c in cases_mod.all_cases() if (not args.quick or c.quick) and (args.heavy or not c.heavy)]
     if args.filter:
         cases = [c for c in cases if args.filter in c.id]
     if not cases:
@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     bench.add_argument("--quick", action="store_true", help="a smaller set of cases and shorter timing")
+    bench.add_argument(
+        "--heavy", action="store_true", help="also time whole detectors on batches (seconds per call)"
+    )
     bench.add_argument("--json", metavar="PATH", help="also write the results (and machine info) as JSON")
     bench.add_argument("--filter", metavar="TEXT", help="only cases whose id (op[size]) contains TEXT")
     bench.add_argument("--threads", type=int, help="torch.set_num_threads before timing")

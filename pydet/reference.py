@@ -491,3 +491,75 @@ def sigmoid_focal_loss(
         alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
         loss = alpha_t * loss
     return _reduce(loss, reduction)
+
+
+# ---- detector post-processing (torchvision's algorithms, image by image) ------------------------
+def ssd_postprocess(
+    bbox_regression: Tensor,
+    cls_logits: Tensor,
+    anchors: Tensor,
+    image_size,
+    score_thresh=0.01,
+    nms_thresh=0.45,
+    topk_candidates=400,
+    detections_per_img=200,
+    batched_nms=batched_nms,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """torchvision ``SSD.postprocess_detections``: decode (weights 10, 10, 5, 5), clip, softmax, per
+    class the top-k scores above the threshold, class-wise NMS, the best ``detections_per_img``."""
+    boxes = torch.stack(
+        [
+            clip_boxes_to_image(box_decode_torchvision(d, anchors, (10.0, 10.0, 5.0, 5.0)), image_size)
+            for d in bbox_regression
+        ]
+    )
+    return multiclass_nms(
+        boxes,
+        cls_logits.softmax(-1),
+        score_thresh,
+        nms_thresh,
+        topk_candidates,
+        detections_per_img,
+        background_class=0,
+        batched_nms=batched_nms,
+    )
+
+
+def retinanet_postprocess(
+    bbox_regression: Tensor,
+    cls_logits: Tensor,
+    anchors: Tensor,
+    level_counts,
+    image_size,
+    score_thresh=0.05,
+    nms_thresh=0.5,
+    topk_candidates=1000,
+    detections_per_img=300,
+    batched_nms=batched_nms,
+) -> list[dict[str, Tensor]]:
+    """torchvision ``RetinaNet.postprocess_detections``: per level the top-k (anchor, class) scores above
+    the threshold, decoded and clipped; class-wise NMS over all levels; the best ``detections_per_img``."""
+    num_classes = cls_logits.shape[-1]
+    out = []
+    for deltas_b, logits_b in zip(bbox_regression, cls_logits, strict=True):
+        boxes, scores, labels = [], [], []
+        for deltas, logits, level_anchors in zip(
+            deltas_b.split(level_counts),
+            logits_b.split(level_counts),
+            anchors.split(level_counts),
+            strict=True,
+        ):
+            s = torch.sigmoid(logits).flatten()
+            keep = torch.where(s > score_thresh)[0]
+            s = s[keep]
+            s, order = s.topk(min(topk_candidates, keep.numel()))
+            idx = keep[order]
+            anchor_idx = torch.div(idx, num_classes, rounding_mode="floor")
+            b = box_decode_torchvision(deltas[anchor_idx], level_anchors[anchor_idx], (1.0, 1.0, 1.0, 1.0))
+            boxes.append(clip_boxes_to_image(b, image_size))
+            scores.append(s)
+            labels.append(idx % num_classes)
+        boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+        keep = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]
+        out.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+    return out

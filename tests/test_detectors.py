@@ -131,6 +131,17 @@ def test_retinanet_trains_with_each_box_loss():
         assert model.head.regression_head.bbox_reg.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("length", [10, 999, 5000, 70_001])
+def test_topk_chunked_equals_topk(length):
+    from pydet.models.detectors.retinanet import topk_chunked
+
+    values = torch.randn(3, length, generator=torch.Generator().manual_seed(length))
+    k = min(1000, length)
+    v, i = topk_chunked(values, k)
+    ref_v, ref_i = values.topk(k, dim=1)
+    assert torch.equal(v, ref_v) and torch.equal(i, ref_i)
+
+
 def test_eval_output_format_and_sizes():
     model = M.ssdlite320_mobilenet_v2(num_classes=3, score_thresh=0.0).eval()
     images = _images()

@@ -4,6 +4,7 @@ torchvision is importable, torchvision's own implementation."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ class Case:
     reference: Callable | None  # None: no independent baseline exists on this machine
     torchvision: Callable | None = None  # called with the same inputs; None: no counterpart
     quick: bool = True  # part of --quick
+    heavy: bool = False  # seconds per call (whole detectors): only with --heavy
     memory_bound: bool = True  # report the floor: bytes read + written at the copy bandwidth
 
     @property
@@ -486,5 +488,145 @@ def depthwise_cases() -> list[Case]:
     return cases
 
 
+# ---- detectors --------------------------------------------------------------------------------
+@functools.cache
+def detector(name: str):
+    """A detector with random weights in eval mode, built once per process."""
+    from pydet.models import MODELS
+
+    return MODELS[name]().eval()
+
+
+def _head_outputs(model, batch: int, size: int, device: str, seed: int, logit_mean: float, logit_std: float):
+    """Anchors of the model at ``size``, random head outputs shaped like its head's (logits drawn from
+    N(logit_mean, logit_std²)) and the number of anchors per level."""
+    with torch.no_grad():
+        features = model.backbone(torch.zeros(1, 3, size, size))
+    features = list(features.values()) if isinstance(features, dict) else list(features)
+    anchors = model.anchor_generator(torch.zeros(1, 3, size, size), features)[0]
+    counts = [
+        f.shape[-2] * f.shape[-1] * a
+        for f, a in zip(features, model.anchor_generator.num_anchors_per_location(), strict=True)
+    ]
+    g = torch.Generator().manual_seed(seed)
+    n = anchors.shape[0]
+    head = {
+        "bbox_regression": torch.randn(batch, n, 4, generator=g) * 0.5,
+        "cls_logits": torch.randn(batch, n, model.num_classes, generator=g) * logit_std + logit_mean,
+    }
+    return {k: v.to(device) for k, v in head.items()}, anchors.to(device), counts
+
+
+def _per_image(output: ops.MulticlassNmsOutput) -> list[tuple]:
+    return [(d["boxes"], d["scores"], d["labels"]) for d in ops.multiclass_nms_to_list(output)]
+
+
+def detector_cases() -> list[Case]:
+    nms_kernel = native.greedy_nms if native.library() else R.nms
+    batched = lambda *x: R.batched_nms(*x, nms=nms_kernel)  # noqa: E731
+    cases = []
+    for batch in (1, 8):
+
+        def ssd_inputs(d, batch=batch):
+            head, anchors, counts = _head_outputs(detector("ssd300_vgg16"), batch, 300, d, batch, 0.0, 3.0)
+            return head["bbox_regression"], head["cls_logits"], anchors, counts
+
+        def ssd_fused(deltas, logits, anchors, counts):
+            head = {"bbox_regression": deltas, "cls_logits": logits}
+            return detector("ssd300_vgg16").predict(head, anchors, [(300, 300)], counts)
+
+        def ssd_plain(deltas, logits, anchors, counts):
+            return R.ssd_postprocess(deltas, logits, anchors, (300, 300), batched_nms=batched)
+
+        cases.append(
+            Case(
+                "ssd300 postprocess",
+                f"{batch}x8732x91",
+                "detector",
+                ssd_inputs,
+                ssd_fused,
+                ssd_plain,
+                quick=batch == 1,
+                memory_bound=False,
+            )
+        )
+
+    def retina_inputs(d):
+        model = detector("retinanet_resnet50_fpn")
+        # ~0.1% of the (anchor, class) pairs above the 0.05 score threshold, as in a trained model
+        head, anchors, counts = _head_outputs(model, 1, 800, d, 3, -6.0, 1.0)
+        return head["bbox_regression"], head["cls_logits"], anchors, counts
+
+    def retina_fused(deltas, logits, anchors, counts):
+        head = {"bbox_regression": deltas, "cls_logits": logits}
+        return _per_image(detector("retinanet_resnet50_fpn").predict(head, anchors, [(800, 800)], counts))
+
+    def retina_plain(deltas, logits, anchors, counts):
+        out = R.retinanet_postprocess(deltas, logits, anchors, counts, (800, 800), batched_nms=batched)
+        return [(d["boxes"], d["scores"], d["labels"]) for d in out]
+
+    cases.append(
+        Case(
+            "retinanet postprocess",
+            "1x120087x91",
+            "detector",
+            retina_inputs,
+            retina_fused,
+            retina_plain,
+            quick=False,
+            memory_bound=False,
+        )
+    )
+
+    # whole detectors: the same model, fused post-processing vs torchvision's algorithm in plain torch
+    def ssd_model_plain(images):
+        model = detector("ssd300_vgg16")
+        x = model.transform.normalize(images)
+        head, anchors, _ = model._heads(x, x)
+        return R.ssd_postprocess(
+            head["bbox_regression"], head["cls_logits"], anchors, (300, 300), batched_nms=batched
+        )
+
+    def retina_model_plain(images):
+        model = detector("retinanet_resnet50_fpn")
+        x = model.transform.normalize(images)
+        head, anchors, counts = model._heads(x, x)
+        out = R.retinanet_postprocess(
+            head["bbox_regression"], head["cls_logits"], anchors, counts, (800, 800), batched_nms=batched
+        )
+        return [(d["boxes"], d["scores"], d["labels"]) for d in out]
+
+    for batch in (1, 8):
+        cases.append(
+            Case(
+                "ssd300_vgg16 eval",
+                f"{batch}x300x300",
+                "detector",
+                lambda d, batch=batch: (
+                    torch.rand(batch, 3, 300, 300, generator=torch.Generator().manual_seed(0)).to(d),
+                ),
+                lambda images: detector("ssd300_vgg16").predict_batch(images),
+                ssd_model_plain,
+                quick=False,
+                heavy=batch > 1,
+                memory_bound=False,
+            )
+        )
+    cases.append(
+        Case(
+            "retinanet_resnet50_fpn eval",
+            "1x800x800",
+            "detector",
+            lambda d: (torch.rand(1, 3, 800, 800, generator=torch.Generator().manual_seed(0)).to(d),),
+            lambda images: _per_image(detector("retinanet_resnet50_fpn").predict_batch(images)),
+            retina_model_plain,
+            quick=False,
+            heavy=True,
+            memory_bound=False,
+        )
+    )
+    return cases
+
+
 def all_cases() -> list[Case]:
-    return box_cases() + nms_cases() + anchor_cases() + coder_cases() + depthwise_cases()
+    return box_cases() + nms_cases() + anchor_cases() + coder_cases() + depthwise_cases() + detector_cases()

@@ -33,6 +33,20 @@ def default_anchor_generator() -> AnchorGenerator:
     return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
 
 
+def topk_chunked(values: Tensor, k: int, chunks: int = 32) -> tuple[Tensor, Tensor]:
+    """``values.topk(k, dim=1)`` of a long ``[B, L]`` row as the top-k of the chunks' top-k: the same
+    values, computed in parallel over ``chunks`` slices (a single row's topk runs on one thread)."""
+    b, length = values.shape
+    size = -(-length // chunks)
+    if k >= size:
+        return values.topk(k, dim=1)
+    padded = torch.nn.functional.pad(values, (0, size * chunks - length), value=-math.inf)
+    v, i = padded.view(b * chunks, size).topk(k, dim=1)
+    i = i + (torch.arange(chunks, device=values.device) * size).repeat(b)[:, None]
+    v, j = v.view(b, -1).topk(k, dim=1)
+    return v, i.view(b, -1).gather(1, j)
+
+
 class RetinaNet(DenseDetector):
     """``RetinaNet(backbone, num_classes, ...)``: ``backbone`` returns the FPN levels and has an
     ``out_channels`` attribute; ``num_classes`` has no background class."""
@@ -105,9 +119,11 @@ class RetinaNet(DenseDetector):
         boxes, scores, labels = [], [], []
         start = 0
         for n in level_counts:
-            level_scores = logits[:, start : start + n].sigmoid().flatten(1)  # [B, n C], (anchor, class)
-            k = min(self.topk_candidates, level_scores.shape[1])
-            top, idx = level_scores.topk(k, dim=1)
+            # top-k of the logits, then sigmoid of those only: sigmoid is monotonic, so these are the
+            # top-k scores without computing B n C sigmoids
+            level_logits = logits[:, start : start + n].flatten(1)  # [B, n C], (anchor, class)
+            top_logits, idx = topk_chunked(level_logits, min(self.topk_candidates, level_logits.shape[1]))
+            top = top_logits.sigmoid()
             anchor_idx = start + idx // num_classes
             scores.append(torch.where(top > self.score_thresh, top, -math.inf))
             labels.append(idx % num_classes)
