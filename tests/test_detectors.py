@@ -242,18 +242,13 @@ def small_ssd():
     return M.ssdlite320_mobilenet_v2(num_classes=3)
 
 
-@pytest.mark.parametrize("index", range(len(BAD)))
-def test_bad_input_eval(small_ssd, index):
-    call, exc, message = BAD[index]
-    small_ssd.eval()
-    with pytest.raises(exc, match=re.escape(message)):
-        call(small_ssd)
-
-
-@pytest.mark.parametrize("index", range(len(BAD_TRAINING)))
-def test_bad_input_training(small_ssd, index):
-    call, exc, message = BAD_TRAINING[index]
-    small_ssd.train()
+@pytest.mark.parametrize(
+    ("training", "index"),
+    [(False, i) for i in range(len(BAD))] + [(True, i) for i in range(len(BAD_TRAINING))],
+)
+def test_bad_input(small_ssd, training, index):
+    call, exc, message = (BAD_TRAINING if training else BAD)[index]
+    small_ssd.train(training)
     with pytest.raises(exc, match=re.escape(message)):
         call(small_ssd)
 
