@@ -158,9 +158,17 @@ def test_eval_output_format_and_sizes():
         assert (det["scores"][:-1] >= det["scores"][1:]).all()
 
 
-def test_predict_batch_compiles_fullgraph_and_exports():
-    model = M.ssdlite320_mobilenet_v2(num_classes=3, score_thresh=0.0, detections_per_img=20).eval()
-    batch = torch.rand(2, 3, 320, 320)
+@pytest.mark.parametrize(
+    ("build", "size"),
+    [
+        (lambda: M.ssdlite320_mobilenet_v2(num_classes=3, score_thresh=0.0, detections_per_img=20), 320),
+        (lambda: M.retinanet_resnet50_fpn(num_classes=3, score_thresh=0.0, detections_per_img=20), 128),
+    ],
+    ids=["ssdlite", "retinanet"],
+)
+def test_predict_batch_compiles_fullgraph_and_exports(build, size):
+    model = build().eval()
+    batch = torch.rand(2, 3, size, size)
     with torch.no_grad():
         eager = model.predict_batch(batch)
         compiled = torch.compile(model.predict_batch, fullgraph=True, backend="eager")(batch)
