@@ -66,6 +66,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.json:
         runner.write_json(args.json, env, rows, memory_rows)
         print(f"wrote {args.json}")
+    if args.csv:
+        runner.write_csv(args.csv, rows)
+        print(f"wrote {args.csv}")
     return 1 if not all(r["agrees_with_reference"] for r in rows) else 0
 
 
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "--heavy", action="store_true", help="also time whole detectors on batches (seconds per call)"
     )
     bench.add_argument("--json", metavar="PATH", help="also write the results (and machine info) as JSON")
+    bench.add_argument("--csv", metavar="PATH", help="also write the results as CSV, one line per case")
     bench.add_argument("--filter", metavar="TEXT", help="only cases whose id (op[size]) contains TEXT")
     bench.add_argument("--threads", type=int, help="torch.set_num_threads before timing")
     bench.add_argument(

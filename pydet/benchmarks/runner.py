@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime
 import json
 import platform
@@ -160,6 +161,15 @@ def markdown_table(rows: list[dict]) -> str:
     sep = "|" + "|".join("---" for _ in text[0].split(" | ")) + "|"
     body = ["| " + " | ".join(c.strip() for c in line.split(" | ")) + " |" for line in text[2:]]
     return "\n".join([head, sep, *body])
+
+
+def write_csv(path: str, rows: list[dict]) -> None:
+    """One line per case; columns are the union of the rows' keys (first-seen order)."""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def write_json(path: str, env: dict, rows: list[dict], memory_rows: list[dict] = ()) -> None:
