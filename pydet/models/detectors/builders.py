@@ -21,11 +21,25 @@ from pydet.models.weights import load_state_dict, load_weights
 _VGG_SSD_NORMALISATION = {"image_mean": [0.48235, 0.45882, 0.40784], "image_std": [1.0 / 255.0] * 3}
 
 
-def _vgg_backbone(highres: bool, weights_backbone) -> SSDFeatureExtractorVGG:
+def _with_weights(model, weights, name: str):
+    return load_weights(model, weights, owner=name) if weights is not None else model
+
+
+def _ssd_vgg16(
+    name: str,
+    highres: bool,
+    anchors: DefaultBoxGenerator,
+    size: int,
+    num_classes,
+    weights,
+    weights_backbone,
+    kwargs,
+) -> SSD:
     backbone = SSDFeatureExtractorVGG(vgg16_features(), highres=highres)
     if weights_backbone is not None:
         load_weights(backbone, vgg16_to_ssd_backbone(load_state_dict(weights_backbone)), strict=False)
-    return backbone
+    model = SSD(backbone, anchors, (size, size), num_classes, **{**_VGG_SSD_NORMALISATION, **kwargs})
+    return _with_weights(model, weights, name)
 
 
 def ssd300_vgg16(num_classes: int = 91, weights=None, weights_backbone=None, **kwargs) -> SSD:
@@ -36,14 +50,7 @@ def ssd300_vgg16(num_classes: int = 91, weights=None, weights_backbone=None, **k
         scales=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05],
         steps=[8, 16, 32, 64, 100, 300],
     )
-    model = SSD(
-        _vgg_backbone(False, weights_backbone),
-        anchors,
-        (300, 300),
-        num_classes,
-        **{**_VGG_SSD_NORMALISATION, **kwargs},
-    )
-    return load_weights(model, weights, owner="ssd300_vgg16") if weights is not None else model
+    return _ssd_vgg16("ssd300_vgg16", False, anchors, 300, num_classes, weights, weights_backbone, kwargs)
 
 
 def ssd512_vgg16(num_classes: int = 91, weights=None, weights_backbone=None, **kwargs) -> SSD:
@@ -53,14 +60,7 @@ def ssd512_vgg16(num_classes: int = 91, weights=None, weights_backbone=None, **k
         scales=[0.04, 0.1, 0.26, 0.42, 0.58, 0.74, 0.9, 1.06],
         steps=[8, 16, 32, 64, 128, 256, 512],
     )
-    model = SSD(
-        _vgg_backbone(True, weights_backbone),
-        anchors,
-        (512, 512),
-        num_classes,
-        **{**_VGG_SSD_NORMALISATION, **kwargs},
-    )
-    return load_weights(model, weights, owner="ssd512_vgg16") if weights is not None else model
+    return _ssd_vgg16("ssd512_vgg16", True, anchors, 512, num_classes, weights, weights_backbone, kwargs)
 
 
 def ssdlite320_mobilenet_v2(
@@ -86,7 +86,7 @@ def ssdlite320_mobilenet_v2(
         "image_std": [0.5, 0.5, 0.5],
     }
     model = SSD(backbone, anchors, (320, 320), num_classes, head=head, **{**defaults, **kwargs})
-    return load_weights(model, weights, owner="ssdlite320_mobilenet_v2") if weights is not None else model
+    return _with_weights(model, weights, "ssdlite320_mobilenet_v2")
 
 
 def retinanet_resnet50_fpn(
@@ -110,4 +110,4 @@ def retinanet_resnet50_fpn(
     if weights_backbone is not None:
         load_weights(backbone.body, load_state_dict(weights_backbone), strict=False)
     model = RetinaNet(backbone, num_classes, **kwargs)
-    return load_weights(model, weights, owner="retinanet_resnet50_fpn") if weights is not None else model
+    return _with_weights(model, weights, "retinanet_resnet50_fpn")

@@ -17,14 +17,13 @@ import torch
 from torch import Tensor, nn
 
 from pydet.anchors.torchvision import AnchorGenerator
+from pydet.coders import BoxCoder
 from pydet.matchers.torchvision import Matcher
 from pydet.models.detectors.base import DenseDetector, clip_to_images
 from pydet.models.detectors.transform import DetectionTransform
 from pydet.models.heads import RetinaNetHead
 from pydet.models.losses import BOX_LOSSES, box_loss, retinanet_classification_loss, retinanet_regression_loss
-from pydet.ops import MulticlassNmsOutput, box_decode, box_encode, multiclass_nms
-
-BOX_CLIP = math.log(1000.0 / 16)
+from pydet.ops import MulticlassNmsOutput, box_encode, multiclass_nms
 
 
 def default_anchor_generator() -> AnchorGenerator:
@@ -84,6 +83,7 @@ class RetinaNet(DenseDetector):
             backbone.out_channels, self.anchor_generator.num_anchors_per_location()[0], num_classes
         )
         self.proposal_matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=True)
+        self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
         self.transform = DetectionTransform(
             min_size, max_size, image_mean or [0.485, 0.456, 0.406], image_std or [0.229, 0.224, 0.225]
         )
@@ -96,7 +96,7 @@ class RetinaNet(DenseDetector):
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
 
     def _decode(self, deltas: Tensor, anchors: Tensor) -> Tensor:
-        return box_decode(anchors.to(deltas.dtype), deltas, "torchvision", wh_clip=(-math.inf, BOX_CLIP))
+        return self.box_coder.decode_single(deltas, anchors)
 
     def compute_loss(self, head_outputs, anchors, gt_boxes, gt_labels, num_gt) -> dict[str, Tensor]:
         matched = self.proposal_matcher.match_boxes(gt_boxes, anchors, num_gt)

@@ -10,18 +10,17 @@ and the ``detections_per_img`` best survivors are returned: one ``multiclass_nms
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
 from pydet.anchors.torchvision import DefaultBoxGenerator
+from pydet.coders import BoxCoder
 from pydet.matchers.torchvision import SSDMatcher
 from pydet.models.detectors.base import DenseDetector, clip_to_images
 from pydet.models.detectors.transform import DetectionTransform
 from pydet.models.heads import SSDHead
 from pydet.models.losses import multibox_loss
-from pydet.ops import MulticlassNmsOutput, box_decode, box_encode, multiclass_nms
+from pydet.ops import MulticlassNmsOutput, box_encode, multiclass_nms
 
 SSD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
@@ -73,6 +72,7 @@ class SSD(DenseDetector):
             head = SSDHead(channels, num_anchors, num_classes)
         self.head = head
         self.proposal_matcher = SSDMatcher(iou_thresh)
+        self.box_coder = BoxCoder(SSD_BOX_WEIGHTS)
         self.transform = DetectionTransform(
             min(size),
             max(size),
@@ -102,13 +102,7 @@ class SSD(DenseDetector):
 
     def predict(self, head_outputs, anchors: Tensor, image_sizes, level_counts) -> MulticlassNmsOutput:
         deltas = head_outputs["bbox_regression"]
-        boxes = box_decode(
-            anchors.to(deltas.dtype),
-            deltas,
-            "torchvision",
-            SSD_BOX_WEIGHTS,
-            wh_clip=(-math.inf, math.log(1000.0 / 16)),
-        )
+        boxes = self.box_coder.decode_single(deltas, anchors)
         boxes = clip_to_images(boxes, image_sizes)
         scores = head_outputs["cls_logits"].softmax(-1)
         return multiclass_nms(
