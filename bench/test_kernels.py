@@ -1,6 +1,7 @@
-"""pytest-benchmark suite over the workloads of ``pydet bench`` (pydet.benchmarks.cases): boxes and
-IoU, NMS, anchors, box coding and matching, separable convolution, each timed for pydet, the
-baseline (the eager formula or the reference kernel) and torchvision (when installed).
+"""pytest-benchmark suite over the workloads of ``pydet bench`` (pydet.benchmarks.cases, its
+``--heavy`` cases included): boxes and IoU, NMS, anchors, box coding and matching, separable
+convolution, detector post-processing and whole detectors, each timed for pydet, the baseline (the
+eager formula or the reference kernel) and torchvision (when installed).
 
     pytest bench/ --benchmark-group-by=group [--device cuda] [-k anchors]
 """

@@ -149,6 +149,17 @@ def test_in_place_edit_never_reaches_later_calls():
         assert_same(a, b)
 
 
+def test_grids_asked_for_under_inference_mode_are_cached_for_training_too():
+    gen = AnchorGenerator([8, 16], [0.5, 1.0, 2.0], [4.0])
+    with torch.inference_mode():  # an evaluation before any training step
+        first = gen.grid_priors([(4, 4), (2, 2)], device="cpu")
+    assert not any(t.is_inference() for t in first) and len(gen._cache) == 1
+    again = gen.grid_priors([(4, 4), (2, 2)], device="cpu")
+    assert all(a is b for a, b in zip(first, again, strict=True))
+    weight = torch.ones((), requires_grad=True)
+    (again[0] * weight).sum().backward()  # inference tensors could not be saved for backward
+
+
 def test_cache_is_bounded_lru():
     cache = GridCache(maxsize=2)
     made = []

@@ -2,8 +2,11 @@
 
 import csv
 import json
+import sys
 
+import pytest
 import torch
+from PIL import Image
 
 from pydet.cli import main
 
@@ -42,3 +45,34 @@ def test_bench_with_no_matching_case_fails_clearly(capsys):
 def test_info_prints_the_build(capsys):
     assert main(["info"]) == 0
     assert json.loads(capsys.readouterr().out)["torch_version"] == torch.__version__
+
+
+def test_bench_repeat_reports_the_spread_of_the_speedup(tmp_path, capsys):
+    json_path, csv_path = tmp_path / "bench.json", tmp_path / "bench.csv"
+    args = ["bench", "--filter", "box_area", "--min-time", "0.01", "--repeat", "2"]
+    assert main([*args, "--json", str(json_path), "--csv", str(csv_path)]) == 0
+    doc = json.loads(json_path.read_text())
+    assert doc["environment"]["repeat"] == 2
+    (row,) = doc["results"]
+    assert row["speedup_min"] <= row["speedup"] <= row["speedup_max"]
+    assert 0 < row["copy_fraction"] == pytest.approx(1 / row["x_floor"])
+    with open(csv_path, newline="") as f:
+        assert float(next(csv.DictReader(f))["speedup_max"]) == pytest.approx(row["speedup_max"])
+    out, err = capsys.readouterr()
+    assert f"({row['speedup_min']:.1f}–{row['speedup_max']:.1f})" in out
+    assert "[2/2" in err  # one progress line per timing where stderr is not a terminal
+
+
+def test_bench_plot_writes_a_png(tmp_path):
+    png = tmp_path / "speedups.png"
+    assert main(["bench", "--filter", "box_area", "--min-time", "0.01", "--plot", str(png)]) == 0
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.width > 100
+
+
+def test_bench_plot_without_matplotlib_fails_before_timing(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    assert main(["bench", "--filter", "box_area", "--plot", "out.png"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip().splitlines() == ["pydet bench: --plot needs matplotlib: pip install matplotlib"]

@@ -22,7 +22,8 @@ class GridCache:
     read-only; should one modify it in place anyway, the tensor's version counter (shared by its
     views) changes, the entry no longer matches and the next call regenerates: an in-place edit can
     never leak into later results. Under ``torch.compile`` the cache is bypassed (the kernel call is
-    traced instead).
+    traced instead). Grids are made outside ``torch.inference_mode`` even when asked for inside it, so
+    one cache serves evaluation and training alike.
     """
 
     def __init__(self, maxsize: int = 16) -> None:
@@ -41,7 +42,10 @@ class GridCache:
             if entry is not None and entry[1]._version == entry[2]:
                 self._entries.move_to_end(key)
                 return entry[0]
-        value, guard = create()
+        # inference tensors have no version counter to guard an entry, and a training step after an
+        # evaluation could not use them
+        with torch.inference_mode(False):
+            value, guard = create()
         with self._lock:
             self._entries[key] = (value, guard, guard._version)
             self._entries.move_to_end(key)

@@ -25,7 +25,9 @@ class Case:
     reference: Callable | None  # None: no independent baseline exists on this machine
     torchvision: Callable | None = None  # called with the same inputs; None: no counterpart
     quick: bool = True  # part of --quick
-    heavy: bool = False  # seconds per call (whole detectors): only with --heavy
+    # a call takes a second or more (whole detectors, the largest inputs or their baselines): only with
+    # --heavy, which keeps the default run within two minutes on two cores
+    heavy: bool = False
     memory_bound: bool = True  # report the floor: bytes read + written at the copy bandwidth
 
     @property
@@ -69,9 +71,19 @@ def box_cases() -> list[Case]:
     def pair(m, n):
         return lambda d: (random_boxes(m, d, 1), random_boxes(n, d, 2))
 
-    for m, n, quick in ((100, 20_000, True), (1000, 100_000, False)):
+    for m, n, heavy in ((100, 20_000, False), (1000, 100_000, True)):  # the eager 1000x100000: ~3 s
         cases.append(
-            Case("box_iou", f"{m}x{n}", "boxes", pair(m, n), ops.box_iou, R.box_iou, tv and tv.box_iou, quick)
+            Case(
+                "box_iou",
+                f"{m}x{n}",
+                "boxes",
+                pair(m, n),
+                ops.box_iou,
+                R.box_iou,
+                tv and tv.box_iou,
+                quick=not heavy,
+                heavy=heavy,
+            )
         )
     for name in ("generalized_box_iou", "distance_box_iou", "complete_box_iou"):
         cases.append(
@@ -242,6 +254,7 @@ def nms_cases() -> list[Case]:
                 boxes, scores, *a, batched_nms=lambda *x: R.batched_nms(*x, nms=single_nms)
             ),
             tv and tv_postprocess,
+            quick=False,  # the eager baseline takes ~1 s a call; ssd300 postprocess[1x...] is the quick one
             memory_bound=False,
         )
     )
@@ -547,6 +560,7 @@ def detector_cases() -> list[Case]:
                 ssd_fused,
                 ssd_plain,
                 quick=batch == 1,
+                heavy=batch > 1,  # the eager baseline takes ~1 s a call, as multiclass_nms[SSD300 8x...]
                 memory_bound=False,
             )
         )

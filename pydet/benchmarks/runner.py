@@ -6,6 +6,7 @@ import csv
 import datetime
 import json
 import platform
+import statistics
 import sys
 from collections.abc import Iterable
 
@@ -57,25 +58,60 @@ def run_case(case: Case, device: str, min_time: float, bandwidth_cache: dict) ->
         moved = _nbytes(inputs) + _nbytes(out)
         out_bytes = _nbytes(out)
         if out_bytes not in bandwidth_cache:  # measure on a buffer the size of the output
-            bandwidth_cache[out_bytes] = copy_bandwidth(out_bytes, device)
+            bandwidth_cache[out_bytes] = copy_bandwidth(out_bytes, device, min_time=min_time)
         bw = bandwidth_cache[out_bytes]
         row["bytes_moved"] = moved
         row["copy_gbps"] = bw / 1e9
         row["floor_ms"] = 1e3 * moved / bw
-        row["x_floor"] = row["pydet_ms"] / row["floor_ms"]
+        _floor_ratios(row)
     return row
 
 
-def run(cases: Iterable[Case], device: str, min_time: float, progress=None) -> list[dict]:
+def _floor_ratios(row: dict) -> None:
+    row["x_floor"] = row["pydet_ms"] / row["floor_ms"]
+    row["copy_fraction"] = row["floor_ms"] / row["pydet_ms"]  # achieved fraction of the copy bandwidth
+
+
+_BASELINES = (("reference_ms", "speedup"), ("torchvision_ms", "speedup_vs_torchvision"))
+
+
+def merge_runs(runs: list[dict]) -> dict:
+    """One row from several runs of a case: the median of each function's medians, and for each
+    speed-up the median and the range (``speedup_min``/``speedup_max``) of the runs' paired ratios,
+    which stay meaningful when the machine's speed drifts between runs."""
+    if len(runs) == 1:
+        return runs[0]
+    row = dict(runs[0])
+    row["agrees_with_reference"] = all(r["agrees_with_reference"] for r in runs)
+    row["pydet_ms"] = statistics.median(r["pydet_ms"] for r in runs)
+    for ms, speedup in _BASELINES:
+        if ms in row:
+            row[ms] = statistics.median(r[ms] for r in runs)
+            ratios = [r[speedup] for r in runs]
+            row[speedup] = statistics.median(ratios)
+            row[f"{speedup}_min"], row[f"{speedup}_max"] = min(ratios), max(ratios)
+    if "floor_ms" in row:
+        _floor_ratios(row)
+    return row
+
+
+def run(cases: Iterable[Case], device: str, min_time: float, *, repeat: int = 1, progress=None) -> list[dict]:
+    """One row per case. With ``repeat`` > 1 the whole list is timed that many times over, so the runs
+    of a case lie minutes apart rather than back to back and their spread shows the machine's drift
+    too; ``merge_runs`` combines them. ``progress(k, total, case)`` is called before each of the
+    ``total`` timings and once more with ``case=None`` at the end."""
     cases = list(cases)
-    rows, cache = [], {}
-    for k, case in enumerate(cases):
-        if progress:
-            progress(k, len(cases), case)
-        rows.append(run_case(case, device, min_time, cache))
+    total = repeat * len(cases)
+    runs: list[list[dict]] = [[] for _ in cases]
+    cache: dict = {}
+    for r in range(repeat):
+        for k, case in enumerate(cases):
+            if progress:
+                progress(r * len(cases) + k, total, case)
+            runs[k].append(run_case(case, device, min_time, cache))
     if progress:
-        progress(len(cases), len(cases), None)
-    return rows
+        progress(total, total, None)
+    return [merge_runs(rs) for rs in runs]
 
 
 def environment(device: str) -> dict:
@@ -115,12 +151,22 @@ def _fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _speedup(row: dict, key: str) -> str:
+    """``12.3x``, or ``12.3x (11.8–12.9)`` with the range over repeated runs."""
+    if key not in row:
+        return "-"
+    text = f"{row[key]:.1f}x"
+    if f"{key}_min" in row:
+        text += f" ({row[f'{key}_min']:.1f}–{row[f'{key}_max']:.1f})"
+    return text
+
+
 def format_table(rows: list[dict]) -> str:
     has_tv = any("torchvision_ms" in r for r in rows)
     header = ["op", "size", "pydet ms", "baseline ms", "speed-up"]
     if has_tv:
         header += ["torchvision ms", "vs tv"]
-    header += ["floor ms", "x floor"]
+    header += ["floor ms", "of copy bw"]
     lines = [header]
     for r in rows:
         line = [
@@ -128,17 +174,11 @@ def format_table(rows: list[dict]) -> str:
             r["size"],
             _fmt(r["pydet_ms"], ".3f"),
             _fmt(r.get("reference_ms"), ".3f"),
-            (_fmt(r.get("speedup"), ".1f") + "x") if "speedup" in r else "-",
+            _speedup(r, "speedup"),
         ]
         if has_tv:
-            line += [
-                _fmt(r.get("torchvision_ms"), ".3f"),
-                (_fmt(r.get("speedup_vs_torchvision"), ".1f") + "x") if "torchvision_ms" in r else "-",
-            ]
-        line += [
-            _fmt(r.get("floor_ms"), ".3f"),
-            (_fmt(r.get("x_floor"), ".2f") + "x") if "x_floor" in r else "-",
-        ]
+            line += [_fmt(r.get("torchvision_ms"), ".3f"), _speedup(r, "speedup_vs_torchvision")]
+        line += [_fmt(r.get("floor_ms"), ".3f"), _fmt(r.get("copy_fraction"), ".0%")]
         lines.append(line)
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
     out = []

@@ -89,7 +89,9 @@ class DetectionTransform(nn.Module):
 
     def resize(self, image: Tensor, target: dict | None) -> tuple[Tensor, dict | None]:
         h, w = image.shape[-2:]
-        if self.fixed_size is not None:
+        if self.fixed_size is not None and (w, h) == tuple(self.fixed_size):
+            out = image  # bilinear resampling to the same size is the identity: skip the pass over memory
+        elif self.fixed_size is not None:
             out = F.interpolate(
                 image[None],
                 size=[self.fixed_size[1], self.fixed_size[0]],
