@@ -139,7 +139,9 @@ def test_torchrun_two_processes_agree_on_weights(tmp_path):
         str(out),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    # cwd: `-m` puts the working directory first on sys.path, and the source checkout's pydet/ has no
+    # compiled core
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     digests = metrics["rank_weight_digests"]

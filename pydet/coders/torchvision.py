@@ -47,6 +47,10 @@ class BoxCoder:
 
     def decode_single(self, rel_codes: Tensor, boxes: Tensor) -> Tensor:
         """``[N, 4C]`` boxes from ``rel_codes [N, 4C]`` relative to ``boxes [N, 4]`` (in rel_codes' dtype)."""
+        if not rel_codes.is_floating_point():  # checked before boxes is cast to its dtype
+            raise TypeError(
+                f"BoxCoder.decode_single: rel_codes must be a floating-point tensor, got {rel_codes.dtype}"
+            )
         return box_decode(
             boxes.to(rel_codes.dtype),
             rel_codes,

@@ -33,8 +33,13 @@ class Reduced:
         return self._ties(min_best)
 
 
-def from_matrix(quality: Tensor) -> Reduced:
-    """Reductions of a given ``[M, N]`` quality matrix (``M, N > 0``)."""
+def from_matrix(quality: Tensor, name: str = "match_quality_matrix") -> Reduced:
+    """Reductions of a given ``[M, N]`` quality matrix (``M, N > 0``); ``name`` is the argument's name in
+    the error raised for a matrix of another rank or a complex dtype."""
+    if quality.dim() != 2:
+        raise ValueError(f"{name} must have shape [M, N], got {list(quality.shape)}")
+    if quality.is_complex():
+        raise TypeError(f"{name} must be a real tensor, got {quality.dtype}")
     anchor_max, anchor_argmax = quality.max(dim=0)
     gt_max, gt_argmax = quality.max(dim=1)
 
@@ -72,6 +77,8 @@ def last_index_scatter(n: int, index: Tensor, valid: Tensor) -> Tensor:
     valid2 = valid if batched else valid[None]
     b, m = index2.shape
     out = torch.full((b, n), -1, dtype=torch.int64, device=index.device)
+    if n == 0:  # no anchors: nothing to write, and the placeholder index 0 would be out of bounds
+        return out if batched else out[0]
     rows = torch.arange(m, device=index.device).expand(b, m)
     src = torch.where(valid2, rows, -1)
     out.scatter_reduce_(1, torch.where(valid2, index2, 0).clamp(min=0), src, reduce="amax")

@@ -103,7 +103,7 @@ class MaxIoUAssigner:
         num_gts, num_bboxes = overlaps.size(0), overlaps.size(1)
         if num_gts == 0 or num_bboxes == 0:
             return self._empty(num_gts, num_bboxes, overlaps, gt_labels)
-        return self._assign(num_gts, from_matrix(overlaps), gt_labels)
+        return self._assign(num_gts, from_matrix(overlaps, "overlaps"), gt_labels)
 
     def _empty(self, num_gts: int, num_bboxes: int, like: Tensor, gt_labels: Tensor | None) -> AssignResult:
         gt_inds = torch.full((num_bboxes,), 0 if num_gts == 0 else -1, dtype=torch.long, device=like.device)

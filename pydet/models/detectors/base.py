@@ -71,19 +71,28 @@ class DenseDetector(nn.Module):
         level_counts = [f.shape[-2] * f.shape[-1] * a for f, a in zip(features, per_location, strict=True)]
         return head_outputs, anchors, level_counts
 
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
     def predict_batch(self, batch: Tensor) -> MulticlassNmsOutput:
-        if batch.dim() != 4 or batch.shape[1] != len(self.transform.image_mean):
+        owner, channels = f"{type(self).__name__}.predict_batch", len(self.transform.image_mean)
+        if batch.dim() != 4 or batch.shape[1] != channels or batch.shape[0] == 0:
             raise ValueError(
-                f"{type(self).__name__}.predict_batch: batch must have shape [B, {len(self.transform.image_mean)}, H, W], "
-                f"got {list(batch.shape)}"
+                f"{owner}: batch must have shape [B, {channels}, H, W], B >= 1, got {list(batch.shape)}"
             )
+        if not batch.is_floating_point():
+            raise TypeError(
+                f"{owner}: batch must be a floating-point tensor with values in [0, 1], got {batch.dtype}"
+            )
+        if batch.device != self._device():
+            raise ValueError(f"{owner}: batch is on {batch.device}, but the model is on {self._device()}")
         x = self.transform.normalize(batch)
         head_outputs, anchors, level_counts = self._heads(x, x)
         return self.predict(head_outputs, anchors, [(x.shape[-2], x.shape[-1])], level_counts)
 
     def forward(self, images: list[Tensor], targets: list[dict] | None = None):
         name = type(self).__name__
-        check_images(images, name, len(self.transform.image_mean))
+        check_images(images, name, len(self.transform.image_mean), self._device())
         if self.training:
             check_targets(targets, len(images), name)
         original_sizes = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]

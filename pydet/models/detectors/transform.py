@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from pydet.anchors.torchvision import ImageList
 
 
-def check_images(images, owner: str, channels: int) -> None:
+def check_images(images, owner: str, channels: int, device: torch.device | None = None) -> None:
+    """torchvision's image checks, naming the image; ``device``: the model's, which every image must share."""
     if not isinstance(images, (list, tuple)):
         raise TypeError(f"{owner}: images must be a list of [C, H, W] tensors, got {type(images).__name__}")
     for i, image in enumerate(images):
@@ -32,6 +33,8 @@ def check_images(images, owner: str, channels: int) -> None:
             )
         if image.shape[1] == 0 or image.shape[2] == 0:
             raise ValueError(f"{owner}: images[{i}] is empty, shape {list(image.shape)}")
+        if device is not None and image.device != device:
+            raise ValueError(f"{owner}: images[{i}] is on {image.device}, but the model is on {device}")
 
 
 def check_targets(targets, num_images: int, owner: str) -> None:
