@@ -195,3 +195,10 @@ def test_cli_forwards_train(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert "train a detector" in capsys.readouterr().out
+
+
+def test_amp_trains_and_evaluates(tmp_path):
+    """bfloat16 autocast on CPU (float16 with a gradient scaler on CUDA)."""
+    out = tmp_path / "run"
+    assert train.main([*TINY, "--epochs", "1", "--amp", "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 2
