@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from pydet.ops import box_convert
+
 # The order of COCOeval.stats for iouType="bbox".
 STAT_NAMES = (
     "mAP",
@@ -35,8 +37,7 @@ STAT_NAMES = (
 
 
 def _xywh(boxes: Tensor) -> list[list[float]]:
-    boxes = boxes.detach().to("cpu", torch.float64)
-    return torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
+    return box_convert(boxes.detach().to("cpu", torch.float64), "xyxy", "xywh").tolist()
 
 
 class DetectionEvaluator:

@@ -29,6 +29,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
+from pydet.ops import box_area, box_convert
+
 
 class ImageDecodeError(ValueError):
     """An image file that is missing or cannot be decoded; the message names the file."""
@@ -145,10 +147,8 @@ class CocoDetection(Dataset):
         self._xywh = xywh[order]
         areas = torch.tensor(areas, dtype=torch.float64)[order]
         self._areas = torch.where(areas.isfinite(), areas, self._xywh[:, 2] * self._xywh[:, 3])
-        x1y1 = self._xywh[:, :2].float()
-        x2y2 = (self._xywh[:, :2] + self._xywh[:, 2:]).float()
-        self._boxes = torch.cat([x1y1, x2y2], 1)
-        self._empty = (x2y2 <= x1y1).any(1)
+        self._boxes = box_convert(self._xywh, "xywh", "xyxy").float()  # x + w in float64, then rounded
+        self._empty = (self._boxes[:, 2:] <= self._boxes[:, :2]).any(1)
 
     def _bad_bbox(self, ann_id: int, bbox) -> ValueError:
         return ValueError(
@@ -257,15 +257,21 @@ def coco_ground_truth(dataset: Dataset) -> dict:
         image, target = dataset[i]
         image_id = int(target["image_id"])
         images.append({"id": image_id, "width": int(image.shape[-1]), "height": int(image.shape[-2])})
-        for (x1, y1, x2, y2), label in zip(target["boxes"].tolist(), target["labels"].tolist(), strict=True):
+        boxes = target["boxes"].to(torch.float64)
+        for bbox, area, label in zip(
+            box_convert(boxes, "xyxy", "xywh").tolist(),
+            box_area(boxes).tolist(),
+            target["labels"].tolist(),
+            strict=True,
+        ):
             max_label = max(max_label, label)
             annotations.append(
                 {
                     "id": len(annotations) + 1,  # COCO evaluation treats id 0 as "unmatched"
                     "image_id": image_id,
                     "category_id": to_category.get(label, label),
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "area": (x2 - x1) * (y2 - y1),
+                    "bbox": bbox,
+                    "area": area,
                     "iscrowd": 0,
                 }
             )
