@@ -55,6 +55,9 @@ TORCH_LIBRARY(pydet, m) {
   m.def("nms_rotated(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
   m.def("batched_nms_rotated(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
   m.def("box_iou_rotated(Tensor boxes1, Tensor boxes2) -> Tensor");
+  m.def(
+      "topk_per_level(Tensor scores, int k, float? score_threshold=None, SymInt[]? level_sizes=None) -> "
+      "(Tensor values, Tensor indices)");
 
   // ---- anchors: csrc/{cpu,cuda}/anchors ------------------------------------------------------
   m.def(

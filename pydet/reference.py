@@ -367,6 +367,34 @@ def soft_nms(
     return dets, ind[:n]
 
 
+def topk_per_level(
+    scores: Tensor, k: int, score_threshold=None, level_sizes=None, stable: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Per image and level, the ``k`` best scores ``> score_threshold`` (every non-NaN score for None),
+    padded with (-inf, -1): torchvision's ``scores > thresh``, then the top k of the survivors.
+    ``stable``: equal scores by increasing index (a stable sort); False: ``topk``, as torchvision."""
+    b, n = scores.shape[:2]
+    per_row = scores.shape[2] if scores.dim() == 3 else 1
+    flat = scores.reshape(b, n * per_row)
+    sizes = [n] if level_sizes is None else list(level_sizes)
+    values = scores.new_full((b, len(sizes), k), -math.inf)
+    indices = torch.full((b, len(sizes), k), -1, dtype=torch.int64, device=scores.device)
+    for i in range(b):
+        start = 0
+        for level, size in enumerate(sizes):
+            seg = flat[i, start : start + size * per_row]
+            passing = seg == seg if score_threshold is None else seg > score_threshold
+            keep = torch.where(passing)[0]
+            if stable:
+                order = seg[keep].sort(descending=True, stable=True).indices[:k]
+            else:
+                order = seg[keep].topk(min(k, keep.numel())).indices
+            values[i, level, : order.numel()] = seg[keep[order]]
+            indices[i, level, : order.numel()] = keep[order] + start
+            start += size * per_row
+    return values, indices
+
+
 # ---- anchors -----------------------------------------------------------------------------------
 def anchor_grid(
     base_anchors: list[Tensor],

@@ -182,6 +182,36 @@ CASES = [
         "pydet.multiclass_nms: scores must be a floating-point tensor",
     ),
     (
+        lambda: ops.topk_per_level(torch.rand(2, 6, 3, 1), 4),
+        ValueError,
+        "pydet.topk_per_level: scores must have shape [B, N] or [B, N, C], got [2, 6, 3, 1]",
+    ),
+    (
+        lambda: ops.topk_per_level(torch.rand(2, 6).long(), 4),
+        TypeError,
+        "pydet.topk_per_level: scores must be a floating-point tensor",
+    ),
+    (
+        lambda: ops.topk_per_level(torch.rand(2, 6), -1),
+        ValueError,
+        "pydet.topk_per_level: k must be >= 0, got -1",
+    ),
+    (
+        lambda: ops.topk_per_level(torch.rand(2, 6), 4, float("nan")),
+        ValueError,
+        "pydet.topk_per_level: score_threshold must not be NaN (None selects every non-NaN score)",
+    ),
+    (
+        lambda: ops.topk_per_level(torch.rand(2, 6, 3), 4, None, [4, 3]),
+        ValueError,
+        "pydet.topk_per_level: level_sizes must sum to N = 6 (scores [2, 6, 3]), got [4, 3]",
+    ),
+    (
+        lambda: ops.topk_per_level(torch.rand(2, 6, 3), 4, None, [8, -2]),
+        ValueError,
+        "pydet.topk_per_level: level_sizes must be >= 0, got [8, -2]",
+    ),
+    (
         lambda: ops.soft_nms(b, torch.rand(5), method="hard"),
         ValueError,
         "pydet.soft_nms: method must be one of 'naive', 'linear', 'gaussian', got 'hard'",

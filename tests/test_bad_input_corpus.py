@@ -294,6 +294,12 @@ SPECS: list[Spec] = [
         groups=[[("boxes", 0), ("scores", 0)], [("boxes", 1), ("scores", 1)]],
     ),
     Spec(
+        "topk_per_level",
+        lambda a: ops.topk_per_level(a["scores"], a["k"], a["score_threshold"], a["level_sizes"]),
+        {"scores": vec(2, 6, 3)},
+        {"k": [-1], "score_threshold": [float("nan")], "level_sizes": [[4, 3], [8, -2], [7]]},
+    ),
+    Spec(
         "anchor_grid",
         lambda a: ops.anchor_grid(
             [a["base_anchors[0]"]], [a["shifts_x[0]"]], [a["shifts_y[0]"]], a["scales"]
@@ -462,6 +468,8 @@ SCALAR_DEFAULTS = {
     "max_detections": 10,
     "background_class": None,
     "box_format": "xyxy",
+    "k": 4,
+    "level_sizes": [4, 2],
     "scales": [],
     "coding": "torchvision",
     "weights": (1.0, 1.0, 1.0, 1.0),

@@ -52,6 +52,8 @@ def _inputs() -> dict[str, torch.Tensor]:
     # multiclass_nms: 2 images x 3000 anchors x 8 classes
     t["mc_boxes"] = torch.stack([random_boxes(3000, scale=600.0, seed=20 + b) for b in range(2)])
     t["mc_scores"] = torch.rand(2, 3000, 8, generator=g)
+    # topk_per_level: 2 images x 120K anchors x 5 classes in 3 levels (parallel chunks and merges)
+    t["level_logits"] = (torch.randn(2, 120_000, 5, generator=g) * 8).round() / 8 - 2
     t["soft_boxes"] = random_boxes(800, scale=300.0, seed=7)
     t["soft_scores"] = torch.rand(800, generator=g)
     # coders
@@ -139,6 +141,8 @@ def _workloads(t: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
             )
             for k in ("boxes", "scores", "labels")
         ],
+        "topk_per_level": lambda: ops.topk_per_level(t["level_logits"], 1000, 0.5, [90_000, 25_000, 5000]),
+        "topk_per_level/no threshold": lambda: ops.topk_per_level(t["level_logits"], 50),
         "soft_nms/gaussian": lambda: ops.soft_nms(
             t["soft_boxes"], t["soft_scores"], 0.3, 0.5, 1e-3, "gaussian"
         ),

@@ -14,7 +14,9 @@ from helpers import import_torchvision
 from torch import nn
 
 import pydet.models as M
+from pydet import reference as R
 from pydet.models.losses import multibox_loss
+from pydet.ops import multiclass_nms_to_list
 
 MANIFEST = json.loads((pathlib.Path(__file__).parent / "data" / "torchvision_state_dicts.json").read_text())[
     "models"
@@ -131,15 +133,68 @@ def test_retinanet_trains_with_each_box_loss():
         assert model.head.regression_head.bbox_reg.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("length", [10, 999, 5000, 70_001])
-def test_topk_chunked_equals_topk(length):
-    from pydet.models.detectors.retinanet import topk_chunked
+@pytest.fixture(scope="module")
+def small_retinanet():
+    return M.retinanet_resnet50_fpn(num_classes=5, topk_candidates=40, detections_per_img=60).eval()
 
-    values = torch.randn(3, length, generator=torch.Generator().manual_seed(length))
-    k = min(1000, length)
-    v, i = topk_chunked(values, k)
-    ref_v, ref_i = values.topk(k, dim=1)
-    assert torch.equal(v, ref_v) and torch.equal(i, ref_i)
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("mean", "std", "topk"),
+    [
+        (-4.0, 1.5, 40),  # a few candidates per level
+        (0.0, 1.0, 40),  # more candidates than topk_candidates
+        (-3.0, 2.0, 10_000),  # no top-k cut
+        (-2.0, 3.0, 40),  # with NaN and +-inf logits
+    ],
+)
+def test_retinanet_postprocess_equals_torchvision_algorithm(small_retinanet, dtype, mean, std, topk):
+    """RetinaNet.predict (topk_per_level in logit space, then multiclass_nms) against torchvision's
+    postprocess_detections written in plain torch, on random head outputs. (Equal scores are left
+    to the op tests: NMS keeps different boxes when libraries order ties differently.)"""
+    model = small_retinanet
+    model.topk_candidates = topk
+    sizes, classes = [300, 120, 0, 30], 5
+    g = torch.Generator().manual_seed(int(mean * 10 + std))
+    n = sum(sizes)
+    logits = torch.randn(2, n, classes, generator=g, dtype=dtype) * std + mean
+    if std == 3.0:
+        logits[0, :5, 1] = math.nan
+        logits[1, 7:12, 2] = math.inf
+        logits[1, 20:30] = -math.inf
+    deltas = torch.randn(2, n, 4, generator=g, dtype=dtype) * 0.5
+    xy = torch.rand(n, 2, generator=g, dtype=dtype) * 200
+    anchors = torch.cat([xy, xy + 8 + torch.rand(n, 2, generator=g, dtype=dtype) * 60], 1)
+    try:
+        out = model.predict({"bbox_regression": deltas, "cls_logits": logits}, anchors, [(240, 260)], sizes)
+    finally:
+        model.topk_candidates = 40
+    ref = R.retinanet_postprocess(deltas, logits, anchors, sizes, (240, 260), 0.05, 0.5, topk, 60)
+    assert sum(d["boxes"].shape[0] for d in ref) > 0
+    _same_detections(multiclass_nms_to_list(out), ref)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1e-30, 1e-4, 0.05, 0.3, 0.5, 0.9, 0.999])
+def test_sigmoid_prefilter_never_drops_a_passing_logit(threshold):
+    """Every bfloat16 and float16 value, and the 2^17 float32 and float64 values nearest the bound: a
+    logit that topk_per_level drops (not > the bound, compared in the logits' dtype) never has
+    sigmoid(x) > threshold in its dtype; and the bound lets few extra logits through."""
+    from pydet.models.detectors.retinanet import sigmoid_prefilter
+
+    all16 = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
+    for x in (all16.view(torch.float16), all16.view(torch.bfloat16), torch.float32, torch.float64):
+        if isinstance(x, torch.dtype):  # the values around the bound, bit pattern by bit pattern
+            bits = torch.int32 if x == torch.float32 else torch.int64
+            centre = torch.tensor(sigmoid_prefilter(threshold, x), dtype=x).view(bits)
+            x = (centre + torch.arange(-(2**16), 2**16)).to(bits).view(x)
+        bound = sigmoid_prefilter(threshold, x.dtype)
+        dropped = x[~(x > bound)]
+        assert not (dropped.sigmoid() > threshold).any(), (x.dtype, dropped[dropped.sigmoid() > threshold])
+        if 0 < threshold:
+            logit = math.log(threshold / (1 - threshold))
+            assert (
+                logit - 1e-5 - 100 * torch.finfo(x.dtype).eps * (1 / (1 - threshold) + abs(logit) + 1) < bound
+            )
 
 
 def test_eval_output_format_and_sizes():

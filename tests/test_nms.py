@@ -233,6 +233,105 @@ def test_multiclass_nms_empty_and_half(device):
     assert_same(half.indices, ref.indices)
 
 
+# ---- topk_per_level ----------------------------------------------------------------------------
+SCORE_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+@st.composite
+def level_scores(draw):
+    """Scores [B, N] or [B, N, C] with ties, NaN, +-inf and signed zeros, and a split into levels."""
+    b, n = draw(st.integers(0, 3)), draw(st.integers(0, 40))
+    c = draw(st.sampled_from([None, 1, 3, 7]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = rng.normal(size=(b, n) if c is None else (b, n, c))
+    if draw(st.booleans()):  # ties
+        x = np.round(x * 2) / 2
+    if x.size and draw(st.booleans()):
+        where = rng.random(x.shape) < 0.2
+        x[where] = rng.choice([np.nan, np.inf, -np.inf, 0.0, -0.0], size=where.sum())
+    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=4)))
+    sizes = np.diff([0, *cuts, n]).tolist() if draw(st.booleans()) else None
+    return torch.as_tensor(x), sizes
+
+
+@pytest.mark.parametrize("dtype", SCORE_DTYPES)
+@given(
+    data=level_scores(),
+    k=st.integers(0, 12),
+    threshold=st.sampled_from([None, -math.inf, -1.0, 0.0, 0.1, 0.5, math.inf]),
+)
+def test_topk_per_level_equals_threshold_then_stable_topk(dtype, data, k, threshold, device):
+    scores, sizes = data
+    scores = scores.to(dtype=dtype, device=device)
+    values, indices = ops.topk_per_level(scores, k, threshold, sizes)
+    ref_values, ref_indices = R.topk_per_level(scores, k, threshold, sizes)
+    assert_same(values, ref_values)
+    assert_same(indices, ref_indices)
+
+
+@pytest.mark.parametrize("threshold", [None, 0.5, 3.0])
+@pytest.mark.parametrize("k", [1, 7, 1000])
+def test_topk_per_level_large_levels(threshold, k, device):
+    """Levels of millions of scores: the parallel chunks, the rising bound and the merge, with ties
+    (scores on a grid of quarters) across chunk boundaries; the same for any thread count."""
+    g = torch.Generator().manual_seed(k)
+    scores = (torch.randn(2, 300_000, 9, generator=g) * 4).round() / 4
+    scores[0, 1000:2000] = math.nan
+    scores[1, 5:9, 2] = math.inf
+    sizes = [200_000, 60_000, 39_000, 0, 1000]
+    scores = scores.to(device)
+    ref = R.topk_per_level(scores, k, threshold, sizes)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 5):
+            torch.set_num_threads(n)
+            for ours, expected in zip(ops.topk_per_level(scores, k, threshold, sizes), ref, strict=True):
+                assert_same(ours, expected)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_topk_per_level_layouts_and_threshold_rounding(device):
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(3, 50, 6, generator=g).to(device)
+    expected = ops.topk_per_level(scores, 9, 0.2, [30, 20])
+    for layout in (
+        scores.transpose(0, 1).contiguous().transpose(0, 1),
+        scores[:, :, None].expand(3, 50, 2, 6)[:, :, 0],
+    ):
+        for ours, ref in zip(ops.topk_per_level(layout, 9, 0.2, [30, 20]), expected, strict=True):
+            assert_same(ours, ref)
+    # the threshold is rounded to the scores' dtype before comparing, as `scores > threshold` does
+    half = torch.tensor([[0.1, 0.2]], dtype=torch.float16, device=device)
+    indices = ops.topk_per_level(half, 2, 0.09995)[1]
+    assert indices.tolist() == [[[1, -1]]]
+    assert (half > 0.09995).tolist() == [[False, True]]
+
+
+def test_topk_per_level_padding_and_empty(device):
+    scores = torch.tensor([[3.0, 1.0, math.nan, 2.0]], device=device)
+    values, indices = ops.topk_per_level(scores, 6, 1.0)
+    assert values.tolist() == [[[3.0, 2.0] + [-math.inf] * 4]] and indices.tolist() == [[[0, 3] + [-1] * 4]]
+    values, indices = ops.topk_per_level(torch.empty(0, 5, 3, device=device), 4, None, [2, 3])
+    assert values.shape == indices.shape == (0, 2, 4)
+    values, indices = ops.topk_per_level(scores, 0)
+    assert values.shape == (1, 1, 0) and indices.dtype == torch.int64
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and pydet's CUDA kernels")
+def test_topk_per_level_cuda_equals_cpu():
+    g = torch.Generator().manual_seed(1)
+    scores = (torch.randn(2, 90_000, 11, generator=g) * 4).round() / 4
+    sizes = [60_000, 20_000, 10_000]
+    for threshold in (None, 1.0):
+        for ours, ref in zip(
+            ops.topk_per_level(scores.cuda(), 300, threshold, sizes),
+            ops.topk_per_level(scores, 300, threshold, sizes),
+            strict=True,
+        ):
+            assert_same(ours.cpu(), ref)
+
+
 # ---- soft_nms ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["naive", "linear", "gaussian"])
 @pytest.mark.parametrize("offset", [0, 1])

@@ -60,6 +60,8 @@ def sample_calls(device):
         (pd.nms_rotated, (rot, scores, 0.3)),
         (pd.batched_nms_rotated, (rot, scores, cls, 0.3)),
         (pd.box_iou_rotated, (rot, rot[:3])),
+        (pd.topk_per_level, (det_scores, 4, 0.3, [4, 2])),
+        (pd.topk_per_level, (det_scores[..., 0].double(), 8, None, None)),
     ]
     base = b[:3] - b[:3].mean()
     shifts = torch.arange(5.0, device=device)

@@ -33,7 +33,7 @@ struct CoderParams {
   S means[4];    // mmdet target_means (zero otherwise)
   S wh_min, wh_max;   // decode: clamp of the log-size deltas (-inf / +inf when unbounded)
   S center_clamp;     // decode, mmdet add_ctr_clamp: |centre shift| <= center_clamp (inf: off)
-  bool clip;          // decode, mmdet clip_border: x into [0, max_w], y into [0, max_h]
+  bool clip;          // decode (torchvision, mmdet): x into [0, max_w], y into [0, max_h], as clip_boxes_to_image
   S max_h, max_w;
 };
 
@@ -100,7 +100,8 @@ PYDET_HD Box4<V> decode_box(const Box4<S>& r, const Box4<V>& d, const CoderParam
     const V dw = clamp(d.c / p.weights[2], p.wh_min, p.wh_max), dh = clamp(d.d / p.weights[3], p.wh_min, p.wh_max);
     const V pcx = dx * widths + cx, pcy = dy * heights + cy;
     const V half_w = S(0.5) * (exp_(dw) * widths), half_h = S(0.5) * (exp_(dh) * heights);
-    return {pcx - half_w, pcy - half_h, pcx + half_w, pcy + half_h};
+    const Box4<V> q{pcx - half_w, pcy - half_h, pcx + half_w, pcy + half_h};
+    return p.clip ? clip_box(q, p.max_h, p.max_w) : q;
   } else if constexpr (C == Coding::kMmdet) {
     const V dx = d.a * p.weights[0] + p.means[0], dy = d.b * p.weights[1] + p.means[1];
     const V dw = clamp(d.c * p.weights[2] + p.means[2], p.wh_min, p.wh_max);

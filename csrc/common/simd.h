@@ -70,6 +70,21 @@ __attribute__((always_inline)) inline V swap_high(V a, V c, std::index_sequence<
   constexpr std::size_t N = sizeof...(J);
   return __builtin_shufflevector(a, c, ((J & B) == 0 ? J + B : N + J)...);
 }
+// The bitwise OR of all lanes of an integer vector, by halving (log2(kV64) shuffles), instead of
+// the lane-by-lane extraction compilers emit for a loop over the lanes.
+template <std::size_t H, class V, std::size_t... J>
+__attribute__((always_inline)) inline V rotate_lanes(V v, std::index_sequence<J...>) {
+  return __builtin_shufflevector(v, v, ((J + H) % sizeof...(J))...);
+}
+template <class U, std::size_t H = kV64<U> / 2>
+__attribute__((always_inline)) inline U or_lanes(V64<U> v) {
+  if constexpr (H == 0) {
+    return v[0];
+  } else {
+    return or_lanes<U, H / 2>(v | rotate_lanes<H>(v, std::make_index_sequence<std::size_t(kV64<U>)>{}));
+  }
+}
+
 template <class T, std::size_t B = 1>
 __attribute__((always_inline)) inline void transpose_tile(V64<T>* rows) {
   constexpr std::size_t N = kV64<T>;

@@ -11,15 +11,20 @@
 // within (1 - t) * max(width) in x (and height in y), so a query only visits the few size levels
 // and grid cells where a suppressor can be. The bounds are applied with a relative margin (1e-4)
 // larger than the rounding error of the float IoU, so the result is exactly the greedy one.
+//
+// topk_per_level (the candidate selection before NMS) is one pass over the scores; see its section.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "common/nms_math.h"
@@ -380,21 +385,96 @@ SoaBoxes<T> gather(const at::Tensor& boxes, const int64_t* order, size_t n) {
   return s;
 }
 
+// ---- scanning scores against a bound ----------------------------------------------------------------
+//
+// Candidate selection (multiclass_nms, topk_per_level) looks for the few scores at or above a bound
+// among many. Scores are scanned in blocks of 64 with one vectorised comparison per block; only the
+// blocks that hold a candidate are looked at further, through a 64-bit mask of their hits.
+
+// Blocks of 64 scores: bit j of a block's hit mask is set when its score j is >= lo (NaN never is).
+constexpr int64_t kScanBlock = 64;
+
+template <class S, class A>
+__attribute__((always_inline)) inline uint64_t hit_mask(const S* p, A lo) {
+  uint64_t m = 0;
+  if constexpr (std::is_same_v<S, A>) {  // float, double: a vector compare per 64 bytes
+    using U = std::conditional_t<sizeof(A) == 4, uint32_t, uint64_t>;
+    constexpr int64_t kLanes = simd::kV64<A>, kLaneBits = 8 * sizeof(U);
+    simd::V64<U> weight;  // lane l -> bit l
+    for (int64_t l = 0; l < kLanes; ++l) weight[l] = U(1) << l;
+    simd::V64<U> acc[kScanBlock / kLaneBits] = {};  // bit b of the block in bit b % kLaneBits of a lane
+    for (int64_t q = 0; q < kScanBlock; q += kLanes) {
+      const simd::V64<U> bits = (simd::V64<U>)(simd::load64(p + q) >= lo) & weight;
+      acc[q / kLaneBits] |= bits << U(q % kLaneBits);
+    }
+    for (int64_t a = 0; a < kScanBlock / kLaneBits; ++a) m |= uint64_t(simd::or_lanes<U>(acc[a])) << (a * kLaneBits);
+  } else {  // float16, bfloat16
+    for (int64_t j = 0; j < kScanBlock; ++j) m |= uint64_t(static_cast<A>(p[j]) >= lo) << j;
+  }
+  return m;
+}
+
+// The offset of the first whole block of p[0, n) holding a score >= lo, with its hit mask; the offset
+// of the partial last block (n rounded down to a block) when there is none. Blocks without one, the
+// common case under a selective threshold, cost one vectorised comparison.
+template <class S, class A>
+PYDET_TARGET_CLONES int64_t next_hit_block(const S* __restrict p, int64_t n, A lo, uint64_t& mask) {
+  int64_t i = 0;
+  for (; i + kScanBlock <= n; i += kScanBlock) {
+    int hit = 0;
+    for (int64_t j = 0; j < kScanBlock; ++j) hit |= static_cast<A>(p[i + j]) >= lo;
+    if (hit) {
+      mask = hit_mask<S, A>(p + i, lo);
+      return i;
+    }
+  }
+  return i;
+}
+
+// Calls visit(i), in increasing order, for the positions i of p[0, n) whose score is >= lo. lo is
+// read again after each call, so visit may raise it (visit must then check the score against it).
+template <class S, class A, class Visit>
+void for_each_at_least(const S* p, int64_t n, const A& lo, Visit&& visit) {
+  int64_t i = 0;
+  for (uint64_t mask = 0; (i += next_hit_block<S, A>(p + i, n - i, lo, mask)) + kScanBlock <= n; i += kScanBlock) {
+    for (; mask != 0; mask &= mask - 1) visit(i + __builtin_ctzll(mask));
+  }
+  for (; i < n; ++i) {
+    if (static_cast<A>(p[i]) >= lo) visit(i);
+  }
+}
+
 // ---- multiclass ---------------------------------------------------------------------------------
 
+// A candidate (score, class, anchor) packed into one 128-bit key whose increasing order is the
+// detection order -- score descending, then class, then anchor ascending -- so sorting and selecting
+// compare integers instead of three fields. Score bits are mapped to an order-preserving unsigned
+// integer and inverted (-0.0 counts as +0.0, as the float comparison does).
 template <class T>
 struct Candidate {
-  T score;
-  int32_t cls;
-  int32_t anchor;
-};
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  static constexpr Bits kSign = Bits(1) << (8 * sizeof(T) - 1);
+  unsigned __int128 key;
 
-template <class T>
-bool before(const Candidate<T>& a, const Candidate<T>& b) {  // score desc, class asc, anchor asc
-  if (a.score != b.score) return a.score > b.score;
-  if (a.cls != b.cls) return a.cls < b.cls;
-  return a.anchor < b.anchor;
-}
+  Candidate() = default;
+  Candidate(T score, int64_t cls, int64_t anchor) {
+    Bits u;
+    const T s = score == T(0) ? T(0) : score;
+    std::memcpy(&u, &s, sizeof(T));
+    u = (u & kSign) ? ~u : (u | kSign);  // increasing with the score
+    key = (static_cast<unsigned __int128>(~u) << 64) | (uint64_t(uint32_t(cls)) << 32) | uint32_t(anchor);
+  }
+  T score() const {
+    Bits u = ~static_cast<Bits>(key >> 64);
+    u = (u & kSign) ? (u & ~kSign) : ~u;
+    T s;
+    std::memcpy(&s, &u, sizeof(T));
+    return s;
+  }
+  int32_t cls() const { return int32_t(uint32_t(uint64_t(key) >> 32)); }
+  int32_t anchor() const { return int32_t(uint32_t(uint64_t(key))); }
+  bool operator<(const Candidate& o) const { return key < o.key; }
+};
 
 template <class T>
 void multiclass_impl(const at::Tensor& boxes, const at::Tensor& scores_in, const MulticlassOptions& opt,
@@ -406,8 +486,12 @@ void multiclass_impl(const at::Tensor& boxes, const at::Tensor& scores_in, const
   const T* bx = boxes.const_data_ptr<T>();
   const int64_t sb = boxes.stride(0), sn = boxes.stride(1), sk = boxes.stride(-1);
   const int64_t scls = class_specific ? boxes.stride(2) : 0;
-  // `score > score_threshold` in the scores' dtype, as torch compares a tensor with a Python float.
+  // `score > score_threshold` in the scores' dtype, as torch compares a tensor with a Python float:
+  // score >= the next T above it (nothing passes +inf: v >= NaN is never true).
   const T score_thr = T(opt.score_threshold);
+  const T lo = score_thr == std::numeric_limits<T>::infinity()
+                   ? std::numeric_limits<T>::quiet_NaN()
+                   : std::nextafter(score_thr, std::numeric_limits<T>::infinity());
   const T iou_t = threshold_below<T>(opt.iou_threshold);
   const int64_t max_det = opt.max_detections;
 
@@ -416,29 +500,33 @@ void multiclass_impl(const at::Tensor& boxes, const at::Tensor& scores_in, const
     return to_xyxy(opt.box_format, Box4<T>{p[0], p[sk], p[2 * sk], p[3 * sk]});
   };
 
-  // 1. Candidates per (image, class): score above the threshold, the top `topk_per_class` of them.
-  std::vector<std::vector<Candidate<T>>> per_class(static_cast<size_t>(B * C));
+  // 1. Candidates: score above the threshold; with topk_per_class, gathered per (image, class) and cut to
+  // the top `topk_per_class` of each class, else gathered per image.
+  const bool per_class = opt.topk_per_class > 0;
+  const int64_t groups = per_class ? C : 1;
+  std::vector<std::vector<Candidate<T>>> found(static_cast<size_t>(B * groups));
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      for (int64_t n = 0; n < N; ++n) {
-        const T* row = sc + (b * N + n) * C;
-        for (int64_t c = 0; c < C; ++c) {
-          if (c != opt.background_class && row[c] > score_thr) {
-            per_class[b * C + c].push_back({row[c], int32_t(c), int32_t(n)});
-          }
+      const T* image = sc + b * N * C;
+      for_each_at_least<T, T>(image, N * C, lo, [&](int64_t i) {
+        const int64_t n = i / C, c = i - n * C;
+        if (c != opt.background_class) {
+          found[b * groups + (per_class ? c : 0)].emplace_back(image[i], c, n);
+        }
+      });
+    }
+  });
+  if (per_class) {
+    at::parallel_for(0, B * C, 1, [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        auto& v = found[k];
+        if (int64_t(v.size()) > opt.topk_per_class) {
+          std::nth_element(v.begin(), v.begin() + opt.topk_per_class, v.end());
+          v.resize(static_cast<size_t>(opt.topk_per_class));
         }
       }
-    }
-  });
-  at::parallel_for(0, B * C, 1, [&](int64_t k0, int64_t k1) {
-    for (int64_t k = k0; k < k1; ++k) {
-      auto& v = per_class[k];
-      if (opt.topk_per_class > 0 && int64_t(v.size()) > opt.topk_per_class) {
-        std::nth_element(v.begin(), v.begin() + opt.topk_per_class, v.end(), before<T>);
-        v.resize(static_cast<size_t>(opt.topk_per_class));
-      }
-    }
-  });
+    });
+  }
 
   // 2-3. Per image, all classes' candidates in score order; keep greedily (suppression within a class,
   // or across classes when class_agnostic) until max_detections are kept.
@@ -449,17 +537,17 @@ void multiclass_impl(const at::Tensor& boxes, const at::Tensor& scores_in, const
   int64_t* oi = out.indices.data_ptr<int64_t>();
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      std::vector<Candidate<T>> cands;
-      for (int64_t c = 0; c < C; ++c) cands.insert(cands.end(), per_class[b * C + c].begin(), per_class[b * C + c].end());
-      std::sort(cands.begin(), cands.end(), before<T>);
+      std::vector<Candidate<T>> cands = std::move(found[b * groups]);
+      for (int64_t g = 1; g < groups; ++g) cands.insert(cands.end(), found[b * groups + g].begin(), found[b * groups + g].end());
+      std::sort(cands.begin(), cands.end());
       std::vector<SoaBoxes<T>> kept(opt.class_agnostic ? 1 : static_cast<size_t>(C));
       int64_t k = 0;
       for (const Candidate<T>& cand : cands) {
         if (k == max_det) break;
-        const Box4<T> q = box_at(b, cand.anchor, cand.cls);
+        const Box4<T> q = box_at(b, cand.anchor(), cand.cls());
         const BoxTerms<T> terms = nms_terms(q.a, q.b, q.c, q.d);
         if (can_suppress(q.a, q.b, q.c, q.d)) {
-          SoaBoxes<T>& list = kept[opt.class_agnostic ? 0 : cand.cls];
+          SoaBoxes<T>& list = kept[opt.class_agnostic ? 0 : cand.cls()];
           if (any_iou_above(terms, list, 0, list.size(), iou_t)) continue;
           list.push(terms);
         }
@@ -468,9 +556,9 @@ void multiclass_impl(const at::Tensor& boxes, const at::Tensor& scores_in, const
         dst[1] = q.b;
         dst[2] = q.c;
         dst[3] = q.d;
-        os[b * max_det + k] = cand.score;
-        ol[b * max_det + k] = cand.cls;
-        oi[b * max_det + k] = cand.anchor;
+        os[b * max_det + k] = cand.score();
+        ol[b * max_det + k] = cand.cls();
+        oi[b * max_det + k] = cand.anchor();
         ++k;
       }
       num[b] = k;
@@ -625,6 +713,107 @@ double rotated_pair_iou(const RotatedBox& a, const RotatedBox& b) {
   return rotated_iou(a.cx, a.cy, a.w, a.h, a.angle, b.cx, b.cy, b.w, b.h, b.angle);
 }
 
+// ---- top-k per level -------------------------------------------------------------------------------
+//
+// One pass over the scores. Each level of each image is cut into chunks scanned in parallel; a chunk
+// keeps its own top k in a buffer: scores at or above a running lower bound are appended, and when the
+// buffer holds 2k + 64 entries it is cut to its best k and the bound rises to just above the k-th
+// value (the scan goes in index order, so a later equal score loses the tie). When few scores pass,
+// the pass costs about a read of the scores. The chunks' lists are then merged per level: the best k
+// by (value desc, index asc).
+
+template <class S>
+using Accumulate = std::conditional_t<std::is_same_v<S, double>, double, float>;  // half/bf16 read as float
+
+template <class A>
+struct Scored {
+  A value;
+  int64_t index;
+};
+template <class A>
+bool better(const Scored<A>& a, const Scored<A>& b) {
+  return a.value > b.value || (a.value == b.value && a.index < b.index);
+}
+
+// The best k of p[begin, end) with score >= lo (appended to out, unordered).
+template <class S, class A>
+void chunk_topk(const S* p, int64_t begin, int64_t end, size_t k, A lo, std::vector<Scored<A>>& out) {
+  const size_t cap = 2 * k + 64;
+  const auto cut = [&] {
+    std::nth_element(out.begin(), out.begin() + (k - 1), out.end(), better<A>);
+    out.resize(k);
+  };
+  for_each_at_least<S, A>(p + begin, end - begin, lo, [&](int64_t j) {
+    const A v = static_cast<A>(p[begin + j]);
+    if (!(v >= lo)) return;  // lo rose since the block was scanned
+    out.push_back({v, begin + j});
+    if (out.size() < cap) return;
+    cut();
+    // later scores must beat the k-th best; if that is +inf nothing can (v >= NaN is never true)
+    const A kth = out[k - 1].value;
+    lo = kth == std::numeric_limits<A>::infinity() ? std::numeric_limits<A>::quiet_NaN()
+                                                   : std::nextafter(kth, std::numeric_limits<A>::infinity());
+  });
+  if (out.size() > k) cut();
+}
+
+template <class S>
+void topk_per_level_impl(const at::Tensor& scores, const TopkProblem& prob, at::Tensor& values, at::Tensor& indices) {
+  using A = Accumulate<S>;
+  constexpr A kInf = std::numeric_limits<A>::infinity();
+  const int64_t B = scores.size(0), R = scores.size(1), L = int64_t(prob.start.size()) - 1;
+  const size_t k = static_cast<size_t>(prob.k);
+  // candidates: score >= lo; `> threshold` for a threshold, every non-NaN score without one
+  const A lo = prob.thresholded ? std::nextafter(static_cast<A>(prob.threshold), kInf) : -kInf;
+  const bool none = prob.thresholded && prob.threshold == double(kInf);
+  const S* sc = scores.const_data_ptr<S>();
+
+  // Tasks: (image, level, chunk), about 8 per thread in all, each of at least 64K scores; threads take
+  // the next task as they finish one (levels differ in size, so a static split would be uneven).
+  struct Task {
+    int64_t begin, end;
+  };
+  std::vector<Task> tasks;
+  std::vector<size_t> first_task(static_cast<size_t>(B * L) + 1, 0);
+  const int64_t threads = at::get_num_threads();
+  const int64_t chunk = std::max<int64_t>(int64_t(1) << 16, B * R / (8 * threads) + 1);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t l = 0; l < L; ++l) {
+      const int64_t lb = b * R + prob.start[l], le = b * R + prob.start[l + 1];
+      const int64_t chunks = none ? 0 : (le - lb + chunk - 1) / chunk;
+      for (int64_t c = 0; c < chunks; ++c) {
+        tasks.push_back({lb + (le - lb) * c / chunks, lb + (le - lb) * (c + 1) / chunks});
+      }
+      first_task[b * L + l + 1] = tasks.size();
+    }
+  }
+  std::vector<std::vector<Scored<A>>> found(tasks.size());
+  std::atomic<size_t> next_task{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (size_t t; (t = next_task.fetch_add(1)) < tasks.size();) {
+      chunk_topk<S, A>(sc, tasks[t].begin, tasks[t].end, k, lo, found[t]);
+    }
+  });
+
+  S* ov = values.data_ptr<S>();
+  int64_t* oi = indices.data_ptr<int64_t>();
+  at::parallel_for(0, B * L, 1, [&](int64_t g0, int64_t g1) {
+    std::vector<Scored<A>> all;
+    for (int64_t g = g0; g < g1; ++g) {
+      all.clear();
+      for (size_t t = first_task[g]; t < first_task[g + 1]; ++t) all.insert(all.end(), found[t].begin(), found[t].end());
+      const size_t m = std::min(k, all.size());
+      if (m < all.size()) std::nth_element(all.begin(), all.begin() + (m - 1), all.end(), better<A>);
+      std::sort(all.begin(), all.begin() + m, better<A>);
+      const int64_t row0 = (g / L) * R;  // indices are positions within the image's row
+      for (size_t j = 0; j < k; ++j) {
+        ov[g * prob.k + j] = j < m ? static_cast<S>(all[j].value) : static_cast<S>(-kInf);
+        oi[g * prob.k + j] = j < m ? all[j].index - row0 : -1;
+      }
+    }
+  });
+}
+
 // ---- the kernels ----------------------------------------------------------------------------------
 
 struct CpuKernels {
@@ -734,6 +923,12 @@ struct CpuKernels {
           o[k] = scalar_t(rotated_pair_iou(r1[k / M], r2[k % M]));
         }
       });
+    });
+  }
+
+  static void topk_per_level(const at::Tensor& scores, const TopkProblem& p, at::Tensor& values, at::Tensor& indices) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "topk_per_level", [&] {
+      topk_per_level_impl<scalar_t>(scores, p, values, indices);
     });
   }
 };

@@ -11,6 +11,9 @@
 // one, then one block per image keeps candidates greedily (32 at a time: checked in parallel against
 // the kept list, then resolved in order) until max_detections are kept. Static shapes, no host sync.
 //
+// topk_per_level: composed of ATen's device ops, a stable sort per level (ties by index, as on the
+// CPU); static shapes, no host sync.
+//
 // soft_nms: one block runs mmcv's procedure; the decays and the "last box fills the hole" compaction
 // are done in parallel with block-wide scans.
 #include <ATen/Dispatch.h>
@@ -635,6 +638,27 @@ struct CudaKernels {
       keep = segmented_nms<RotatedGeometry, scalar_t>(sorted, p.seg_end, p.dead, RotatedGeometry{thr});
     });
     return kept_by_score(p, keep, scores);
+  }
+
+  static void topk_per_level(const at::Tensor& scores, const TopkProblem& p, at::Tensor& values, at::Tensor& indices) {
+    const c10::cuda::CUDAGuard guard(scores.device());
+    const double inf = std::numeric_limits<double>::infinity();
+    values.fill_(-inf);
+    indices.fill_(-1);
+    for (size_t l = 0; l + 1 < p.start.size(); ++l) {
+      const int64_t m = std::min(p.k, p.start[l + 1] - p.start[l]);
+      if (m == 0) continue;
+      const at::Tensor level = scores.slice(1, p.start[l], p.start[l + 1]);
+      const at::Tensor pass = p.thresholded ? level.gt(p.threshold) : level.eq(level);  // NaN never passes
+      // Ascending stable sort of -score, scores that fail as NaN (sorted last): the best first, equal
+      // scores by increasing index.
+      const at::Tensor key = at::where(pass, level.neg(), std::numeric_limits<double>::quiet_NaN());
+      const auto sorted = key.sort(/*stable=*/true, /*dim=*/1, /*descending=*/false);
+      const at::Tensor head = std::get<0>(sorted).slice(1, 0, m), order = std::get<1>(sorted).slice(1, 0, m);
+      const at::Tensor found = head.eq(head);
+      values.select(1, int64_t(l)).slice(1, 0, m).copy_(at::where(found, level.gather(1, order), -inf));
+      indices.select(1, int64_t(l)).slice(1, 0, m).copy_(at::where(found, order.add(p.start[l]), -1));
+    }
   }
 
   static void box_iou_rotated(const at::Tensor& b1, const at::Tensor& b2, at::Tensor& out) {

@@ -55,6 +55,13 @@ inline CoderParams<double> make_params(const char* op, c10::ArrayRef<double> wei
   return p;
 }
 
+// max_shape clips decoded corners; the SSD coding decodes (cx, cy, w, h), which has none.
+inline void check_clip_coding(const char* op, Coding c, bool clip) {
+  TORCH_CHECK_VALUE(!(clip && c == Coding::kSsd), "pydet.", op,
+                    ": max_shape clips xyxy boxes (the 'torchvision' and 'mmdet' codings); the 'ssd' coding "
+                    "decodes (cx, cy, w, h)");
+}
+
 // Kernels must provide (inputs in the compute dtype, any strides; outputs contiguous):
 //   static void encode(const Tensor& reference, const Tensor& targets, const Tensor& target_index /*or undefined*/,
 //                      Tensor& out, Coding, const CoderParams<double>&);
@@ -140,6 +147,7 @@ struct Ops {
                            double wh_clip_max, double center_clamp, std::optional<c10::ArrayRef<double>> max_shape) {
     const char* op = "box_decode";
     const Coding c = parse_coding(coding, op);
+    check_clip_coding(op, c, max_shape.has_value());
     const CoderParams<double> p = make_params(op, weights, means, wh_clip_min, wh_clip_max, center_clamp, max_shape);
     const DecodeView v = decode_view(op, reference, deltas);
     at::Tensor out = at::empty(v.deltas.sizes(), v.deltas.options());
@@ -153,6 +161,7 @@ struct Ops {
                                     double center_clamp, std::optional<c10::ArrayRef<double>> max_shape) {
     const char* op = "box_decode";
     const Coding c = parse_coding(coding, op);
+    check_clip_coding(op, c, max_shape.has_value());
     const CoderParams<double> p = make_params(op, weights, means, wh_clip_min, wh_clip_max, center_clamp, max_shape);
     const DecodeView v = decode_view(op, reference, deltas);
     const at::Tensor g = grad.to(v.deltas.scalar_type()).reshape(v.deltas.sizes());

@@ -1,8 +1,9 @@
 // NMS family (nms, batched_nms, multiclass_nms, soft_nms, nms_rotated, batched_nms_rotated,
-// box_iou_rotated): the device-agnostic half of each operator -- validation, dtype handling,
+// box_iou_rotated, and topk_per_level, the candidate selection before NMS): the device-agnostic half of each operator -- validation, dtype handling,
 // output allocation. The device half (`Kernels`, see cpu/nms.cpp and cuda/nms.cu) computes.
 #pragma once
 
+#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/ScalarType.h>
@@ -11,6 +12,7 @@
 #include <cmath>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include "common/checks.h"
 #include "common/nms_math.h"
@@ -38,6 +40,15 @@ struct MulticlassOptions {
   BoxFormat box_format;
 };
 
+// The problem topk_per_level hands its kernel: scores [B, R] contiguous (R = N * C, in the scores' own
+// dtype), split into levels [start[l], start[l + 1]) of each row.
+struct TopkProblem {
+  std::vector<int64_t> start;  // L + 1 offsets into a row (elements)
+  int64_t k;
+  bool thresholded;  // false: every non-NaN value is a candidate
+  double threshold;  // candidates: value > threshold (threshold already rounded to the scores' dtype)
+};
+
 // Kernels must provide (boxes/scores already in a float/double compute dtype):
 //   static at::Tensor nms(const Tensor& boxes /*[N,4]*/, const Tensor& scores /*[N] double*/, double thr);
 //   static at::Tensor batched_nms(const Tensor& boxes, const Tensor& scores /*double*/, const Tensor& idxs /*int64*/,
@@ -49,6 +60,8 @@ struct MulticlassOptions {
 //   static at::Tensor nms_rotated(const Tensor& boxes /*[N,5]*/, const Tensor& scores /*double*/, const Tensor& idxs
 //                                 /*int64 or undefined*/, double thr);
 //   static void box_iou_rotated(const Tensor& b1 /*[N,5]*/, const Tensor& b2 /*[M,5]*/, Tensor& out /*[N,M]*/);
+//   static void topk_per_level(const Tensor& scores /*[B,R] contiguous, any float dtype*/, const TopkProblem&,
+//                              Tensor& values /*[B,L,k] scores' dtype*/, Tensor& indices /*[B,L,k] int64*/);
 template <class Kernels>
 struct Ops {
   static void check_threshold(const char* op, const char* arg, double v) {
@@ -207,6 +220,44 @@ struct Ops {
     return out.to(out_dtype);
   }
 
+  // Per image and level, the k largest scores above the threshold, static shapes (see pydet/ops/nms.py).
+  static std::tuple<at::Tensor, at::Tensor> topk_per_level(const at::Tensor& scores, int64_t k,
+                                                           std::optional<double> score_threshold,
+                                                           at::OptionalIntArrayRef level_sizes) {
+    const char* op = "topk_per_level";
+    TORCH_CHECK_VALUE(scores.dim() == 2 || scores.dim() == 3,
+                      "pydet.topk_per_level: scores must have shape [B, N] or [B, N, C], got ",
+                      shape_str(scores.sizes()));
+    check_floating(scores, op, "scores");
+    TORCH_CHECK_VALUE(k >= 0, "pydet.topk_per_level: k must be >= 0, got ", k);
+    TORCH_CHECK_VALUE(!score_threshold.has_value() || !std::isnan(*score_threshold),
+                      "pydet.topk_per_level: score_threshold must not be NaN (None selects every non-NaN score)");
+    const int64_t B = scores.size(0), N = scores.size(1), C = scores.dim() == 3 ? scores.size(2) : 1;
+    TopkProblem p{{0}, k, score_threshold.has_value(), 0.0};
+    if (level_sizes.has_value()) {
+      for (const int64_t n : *level_sizes) {
+        TORCH_CHECK_VALUE(n >= 0, "pydet.topk_per_level: level_sizes must be >= 0, got ",
+                          shape_str(*level_sizes));
+        p.start.push_back(p.start.back() + n * C);
+      }
+      TORCH_CHECK_VALUE(p.start.back() == N * C, "pydet.topk_per_level: level_sizes must sum to N = ", N,
+                        " (scores ", shape_str(scores.sizes()), "), got ", shape_str(*level_sizes));
+    } else {
+      p.start.push_back(N * C);
+    }
+    const int64_t L = static_cast<int64_t>(p.start.size()) - 1;
+    at::Tensor values = at::empty({B, L, k}, scores.options());
+    at::Tensor indices = at::empty({B, L, k}, scores.options().dtype(at::kLong));
+    if (p.thresholded) {
+      // `score > threshold` in the scores' dtype, as torch compares a tensor with a Python float
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "topk_per_level", [&] {
+        p.threshold = static_cast<double>(static_cast<scalar_t>(*score_threshold));
+      });
+    }
+    if (values.numel() > 0) Kernels::topk_per_level(scores.reshape({B, N * C}).contiguous(), p, values, indices);
+    return {values, indices};
+  }
+
   static void register_all(torch::Library& m) {
     m.impl("nms", &nms);
     m.impl("batched_nms", &batched_nms);
@@ -215,6 +266,7 @@ struct Ops {
     m.impl("nms_rotated", &nms_rotated);
     m.impl("batched_nms_rotated", &batched_nms_rotated);
     m.impl("box_iou_rotated", &box_iou_rotated);
+    m.impl("topk_per_level", &topk_per_level);
   }
 };
 

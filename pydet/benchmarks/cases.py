@@ -5,6 +5,7 @@ torchvision is importable, torchvision's own implementation."""
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +30,9 @@ class Case:
     # --heavy, which keeps the default run within two minutes on two cores
     heavy: bool = False
     memory_bound: bool = True  # report the floor: bytes read + written at the copy bandwidth
+    # the bandwidth is that of copying a buffer the size of the output, or of the inputs for ops that
+    # mostly read (a selection out of many scores), whose output may fit in a cache the inputs do not
+    floor_buffer: str = "output"
 
     @property
     def id(self) -> str:
@@ -286,6 +290,25 @@ def nms_cases() -> list[Case]:
 
     cases.append(
         Case("nms_rotated", "5000", "nms", rotated, ops.nms_rotated, None, quick=False, memory_bound=False)
+    )
+
+    def level_logits(d):
+        # RetinaNet's head at 800x800: 120,087 anchors x 91 classes in 5 levels; ~0.1% of the logits
+        # above the 0.05 score's logit, as in a trained model; torchvision's topk_candidates
+        g = torch.Generator().manual_seed(6)
+        logits = torch.randn(1, 120_087, 91, generator=g) - 6
+        return logits.to(d), 1000, math.log(0.05 / 0.95), [90_000, 22_500, 5625, 1521, 441]
+
+    cases.append(
+        Case(
+            "topk_per_level",
+            "RetinaNet 1x120087x91",
+            "nms",
+            level_logits,
+            ops.topk_per_level,
+            lambda *a: R.topk_per_level(*a, stable=False),  # torchvision's threshold, then topk
+            floor_buffer="input",
+        )
     )
     return cases
 

@@ -38,6 +38,7 @@ from pydet.ops.nms import (
     nms,
     nms_rotated,
     soft_nms,
+    topk_per_level,
 )
 
 __all__ = [
@@ -74,4 +75,5 @@ __all__ = [
     "remove_small_boxes",
     "sigmoid_focal_loss",
     "soft_nms",
+    "topk_per_level",
 ]

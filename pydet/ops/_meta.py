@@ -317,6 +317,35 @@ def _box_iou_rotated(boxes1, boxes2):
     return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]), dtype=dtype)
 
 
+@_register("topk_per_level")
+def _topk_per_level(scores, k, score_threshold=None, level_sizes=None):
+    if scores.dim() not in (2, 3):
+        raise ValueError(
+            f"pydet.topk_per_level: scores must have shape [B, N] or [B, N, C], got {C.shape_str(scores.shape)}"
+        )
+    C.check_floating(scores, "topk_per_level", "scores")
+    if k < 0:
+        raise ValueError(f"pydet.topk_per_level: k must be >= 0, got {k}")
+    if score_threshold is not None and score_threshold != score_threshold:
+        raise ValueError(
+            "pydet.topk_per_level: score_threshold must not be NaN (None selects every non-NaN score)"
+        )
+    levels = 1
+    if level_sizes is not None:
+        if any(n < 0 for n in level_sizes):
+            raise ValueError(
+                f"pydet.topk_per_level: level_sizes must be >= 0, got {C.shape_str(level_sizes)}"
+            )
+        if sum(level_sizes) != scores.shape[1]:
+            raise ValueError(
+                f"pydet.topk_per_level: level_sizes must sum to N = {scores.shape[1]} (scores "
+                f"{C.shape_str(scores.shape)}), got {C.shape_str(level_sizes)}"
+            )
+        levels = len(level_sizes)
+    shape = (scores.shape[0], levels, k)
+    return scores.new_empty(shape), scores.new_empty(shape, dtype=torch.int64)
+
+
 # ---- anchors -----------------------------------------------------------------------------------
 @_register("anchor_grid")
 def _anchor_grid(base_anchors, shifts_x, shifts_y, scales=(), anchor_major=False, shift_corners=True):
@@ -430,6 +459,11 @@ def _decode_checks(
     op, reference, deltas, coding, weights, means, wh_clip_min, wh_clip_max, center_clamp, max_shape
 ):
     C.check_choice(coding, _CODINGS, op, "coding")
+    if max_shape is not None and coding == "ssd":
+        raise ValueError(
+            f"pydet.{op}: max_shape clips xyxy boxes (the 'torchvision' and 'mmdet' codings); the 'ssd' coding "
+            "decodes (cx, cy, w, h)"
+        )
     _check_coder_params(op, weights, means, wh_clip_min, wh_clip_max, center_clamp)
     if max_shape is not None and not (len(max_shape) == 2 and max_shape[0] >= 0 and max_shape[1] >= 0):
         raise ValueError(

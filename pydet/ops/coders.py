@@ -71,7 +71,9 @@ def box_decode(
     """Boxes ``deltas.shape`` decoded from ``deltas`` relative to ``reference`` (see the module doc).
 
     ``wh_clip = (lo, hi)`` clamps the (de-normalised) log-size deltas; ``center_clamp`` bounds the
-    centre shift in pixels (mmdet only); ``max_shape = (height, width)`` clips the boxes (mmdet only).
+    centre shift in pixels (mmdet only); ``max_shape = (height, width)`` clips the decoded boxes in
+    the same pass, x to ``[0, width]`` and y to ``[0, height]`` exactly as ``clip_boxes_to_image``
+    (torchvision and mmdet codings; the SSD coding's ``(cx, cy, w, h)`` output raises).
     """
     return torch.ops.pydet.box_decode(
         reference,

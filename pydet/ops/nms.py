@@ -1,6 +1,7 @@
 """Non-maximum suppression: drop-ins for torchvision's ``nms``/``batched_nms``, detectron2's
 ``nms_rotated``/``batched_nms_rotated`` and mmcv's ``soft_nms``, plus ``multiclass_nms``, a whole
-detector's post-processing in one call with static output shapes.
+detector's post-processing in one call with static output shapes, and ``topk_per_level``, the
+candidate selection before it (the best k scores per image and feature level, in one pass).
 
 Conventions shared by the family:
 
@@ -112,6 +113,36 @@ def multiclass_nms_to_list(output: MulticlassNmsOutput) -> list[dict[str, Tensor
     ]
 
 
+def topk_per_level(
+    scores: Tensor, k: int, score_threshold: float | None = None, level_sizes: list[int] | None = None
+) -> tuple[Tensor, Tensor]:
+    """The ``k`` best scores above ``score_threshold`` per image and feature level, in one pass, with
+    static shapes (the candidate selection of torchvision's RetinaNet/FCOS and mmdet's
+    ``filter_scores_and_topk``, without their data-dependent sizes).
+
+    Args:
+        scores: ``[B, N]`` or ``[B, N, C]`` (per anchor and class), any floating dtype.
+        k: candidates kept per image and level (the output size).
+        score_threshold: candidates need ``score > score_threshold``, compared in the scores' dtype
+            as ``scores > score_threshold`` is in torch; ``None``: every score but NaN (``-inf``
+            included). NaN scores are never candidates.
+        level_sizes: the number of anchors (rows of ``N``) of each level, in order, summing to ``N``;
+            ``None``: one level.
+
+    Returns:
+        ``values [B, L, k]`` (the scores' dtype) and ``indices [B, L, k]`` int64: per image and level
+        the candidates in decreasing score order, equal scores by increasing index; an index is the
+        position in the image's flattened ``[N * C]`` scores (anchor ``i // C``, class ``i % C``).
+        When a level has fewer than ``k`` candidates the rest is padding: value ``-inf``, index -1.
+
+    Same candidates as ``scores[b, level].flatten()`` thresholded then ``topk``, except that
+    ``torch.topk`` leaves the order of equal scores unspecified. CPU: each level is scanned in
+    parallel chunks that keep their own top k behind a rising bound, in 64-score vector blocks, so a
+    selective threshold costs little more than reading the scores. CUDA: a stable sort per level.
+    """
+    return _ops.topk_per_level(scores, k, score_threshold, level_sizes)
+
+
 def soft_nms(
     boxes: Tensor,
     scores: Tensor,
@@ -162,4 +193,5 @@ __all__ = [
     "nms",
     "nms_rotated",
     "soft_nms",
+    "topk_per_level",
 ]

@@ -23,7 +23,7 @@ from pydet.models.detectors.base import DenseDetector, clip_to_images
 from pydet.models.detectors.transform import DetectionTransform
 from pydet.models.heads import RetinaNetHead
 from pydet.models.losses import BOX_LOSSES, box_loss, retinanet_classification_loss, retinanet_regression_loss
-from pydet.ops import MulticlassNmsOutput, box_encode, multiclass_nms
+from pydet.ops import MulticlassNmsOutput, box_decode, box_encode, multiclass_nms, topk_per_level
 
 
 def default_anchor_generator() -> AnchorGenerator:
@@ -32,18 +32,20 @@ def default_anchor_generator() -> AnchorGenerator:
     return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
 
 
-def topk_chunked(values: Tensor, k: int, chunks: int = 32) -> tuple[Tensor, Tensor]:
-    """``values.topk(k, dim=1)`` of a long ``[B, L]`` row as the top-k of the chunks' top-k: the same
-    values, computed in parallel over ``chunks`` slices (a single row's topk runs on one thread)."""
-    b, length = values.shape
-    size = -(-length // chunks)
-    if k >= size:
-        return values.topk(k, dim=1)
-    padded = torch.nn.functional.pad(values, (0, size * chunks - length), value=-math.inf)
-    v, i = padded.view(b * chunks, size).topk(k, dim=1)
-    i = i + (torch.arange(chunks, device=values.device) * size).repeat(b)[:, None]
-    v, j = v.view(b, -1).topk(k, dim=1)
-    return v, i.view(b, -1).gather(1, j)
+def sigmoid_prefilter(score_thresh: float, dtype: torch.dtype) -> float | None:
+    """A bound such that a logit of ``dtype`` that is not above it (compared in ``dtype``, as
+    ``topk_per_level`` does) cannot have ``sigmoid(x) > score_thresh``: the threshold's logit lowered
+    by more than the rounding of the score (``sigmoid`` and the threshold in ``dtype``, a few ulp of
+    the score, i.e. ``eps / (1 - t)`` each in x: 8 such) and of the bound itself (half an ulp of it,
+    under ``eps |logit|``). None when every logit may pass (``score_thresh < 0``)."""
+    if score_thresh < 0:
+        return None
+    if score_thresh >= 1:
+        return math.inf
+    if score_thresh == 0:
+        return -math.inf
+    logit, eps = math.log(score_thresh / (1 - score_thresh)), torch.finfo(dtype).eps
+    return logit - 1e-6 - eps * (8 / (1 - score_thresh) + abs(logit) + 1)
 
 
 class RetinaNet(DenseDetector):
@@ -95,8 +97,19 @@ class RetinaNet(DenseDetector):
         self.box_loss_type = box_loss_type
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
 
-    def _decode(self, deltas: Tensor, anchors: Tensor) -> Tensor:
-        return self.box_coder.decode_single(deltas, anchors)
+    def _decode(self, deltas: Tensor, anchors: Tensor, max_shape: tuple[int, int] | None = None) -> Tensor:
+        """The box coder's decoding, clipped to ``max_shape = (h, w)`` in the same pass when given."""
+        if max_shape is None:
+            return self.box_coder.decode_single(deltas, anchors)
+        coder = self.box_coder
+        return box_decode(
+            anchors,
+            deltas,
+            "torchvision",
+            coder.weights,
+            wh_clip=(-math.inf, coder.bbox_xform_clip),
+            max_shape=max_shape,
+        )
 
     def compute_loss(self, head_outputs, anchors, gt_boxes, gt_labels, num_gt) -> dict[str, Tensor]:
         matched = self.proposal_matcher.match_boxes(gt_boxes, anchors, num_gt)
@@ -116,25 +129,25 @@ class RetinaNet(DenseDetector):
     def predict(self, head_outputs, anchors: Tensor, image_sizes, level_counts) -> MulticlassNmsOutput:
         logits, deltas = head_outputs["cls_logits"], head_outputs["bbox_regression"]
         batch, _, num_classes = logits.shape
-        boxes, scores, labels = [], [], []
-        start = 0
-        for n in level_counts:
-            # top-k of the logits, then sigmoid of those only: sigmoid is monotonic, so these are the
-            # top-k scores without computing B n C sigmoids
-            level_logits = logits[:, start : start + n].flatten(1)  # [B, n C], (anchor, class)
-            top_logits, idx = topk_chunked(level_logits, min(self.topk_candidates, level_logits.shape[1]))
-            top = top_logits.sigmoid()
-            anchor_idx = start + idx // num_classes
-            scores.append(torch.where(top > self.score_thresh, top, -math.inf))
-            labels.append(idx % num_classes)
-            gathered = deltas.gather(1, anchor_idx[..., None].expand(-1, -1, 4))
-            boxes.append(self._decode(gathered, anchors[anchor_idx]))
-            start += n
-        boxes = clip_to_images(torch.cat(boxes, 1), image_sizes)
-        candidates = torch.cat(scores, 1)
+        # Per image and level, the topk_candidates best (anchor, class) logits in one pass. sigmoid is
+        # monotonic, so these are the best scores; the pass compares logits with a bound just below the
+        # threshold's logit, and the exact `sigmoid(x) > score_thresh` test runs on the k survivors only.
+        top_logits, idx = topk_per_level(
+            logits, self.topk_candidates, sigmoid_prefilter(self.score_thresh, logits.dtype), level_counts
+        )
+        scores, idx = top_logits.flatten(1).sigmoid(), idx.flatten(1)  # [B, L k]; padding: score 0, index -1
+        if self.score_thresh < 0:  # padding would pass the threshold
+            scores = torch.where(idx >= 0, scores, -math.inf)
+        anchor_idx = idx.div(num_classes, rounding_mode="trunc")  # padding (-1) -> anchor 0
+        gathered = deltas.gather(1, anchor_idx[..., None].expand(-1, -1, 4))
+        if all(size == image_sizes[0] for size in image_sizes[1:]):  # decode and clip in one pass
+            boxes = self._decode(gathered, anchors[anchor_idx], image_sizes[0])
+        else:
+            boxes = clip_to_images(self._decode(gathered, anchors[anchor_idx]), image_sizes)
         # one row per candidate with its score in its class's column: class-wise NMS over the candidates
-        per_class = candidates.new_full((batch, candidates.shape[1], num_classes), -math.inf)
-        per_class.scatter_(2, torch.cat(labels, 1)[..., None], candidates[..., None])
+        # (multiclass_nms applies `score > score_thresh`)
+        per_class = scores.new_full((batch, scores.shape[1], num_classes), -math.inf)
+        per_class.scatter_(2, idx.remainder(num_classes)[..., None], scores[..., None])
         return multiclass_nms(
             boxes, per_class, self.score_thresh, self.nms_thresh, -1, self.detections_per_img
         )
