@@ -52,10 +52,11 @@ PYDET_HD V box_area(const Box4<V>& q) {
   return (q.c - q.a) * (q.d - q.b);
 }
 
-// torchvision clip_boxes_to_image: x clamped to [0, width], y to [0, height].
+// torchvision clip_boxes_to_image: x clamped to [lo, width], y to [lo, height], lo = 0. (With
+// lo = -inf and infinite sizes it is the identity, NaN and -0.0 included.)
 template <class V, class S>
-PYDET_HD Box4<V> clip_box(const Box4<V>& q, S height, S width) {
-  return {clamp(q.a, S(0), width), clamp(q.b, S(0), height), clamp(q.c, S(0), width), clamp(q.d, S(0), height)};
+PYDET_HD Box4<V> clip_box(const Box4<V>& q, S height, S width, S lo = S(0)) {
+  return {clamp(q.a, lo, width), clamp(q.b, lo, height), clamp(q.c, lo, width), clamp(q.d, lo, height)};
 }
 
 // Backward helpers: seed a box's four coordinates as the variables of a Dual<S, 4>, and pull an

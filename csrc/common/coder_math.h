@@ -33,8 +33,10 @@ struct CoderParams {
   S means[4];    // mmdet target_means (zero otherwise)
   S wh_min, wh_max;   // decode: clamp of the log-size deltas (-inf / +inf when unbounded)
   S center_clamp;     // decode, mmdet add_ctr_clamp: |centre shift| <= center_clamp (inf: off)
-  bool clip;          // decode (torchvision, mmdet): x into [0, max_w], y into [0, max_h], as clip_boxes_to_image
-  S max_h, max_w;
+  // decode (torchvision, mmdet): x into [clip_lo, max_w], y into [clip_lo, max_h], as
+  // clip_boxes_to_image with clip_lo = 0; without max_shape (-inf, +inf, +inf), where the clamp is the
+  // identity: applying it always, rather than behind a flag, keeps the decode loops vectorised.
+  S clip_lo, max_h, max_w;
 };
 
 // f(std::integral_constant<Coding, c>{}): the runtime convention as a compile-time one (host side).
@@ -60,7 +62,7 @@ CoderParams<T> cast_params(const CoderParams<double>& p) {
   q.wh_min = T(p.wh_min);
   q.wh_max = T(p.wh_max);
   q.center_clamp = T(p.center_clamp);
-  q.clip = p.clip;
+  q.clip_lo = T(p.clip_lo);
   q.max_h = T(p.max_h);
   q.max_w = T(p.max_w);
   return q;
@@ -101,7 +103,7 @@ PYDET_HD Box4<V> decode_box(const Box4<S>& r, const Box4<V>& d, const CoderParam
     const V pcx = dx * widths + cx, pcy = dy * heights + cy;
     const V half_w = S(0.5) * (exp_(dw) * widths), half_h = S(0.5) * (exp_(dh) * heights);
     const Box4<V> q{pcx - half_w, pcy - half_h, pcx + half_w, pcy + half_h};
-    return p.clip ? clip_box(q, p.max_h, p.max_w) : q;
+    return clip_box(q, p.max_h, p.max_w, p.clip_lo);
   } else if constexpr (C == Coding::kMmdet) {
     const V dx = d.a * p.weights[0] + p.means[0], dy = d.b * p.weights[1] + p.means[1];
     const V dw = clamp(d.c * p.weights[2] + p.means[2], p.wh_min, p.wh_max);
@@ -112,7 +114,7 @@ PYDET_HD Box4<V> decode_box(const Box4<S>& r, const Box4<V>& d, const CoderParam
     const V gy = py + clamp(ph * dy, -p.center_clamp, p.center_clamp);
     const V half_w = (pw * exp_(dw)) * S(0.5), half_h = (ph * exp_(dh)) * S(0.5);
     const Box4<V> q{gx - half_w, gy - half_h, gx + half_w, gy + half_h};
-    return p.clip ? clip_box(q, p.max_h, p.max_w) : q;
+    return clip_box(q, p.max_h, p.max_w, p.clip_lo);
   } else {
     return {(d.a * p.weights[0]) * r.c + r.a, (d.b * p.weights[1]) * r.d + r.b, exp_(d.c * p.weights[2]) * r.c,
             exp_(d.d * p.weights[3]) * r.d};

@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <limits>
 #include <optional>
 
 #include "common/checks.h"
@@ -45,10 +46,12 @@ inline CoderParams<double> make_params(const char* op, c10::ArrayRef<double> wei
   p.wh_min = wh_min;
   p.wh_max = wh_max;
   p.center_clamp = center_clamp;
-  p.clip = max_shape.has_value();
-  if (p.clip) {
+  p.clip_lo = -std::numeric_limits<double>::infinity();
+  p.max_h = p.max_w = std::numeric_limits<double>::infinity();
+  if (max_shape.has_value()) {
     TORCH_CHECK_VALUE(max_shape->size() == 2 && (*max_shape)[0] >= 0 && (*max_shape)[1] >= 0, "pydet.", op,
                       ": max_shape must be (height, width) with both >= 0, got ", max_shape->size(), " values");
+    p.clip_lo = 0.0;
     p.max_h = (*max_shape)[0];
     p.max_w = (*max_shape)[1];
   }
