@@ -181,6 +181,13 @@ CASES = [
         TypeError,
         "pydet.multiclass_nms: scores must be a floating-point tensor",
     ),
+    (  # 2^31 anchors of zero memory (stride 0): the 32-bit index limit, before any allocation
+        lambda: ops.multiclass_nms(
+            torch.zeros(1, 1, 4).expand(1, 2**31, 4), torch.zeros(1, 1, 1).expand(1, 2**31, 1)
+        ),
+        ValueError,
+        "pydet.multiclass_nms: scores [B, N, C] = [1, 2147483648, 1] has more than 2^31 - 1 anchors or classes",
+    ),
     (
         lambda: ops.topk_per_level(torch.rand(2, 6, 3, 1), 4),
         ValueError,

@@ -217,18 +217,24 @@ def test_eval_output_format_and_sizes():
     ("build", "size"),
     [
         (lambda: M.ssdlite320_mobilenet_v2(num_classes=3, score_thresh=0.0, detections_per_img=20), 320),
+        (lambda: M.ssd300_vgg16(num_classes=3, score_thresh=0.0, detections_per_img=20), 300),
+        (lambda: M.ssd512_vgg16(num_classes=3, score_thresh=0.0, detections_per_img=20), 512),
         (lambda: M.retinanet_resnet50_fpn(num_classes=3, score_thresh=0.0, detections_per_img=20), 128),
     ],
-    ids=["ssdlite", "retinanet"],
+    ids=["ssdlite", "ssd300", "ssd512", "retinanet"],
 )
 def test_predict_batch_compiles_fullgraph_and_exports(build, size):
+    """Every detector's predict_batch: torch.compile(fullgraph=True, dynamic=True) over two batch
+    sizes through one graph, and torch.export, give the eager results."""
     model = build().eval()
-    batch = torch.rand(2, 3, size, size)
+    torch._dynamo.reset()
+    compiled_fn = torch.compile(model.predict_batch, fullgraph=True, dynamic=True, backend="eager")
     with torch.no_grad():
+        for n in (2, 3):
+            batch = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(n))
+            for a, b in zip(model.predict_batch(batch), compiled_fn(batch), strict=True):
+                torch.testing.assert_close(a, b)
         eager = model.predict_batch(batch)
-        compiled = torch.compile(model.predict_batch, fullgraph=True, backend="eager")(batch)
-        for a, b in zip(eager, compiled, strict=True):
-            torch.testing.assert_close(a, b)
         program = torch.export.export(_Predict(model), (batch,))
         for a, b in zip(eager, program.module()(batch), strict=True):
             torch.testing.assert_close(a, b)

@@ -284,6 +284,33 @@ def test_reductions_are_thread_count_independent():
         assert all(torch.equal(a, b) for a, b in zip(results[0], other, strict=True))
 
 
+@pytest.mark.slow
+def test_fused_reductions_beyond_2_31_pairs():
+    """21,000 ground-truth boxes x 110,000 anchors: 2.31e9 pairs (> 2^31), as one fused call, against
+    the matrix path computed in chunks of anchors (the full matrix would be 9.2 GB)."""
+    m, n = 21_000, 110_000
+    gt = random_boxes(m, seed=5, scale=2000.0)
+    anchors = torch.cat([random_boxes(n - m, seed=6, scale=2000.0), gt])  # every gt has an exact match
+    r = ops.box_overlap_max(gt, anchors)
+    ties = ops.box_overlap_ties(gt, anchors, r.gt_max)
+    gt_max = torch.full((m,), -float("inf"))
+    gt_arg = torch.full((m,), -1, dtype=torch.int64)
+    for start in range(0, n, 8192):
+        q = ops.box_iou(gt, anchors[start : start + 8192])
+        a_max, a_arg = q.max(dim=0)
+        assert torch.equal(r.anchor_max[start : start + 8192], a_max)
+        assert torch.equal(r.anchor_argmax[start : start + 8192], a_arg)
+        # the last gt whose best IoU this anchor attains
+        hit = q == r.gt_max[:, None]
+        last = torch.where(hit.any(0), m - 1 - hit.flip(0).int().argmax(0), -1)
+        assert torch.equal(ties[start : start + 8192], last)
+        c_max, c_arg = q.max(dim=1)
+        better = c_max > gt_max  # an earlier chunk keeps ties: the first anchor wins
+        gt_max, gt_arg = torch.where(better, c_max, gt_max), torch.where(better, c_arg + start, gt_arg)
+    assert m * n > 2**31 and torch.equal(r.gt_max, gt_max) and torch.equal(r.gt_argmax, gt_arg)
+    assert (r.gt_max == 1).all() and (r.gt_argmax >= n - m).all()
+
+
 def test_empty_inputs():
     r = ops.box_overlap_max(torch.empty(0, 4), random_boxes(5))
     assert r.anchor_max.tolist() == [-float("inf")] * 5 and r.anchor_argmax.tolist() == [-1] * 5

@@ -255,3 +255,46 @@ def test_export_with_dynamic_batch(device):
     other = random_boxes(21, device=device, seed=5)
     for e, c in zip(Postprocess()(other, gt), exported.module()(other, gt), strict=True):
         torch.testing.assert_close(c, e, equal_nan=True)
+
+
+# ---- every operator under torch.compile(fullgraph=True, dynamic=True) and torch.export ------------
+class _Call(torch.nn.Module):
+    """``op(*args)`` with the tensors of ``args`` (also inside lists) as the module's inputs and the
+    rest as constants, so that torch.export sees each operator call with its real arguments."""
+
+    def __init__(self, op, args):
+        super().__init__()
+        self.op = op
+        self.leaves, self.spec = torch.utils._pytree.tree_flatten(args)
+        self.tensor_at = [k for k, leaf in enumerate(self.leaves) if isinstance(leaf, torch.Tensor)]
+
+    def tensors(self):
+        return [self.leaves[k] for k in self.tensor_at]
+
+    def forward(self, *tensors):
+        leaves = list(self.leaves)
+        for k, t in zip(self.tensor_at, tensors, strict=True):
+            leaves[k] = t
+        return self.op(*torch.utils._pytree.tree_unflatten(leaves, self.spec))
+
+
+def _detached(args):
+    return torch.utils._pytree.tree_map_only(torch.Tensor, lambda t: t.detach(), args)
+
+
+@pytest.mark.parametrize("index", range(len(CALLS_CPU)), ids=[_id(c) for c in CALLS_CPU])
+def test_compile_dynamic_and_export(index, device):
+    """Every call of sample_calls: torch.compile(fullgraph=True, dynamic=True) through AOT autograd,
+    and torch.export, give the eager results (data-dependent output sizes included)."""
+    op, args = sample_calls(device)[index]
+    call = _Call(op, _detached(args))
+    expected = call(*call.tensors())
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
+        compiled = torch.compile(call, fullgraph=True, dynamic=True, backend="aot_eager")(*call.tensors())
+    exported = torch.export.export(call, tuple(call.tensors())).module()(*call.tensors())
+    for got in (compiled, exported):
+        for g, e in zip(
+            torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(expected), strict=True
+        ):
+            torch.testing.assert_close(g, e, equal_nan=True, rtol=0, atol=0)

@@ -4,7 +4,9 @@
 // widest vectors available, without compiling whole files per ISA.
 #pragma once
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
+// PYDET_SINGLE_ISA (sanitizer builds) compiles the baseline ISA only.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__) && \
+    !defined(PYDET_SINGLE_ISA)
 #define PYDET_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 namespace pydet::simd {
 inline constexpr const char* kCompiledVariants = "avx512f,avx2,default";

@@ -131,6 +131,10 @@ struct Ops {
                       shape_str(scores.sizes()), ", got ", shape_str(boxes.sizes()));
     check_floating(boxes, op, "boxes");
     check_same_device(boxes, "boxes", scores, "scores", op);
+    // detections carry 32-bit anchor and class indices (the packed sort keys; CUDA's radix sort)
+    constexpr int64_t kMaxIndex = (int64_t(1) << 31) - 1;
+    TORCH_CHECK_VALUE(N <= kMaxIndex && C <= kMaxIndex, "pydet.multiclass_nms: scores [B, N, C] = ",
+                      shape_str(scores.sizes()), " has more than 2^31 - 1 anchors or classes; split the anchors");
     TORCH_CHECK_VALUE(!std::isnan(score_threshold), "pydet.multiclass_nms: score_threshold must not be NaN");
     check_threshold(op, "iou_threshold", iou_threshold);
     TORCH_CHECK_VALUE(topk_per_class > 0 || topk_per_class == -1,

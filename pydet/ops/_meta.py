@@ -251,6 +251,12 @@ def _multiclass_nms(
         )
     C.check_floating(boxes, op, "boxes")
     C.check_same_device(boxes, "boxes", scores, "scores", op)
+    # concrete sizes only: a guard on a symbolic size would narrow the shapes torch.export accepts
+    if any(isinstance(d, int) and d > 2**31 - 1 for d in (n, c)):
+        raise ValueError(
+            f"pydet.multiclass_nms: scores [B, N, C] = {C.shape_str(scores.shape)} has more than 2^31 - 1 "
+            "anchors or classes; split the anchors"
+        )
     if score_threshold != score_threshold:
         raise ValueError("pydet.multiclass_nms: score_threshold must not be NaN")
     _check_threshold(op, "iou_threshold", iou_threshold)
