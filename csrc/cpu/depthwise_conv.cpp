@@ -276,12 +276,51 @@ PYDET_HD void forward_pixels(const T* __restrict buf, const T* __restrict wl, co
   }
 }
 
-// A row's pixels go in groups of 4, then 2, then 1 (14-wide rows: 4 + 4 + 4 + 2).
+// Stride 1, dilation 1, a square kK kernel: kPix outputs of a row read the kPix + kK - 1 source
+// vectors of each kernel row once and use each for up to kK taps, from registers (the general
+// blocked_pre loads a source vector per tap). Same sums in the same order as blocked_pre.
+template <Activation A, int64_t kK, int64_t kPix, class T>
+PYDET_HD void forward_pixels_unit(const T* __restrict buf, const T* __restrict wl, const T* __restrict bl,
+                                  const Geometry& g, const BlockedScratch& s, int64_t oh, int64_t ow,
+                                  T* __restrict out_t) {
+  constexpr int64_t L = kLanes<T>;
+  using V = simd::V64<T>;
+  const V bias = simd::load64(bl);
+  V acc[kPix];
+  for (int64_t p = 0; p < kPix; ++p) acc[p] = bias;
+  for (int64_t kh = 0; kh < kK; ++kh) {
+    const T* row = buf + ((oh + kh) * s.pitch + ow) * L;
+    V src[kPix + kK - 1];
+    for (int64_t j = 0; j < kPix + kK - 1; ++j) src[j] = simd::load64(row + j * L);
+    for (int64_t kw = 0; kw < kK; ++kw) {
+      const V wt = simd::load64(wl + (kh * kK + kw) * L);
+      for (int64_t p = 0; p < kPix; ++p) acc[p] += wt * src[p + kw];
+    }
+  }
+  alignas(64) T pre[kPix][L];
+  for (int64_t p = 0; p < kPix; ++p) simd::store64(pre[p], acc[p]);
+  T* o = out_t + (oh * g.ow + ow) * L;
+  for (int64_t p = 0; p < kPix; ++p) {
+    for (int64_t l = 0; l < L; ++l) o[p * L + l] = activate<A>(pre[p][l]);
+  }
+}
+
+// A row's pixels go in groups of 4, then 2, then 1 (14-wide rows: 4 + 4 + 4 + 2); with unit stride
+// and dilation and a 3x3/5x5 kernel, in groups of 8, 4, 2, 1 of forward_pixels_unit.
 template <Activation A, int64_t kK, class T>
 PYDET_TARGET_CLONES void forward_block(const T* __restrict buf, const T* __restrict wl, const T* __restrict bl,
                                        const Geometry& g, const BlockedScratch& s, T* __restrict out_t) {
+  const bool unit = kK > 0 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1;
   for (int64_t oh = 0; oh < g.oh; ++oh) {
     int64_t ow = 0;
+    if constexpr (kK > 0) {
+      if (unit) {
+        for (; ow + 8 <= g.ow; ow += 8) forward_pixels_unit<A, kK, 8>(buf, wl, bl, g, s, oh, ow, out_t);
+        for (; ow + 4 <= g.ow; ow += 4) forward_pixels_unit<A, kK, 4>(buf, wl, bl, g, s, oh, ow, out_t);
+        for (; ow + 2 <= g.ow; ow += 2) forward_pixels_unit<A, kK, 2>(buf, wl, bl, g, s, oh, ow, out_t);
+        for (; ow < g.ow; ++ow) forward_pixels_unit<A, kK, 1>(buf, wl, bl, g, s, oh, ow, out_t);
+      }
+    }
     for (; ow + 4 <= g.ow; ow += 4) forward_pixels<A, kK, 4>(buf, wl, bl, g, s, oh, ow, out_t);
     if (ow + 2 <= g.ow) {
       forward_pixels<A, kK, 2>(buf, wl, bl, g, s, oh, ow, out_t);
