@@ -53,7 +53,7 @@ def _bench(args: argparse.Namespace) -> int:
         "(pydet.reference, as torchvision/mmdet write it); for NMS, torchvision's/mmcv's CPU kernels "
         "(bench/nms_reference.cpp).\n"
         "floor: bytes read + written at the copy bandwidth measured in the same run "
-        "(a copy of an output-sized buffer; read and write bytes both counted);\n"
+        "(a copy of an output-sized buffer, input-sized for topk_per_level; read and write bytes both counted);\n"
         "of copy bw: floor / pydet time, the fraction of that bandwidth the op achieves (memory-bound ops)."
     )
     memory_rows = []
