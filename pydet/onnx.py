@@ -2,11 +2,14 @@
 
 ``torch.onnx.export(..., dynamo=True, custom_translation_table=pydet.onnx.translation_table())``
 (or :func:`export`) rewrites ``pydet::nms`` and ``pydet::multiclass_nms`` as ``NonMaxSuppression``
-plus ``TopK``/``Gather``/``Pad`` graphs that any ONNX runtime executes. Requires ``onnxscript``.
+plus ``TopK``/``Gather``/``Pad`` graphs, and ``pydet::topk_per_level`` as a ``TopK`` per level, that
+any ONNX runtime executes. Requires ``onnxscript``.
 
 Differences from the eager ops, all in corner cases: ONNX runtimes break ties between equal scores
 in their own order; ``NonMaxSuppression`` normalises inverted corners (pydet gives such boxes IoU 0)
 and drops boxes scored ``-inf`` (pydet keeps them); NaN scores are dropped as in pydet.
+``topk_per_level`` without a threshold ranks NaN scores with the ``-inf`` ones, so a level holding
+both may report fewer ``-inf`` candidates than pydet.
 """
 
 from __future__ import annotations
@@ -126,9 +129,46 @@ def _multiclass_nms(
     return num, out_boxes, op.CastLike(out_scores, scores), out_labels, out_index
 
 
+def _topk_per_level(scores, k: int, score_threshold: float | None = None, level_sizes=None):
+    # Per level: scores that are not candidates become -inf, then TopK, whose equal values come in
+    # increasing index order as in pydet; entries that are not candidates become (-inf, -1) padding.
+    b_dim = _dim(scores, 0)
+    flat = op.Reshape(scores, op.Concat(b_dim, op.Constant(value_ints=[-1]), axis=0))  # [B, N * C]
+    per_row = _dim(scores, 2) if len(scores.shape) == 3 else op.Constant(value_ints=[1])
+    neg_inf = op.CastLike(float("-inf"), scores)
+    if score_threshold is None:
+        passing = op.Not(op.IsNaN(flat))
+    else:  # the threshold in the scores' dtype, as pydet compares
+        passing = op.Greater(flat, op.CastLike(score_threshold, scores))
+    masked = op.Where(passing, flat, neg_inf)
+    sizes = [None] if level_sizes is None else list(level_sizes)
+    k_max = op.Constant(value_ints=[k])
+    start = op.Constant(value_ints=[0])
+    values, indices = [], []
+    for size in sizes:
+        end = (
+            _dim(flat, 1) if size is None else op.Add(start, op.Mul(op.Constant(value_ints=[size]), per_row))
+        )
+        seg = op.Slice(masked, start, end, [1])
+        kk = op.Min(_dim(seg, 1), k_max)
+        value, index = op.TopK(seg, kk, axis=1, largest=1, sorted=1)
+        found = op.GatherElements(op.Slice(passing, start, end, [1]), index, axis=1)
+        value = op.Where(found, value, neg_inf)
+        index = op.Where(found, op.Add(index, start), op.Constant(value_ints=[-1]))
+        pads = op.Concat(op.Constant(value_ints=[0, 0, 0]), op.Sub(k_max, kk), axis=0)
+        values.append(op.Unsqueeze(op.Pad(value, pads, neg_inf), [1]))
+        indices.append(op.Unsqueeze(op.Pad(index, pads, op.Constant(value_ints=[-1])), [1]))
+        start = end
+    return op.Concat(*values, axis=1), op.Concat(*indices, axis=1)
+
+
 def translation_table() -> dict:
     """The ``custom_translation_table`` for ``torch.onnx.export(..., dynamo=True)``."""
-    return {torch.ops.pydet.nms.default: _nms, torch.ops.pydet.multiclass_nms.default: _multiclass_nms}
+    return {
+        torch.ops.pydet.nms.default: _nms,
+        torch.ops.pydet.multiclass_nms.default: _multiclass_nms,
+        torch.ops.pydet.topk_per_level.default: _topk_per_level,
+    }
 
 
 def export(model: torch.nn.Module, args: tuple, path: str | None = None, **kwargs):

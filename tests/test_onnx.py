@@ -1,4 +1,5 @@
-"""ONNX export of nms and multiclass_nms to standard operators, run in onnxruntime, equal to eager."""
+"""ONNX export of nms, multiclass_nms and topk_per_level to standard operators, run in onnxruntime,
+equal to eager."""
 
 import warnings
 
@@ -92,3 +93,23 @@ def test_multiclass_nms_exports_and_matches_eager(
     got = run_onnx(program, tmp_path / "multiclass.onnx", boxes, scores)
     for ours, onnx_out in zip(model(boxes, scores), got, strict=True):
         np.testing.assert_allclose(onnx_out, ours.numpy(), rtol=1e-6, atol=1e-6)
+
+
+class LevelTopk(torch.nn.Module):
+    def __init__(self, threshold):
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, scores):
+        return ops.topk_per_level(scores, 50, self.threshold, [300, 120, 0, 30])
+
+
+@pytest.mark.parametrize("threshold", [None, 0.5])
+def test_topk_per_level_exports_and_matches_eager(tmp_path, threshold):
+    g = torch.Generator().manual_seed(3)
+    scores = (torch.randn(2, 450, 7, generator=g) * 4).round() / 4  # ties across the top-k cut
+    scores[0, :3] = float("-inf")
+    program = pydet.onnx.export(LevelTopk(threshold), (scores,), verbose=False)
+    got = run_onnx(program, tmp_path / "topk.onnx", scores)
+    for ours, onnx_out in zip(LevelTopk(threshold)(scores), got, strict=True):
+        np.testing.assert_array_equal(onnx_out, ours.numpy())
