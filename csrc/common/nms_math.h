@@ -21,6 +21,14 @@ inline T threshold_below(double t) {
   return v;
 }
 
+// The bound lo such that, for every T value v, v >= lo <=> v > t: the next T above t, NaN when t is
+// +inf (v >= NaN is never true). Score scans test one comparison against it.
+template <class T>
+inline T bound_above(T t) {
+  return t == std::numeric_limits<T>::infinity() ? std::numeric_limits<T>::quiet_NaN()
+                                                 : std::nextafter(t, std::numeric_limits<T>::infinity());
+}
+
 // A box that can suppress another: finite, positive width and height. Any other box has IoU 0 or
 // NaN with everything (zero intersection, or an infinite/NaN union), so it never suppresses and is
 // never suppressed; NMS keeps it whenever its score is not NaN.

@@ -263,17 +263,24 @@ PYDET_HD void blocked_pre(const T* __restrict buf, const T* __restrict wl, const
   }
 }
 
-// Output pixels (oh, ow .. ow + kPix - 1) of a channel block, activated, into out_t.
-template <Activation A, int64_t kK, int64_t kPix, class T>
-PYDET_HD void forward_pixels(const T* __restrict buf, const T* __restrict wl, const T* __restrict bl,
-                             const Geometry& g, const BlockedScratch& s, int64_t oh, int64_t ow, T* __restrict out_t) {
+// Pre-activations of output pixels (oh, ow .. ow + kPix - 1) of a channel block, activated, into out_t.
+template <Activation A, int64_t kPix, class T>
+PYDET_HD void store_activated(const T (&pre)[kPix][kLanes<T>], const Geometry& g, int64_t oh, int64_t ow,
+                              T* __restrict out_t) {
   constexpr int64_t L = kLanes<T>;
-  alignas(64) T pre[kPix][L];
-  blocked_pre<kK, kPix>(buf, wl, bl, g, s, oh, ow, pre);
   T* o = out_t + (oh * g.ow + ow) * L;
   for (int64_t p = 0; p < kPix; ++p) {
     for (int64_t l = 0; l < L; ++l) o[p * L + l] = activate<A>(pre[p][l]);
   }
+}
+
+// Output pixels (oh, ow .. ow + kPix - 1) of a channel block, activated, into out_t.
+template <Activation A, int64_t kK, int64_t kPix, class T>
+PYDET_HD void forward_pixels(const T* __restrict buf, const T* __restrict wl, const T* __restrict bl,
+                             const Geometry& g, const BlockedScratch& s, int64_t oh, int64_t ow, T* __restrict out_t) {
+  alignas(64) T pre[kPix][kLanes<T>];
+  blocked_pre<kK, kPix>(buf, wl, bl, g, s, oh, ow, pre);
+  store_activated<A>(pre, g, oh, ow, out_t);
 }
 
 // Stride 1, dilation 1, a square kK kernel: kPix outputs of a row read the kPix + kK - 1 source
@@ -299,10 +306,7 @@ PYDET_HD void forward_pixels_unit(const T* __restrict buf, const T* __restrict w
   }
   alignas(64) T pre[kPix][L];
   for (int64_t p = 0; p < kPix; ++p) simd::store64(pre[p], acc[p]);
-  T* o = out_t + (oh * g.ow + ow) * L;
-  for (int64_t p = 0; p < kPix; ++p) {
-    for (int64_t l = 0; l < L; ++l) o[p * L + l] = activate<A>(pre[p][l]);
-  }
+  store_activated<A>(pre, g, oh, ow, out_t);
 }
 
 // A row's pixels go in groups of 4, then 2, then 1 (14-wide rows: 4 + 4 + 4 + 2); with unit stride

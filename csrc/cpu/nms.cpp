@@ -486,12 +486,8 @@ void multiclass_impl(const at::Tensor& boxes, const at::Tensor& scores_in, const
   const T* bx = boxes.const_data_ptr<T>();
   const int64_t sb = boxes.stride(0), sn = boxes.stride(1), sk = boxes.stride(-1);
   const int64_t scls = class_specific ? boxes.stride(2) : 0;
-  // `score > score_threshold` in the scores' dtype, as torch compares a tensor with a Python float:
-  // score >= the next T above it (nothing passes +inf: v >= NaN is never true).
-  const T score_thr = T(opt.score_threshold);
-  const T lo = score_thr == std::numeric_limits<T>::infinity()
-                   ? std::numeric_limits<T>::quiet_NaN()
-                   : std::nextafter(score_thr, std::numeric_limits<T>::infinity());
+  // `score > score_threshold` in the scores' dtype, as torch compares a tensor with a Python float
+  const T lo = bound_above(T(opt.score_threshold));
   const T iou_t = threshold_below<T>(opt.iou_threshold);
   const int64_t max_det = opt.max_detections;
 
@@ -749,10 +745,7 @@ void chunk_topk(const S* p, int64_t begin, int64_t end, size_t k, A lo, std::vec
     out.push_back({v, begin + j});
     if (out.size() < cap) return;
     cut();
-    // later scores must beat the k-th best; if that is +inf nothing can (v >= NaN is never true)
-    const A kth = out[k - 1].value;
-    lo = kth == std::numeric_limits<A>::infinity() ? std::numeric_limits<A>::quiet_NaN()
-                                                   : std::nextafter(kth, std::numeric_limits<A>::infinity());
+    lo = bound_above(out[k - 1].value);  // later scores must beat the k-th best
   });
   if (out.size() > k) cut();
 }
@@ -764,8 +757,8 @@ void topk_per_level_impl(const at::Tensor& scores, const TopkProblem& prob, at::
   const int64_t B = scores.size(0), R = scores.size(1), L = int64_t(prob.start.size()) - 1;
   const size_t k = static_cast<size_t>(prob.k);
   // candidates: score >= lo; `> threshold` for a threshold, every non-NaN score without one
-  const A lo = prob.thresholded ? std::nextafter(static_cast<A>(prob.threshold), kInf) : -kInf;
-  const bool none = prob.thresholded && prob.threshold == double(kInf);
+  const A lo = prob.thresholded ? bound_above(static_cast<A>(prob.threshold)) : -kInf;
+  const bool none = lo != lo;  // a threshold of +inf: nothing to scan for
   const S* sc = scores.const_data_ptr<S>();
 
   // Tasks: (image, level, chunk), about 8 per thread in all, each of at least 64K scores; threads take

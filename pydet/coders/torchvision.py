@@ -45,8 +45,13 @@ class BoxCoder:
             pred_boxes = pred_boxes.reshape(box_sum, -1, 4)
         return pred_boxes
 
-    def decode_single(self, rel_codes: Tensor, boxes: Tensor) -> Tensor:
-        """``[N, 4C]`` boxes from ``rel_codes [N, 4C]`` relative to ``boxes [N, 4]`` (in rel_codes' dtype)."""
+    def decode_single(
+        self, rel_codes: Tensor, boxes: Tensor, max_shape: tuple[int, int] | None = None
+    ) -> Tensor:
+        """``[N, 4C]`` boxes from ``rel_codes [N, 4C]`` relative to ``boxes [N, 4]`` (in rel_codes' dtype).
+
+        ``max_shape = (h, w)`` (a pydet extension) also clips the boxes to the image in the same pass,
+        exactly as ``clip_boxes_to_image`` of the result."""
         if not rel_codes.is_floating_point():  # checked before boxes is cast to its dtype
             raise TypeError(
                 f"BoxCoder.decode_single: rel_codes must be a floating-point tensor, got {rel_codes.dtype}"
@@ -57,4 +62,5 @@ class BoxCoder:
             "torchvision",
             self.weights,
             wh_clip=(-math.inf, self.bbox_xform_clip),
+            max_shape=max_shape,
         )

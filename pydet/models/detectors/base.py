@@ -44,10 +44,15 @@ def pad_targets(targets: list[dict], device) -> tuple[Tensor, Tensor, Tensor]:
     return boxes, labels, num_gt
 
 
+def shared_size(image_sizes: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """The (h, w) every image of the batch has, or None when they differ."""
+    return image_sizes[0] if all(size == image_sizes[0] for size in image_sizes[1:]) else None
+
+
 def clip_to_images(boxes: Tensor, image_sizes: list[tuple[int, int]]) -> Tensor:
     """Clip ``boxes [B, K, 4]`` to each image's (h, w) (torchvision clips before NMS)."""
-    if all(size == image_sizes[0] for size in image_sizes[1:]):
-        return clip_boxes_to_image(boxes, image_sizes[0])
+    if (size := shared_size(image_sizes)) is not None:
+        return clip_boxes_to_image(boxes, size)
     sizes = torch.tensor(image_sizes, dtype=boxes.dtype, device=boxes.device)  # [B, 2] (h, w)
     upper = sizes.flip(1).repeat(1, 2)[:, None, :]  # (w, h, w, h)
     return torch.minimum(boxes.clamp(min=0), upper)

@@ -19,11 +19,11 @@ from torch import Tensor, nn
 from pydet.anchors.torchvision import AnchorGenerator
 from pydet.coders import BoxCoder
 from pydet.matchers.torchvision import Matcher
-from pydet.models.detectors.base import DenseDetector, clip_to_images
+from pydet.models.detectors.base import DenseDetector, clip_to_images, shared_size
 from pydet.models.detectors.transform import DetectionTransform
 from pydet.models.heads import RetinaNetHead
 from pydet.models.losses import BOX_LOSSES, box_loss, retinanet_classification_loss, retinanet_regression_loss
-from pydet.ops import MulticlassNmsOutput, box_decode, box_encode, multiclass_nms, topk_per_level
+from pydet.ops import MulticlassNmsOutput, box_encode, multiclass_nms, topk_per_level
 
 
 def default_anchor_generator() -> AnchorGenerator:
@@ -98,18 +98,7 @@ class RetinaNet(DenseDetector):
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
 
     def _decode(self, deltas: Tensor, anchors: Tensor, max_shape: tuple[int, int] | None = None) -> Tensor:
-        """The box coder's decoding, clipped to ``max_shape = (h, w)`` in the same pass when given."""
-        if max_shape is None:
-            return self.box_coder.decode_single(deltas, anchors)
-        coder = self.box_coder
-        return box_decode(
-            anchors,
-            deltas,
-            "torchvision",
-            coder.weights,
-            wh_clip=(-math.inf, coder.bbox_xform_clip),
-            max_shape=max_shape,
-        )
+        return self.box_coder.decode_single(deltas, anchors, max_shape)
 
     def compute_loss(self, head_outputs, anchors, gt_boxes, gt_labels, num_gt) -> dict[str, Tensor]:
         matched = self.proposal_matcher.match_boxes(gt_boxes, anchors, num_gt)
@@ -140,8 +129,8 @@ class RetinaNet(DenseDetector):
             scores = torch.where(idx >= 0, scores, -math.inf)
         anchor_idx = idx.div(num_classes, rounding_mode="trunc")  # padding (-1) -> anchor 0
         gathered = deltas.gather(1, anchor_idx[..., None].expand(-1, -1, 4))
-        if all(size == image_sizes[0] for size in image_sizes[1:]):  # decode and clip in one pass
-            boxes = self._decode(gathered, anchors[anchor_idx], image_sizes[0])
+        if (size := shared_size(image_sizes)) is not None:  # decode and clip in one pass
+            boxes = self._decode(gathered, anchors[anchor_idx], size)
         else:
             boxes = clip_to_images(self._decode(gathered, anchors[anchor_idx]), image_sizes)
         # one row per candidate with its score in its class's column: class-wise NMS over the candidates
