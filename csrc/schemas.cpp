@@ -47,8 +47,8 @@ TORCH_LIBRARY(pydet, m) {
   m.def(
       "multiclass_nms(Tensor boxes, Tensor scores, float score_threshold=0.05, float iou_threshold=0.5, "
       "int topk_per_class=1000, int max_detections=100, bool class_agnostic=False, int? background_class=None, "
-      "str box_format=\"xyxy\") -> (Tensor num_detections, Tensor boxes, Tensor scores, Tensor labels, "
-      "Tensor indices)");
+      "str box_format=\"xyxy\", Tensor? labels=None, int? num_classes=None) -> (Tensor num_detections, "
+      "Tensor boxes, Tensor scores, Tensor labels, Tensor indices)");
   m.def(
       "soft_nms(Tensor boxes, Tensor scores, float iou_threshold=0.3, float sigma=0.5, float min_score=0.001, "
       "str method=\"linear\", int offset=0) -> (Tensor dets, Tensor indices)");
@@ -70,10 +70,11 @@ TORCH_LIBRARY(pydet, m) {
       "Tensor? target_index=None) -> Tensor");
   m.def(
       "box_decode(Tensor reference, Tensor deltas, str coding, float[] weights, float[] means, float wh_clip_min, "
-      "float wh_clip_max, float center_clamp, float[]? max_shape=None) -> Tensor");
+      "float wh_clip_max, float center_clamp, float[]? max_shape=None, Tensor? index=None) -> Tensor");
   m.def(
       "_box_decode_backward(Tensor grad, Tensor reference, Tensor deltas, str coding, float[] weights, "
-      "float[] means, float wh_clip_min, float wh_clip_max, float center_clamp, float[]? max_shape=None) -> Tensor");
+      "float[] means, float wh_clip_min, float wh_clip_max, float center_clamp, float[]? max_shape=None, "
+      "Tensor? index=None) -> Tensor");
 
   // ---- classification losses: csrc/{cpu,cuda}/losses ------------------------------------------
   m.def(

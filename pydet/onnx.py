@@ -2,7 +2,8 @@
 
 ``torch.onnx.export(..., dynamo=True, custom_translation_table=pydet.onnx.translation_table())``
 (or :func:`export`) rewrites ``pydet::nms`` and ``pydet::multiclass_nms`` as ``NonMaxSuppression``
-plus ``TopK``/``Gather``/``Pad`` graphs, and ``pydet::topk_per_level`` as a ``TopK`` per level, that
+plus ``TopK``/``Gather``/``Pad`` graphs (``multiclass_nms``'s labels form first spreads the scores
+into per-class columns with ``ScatterElements``), and ``pydet::topk_per_level`` as a ``TopK`` per level, that
 any ONNX runtime executes. Requires ``onnxscript``.
 
 Differences from the eager ops, all in corner cases: ONNX runtimes break ties between equal scores
@@ -50,7 +51,23 @@ def _multiclass_nms(
     class_agnostic: bool = False,
     background_class: int | None = None,
     box_format: str = "xyxy",
+    labels=None,
+    num_classes: int | None = None,
 ):
+    if (
+        labels is not None
+    ):  # as on CUDA: each score into its label's column of a [B, N, C] matrix, -inf elsewhere
+        neg_inf = op.CastLike(float("-inf"), scores)
+        labels = op.Cast(labels, to=7)  # 7: int64
+        dense_shape = op.Concat(
+            _dim(scores, 0), _dim(scores, 1), op.Constant(value_ints=[num_classes]), axis=0
+        )
+        scores = op.ScatterElements(
+            op.Expand(neg_inf, dense_shape),
+            op.Unsqueeze(op.Max(labels, op.Constant(value_int=0)), [2]),
+            op.Unsqueeze(op.Where(op.GreaterOrEqual(labels, op.Constant(value_int=0)), scores, neg_inf), [2]),
+            axis=2,
+        )
     specific = len(boxes.shape) == 4
     if box_format == "cxcywh":  # same arithmetic as box_convert: (cx - 0.5 w, cy - 0.5 h, cx + 0.5 w, ...)
         centre = op.Slice(boxes, [0], [2], [-1])

@@ -139,12 +139,51 @@ CASES = [
     (
         lambda: ops.multiclass_nms(torch.rand(2, 7, 4), torch.rand(2, 6, 3)),
         ValueError,
-        "pydet.multiclass_nms: boxes must have shape [B, N, 4] (shared by all classes) or [B, N, C, 4] (one box per class) with B, N, C from scores [2, 6, 3], got [2, 7, 4]",
+        "pydet.multiclass_nms: boxes must have shape [B, N, 4] (shared by all classes) or [B, N, C, 4] (one box per class) with B, N from scores [2, 6, 3] and C = 3, got [2, 7, 4]",
     ),
     (
         lambda: ops.multiclass_nms(torch.rand(2, 6, 4), torch.rand(2, 6)),
         ValueError,
-        "pydet.multiclass_nms: scores must have shape [B, N, C], got [2, 6]",
+        "pydet.multiclass_nms: scores must have shape [B, N, C] (or [B, N] with labels), got [2, 6]",
+    ),
+    (
+        lambda: ops.multiclass_nms(torch.rand(2, 6, 4), torch.rand(2, 6, 3), num_classes=3),
+        ValueError,
+        "pydet.multiclass_nms: num_classes is only used with labels (scores [B, N, C] give the class count)",
+    ),
+    (
+        lambda: ops.multiclass_nms(
+            torch.rand(2, 6, 4), torch.rand(2, 6, 3), labels=torch.zeros(2, 6, 3).long()
+        ),
+        ValueError,
+        "pydet.multiclass_nms: with labels, scores must have shape [B, N] (one score per candidate), got [2, 6, 3]",
+    ),
+    (
+        lambda: ops.multiclass_nms(torch.rand(2, 6, 4), torch.rand(2, 6), labels=torch.zeros(2, 6).long()),
+        ValueError,
+        "pydet.multiclass_nms: with labels, num_classes (the number of classes the labels index, >= 1) is "
+        "required, got None",
+    ),
+    (
+        lambda: ops.multiclass_nms(
+            torch.rand(2, 6, 4), torch.rand(2, 6), labels=torch.zeros(2, 6), num_classes=3
+        ),
+        TypeError,
+        "pydet.multiclass_nms: labels must be an integer tensor (the class of each candidate), got float32",
+    ),
+    (
+        lambda: ops.multiclass_nms(
+            torch.rand(2, 6, 4), torch.rand(2, 6), labels=torch.zeros(2, 5).long(), num_classes=3
+        ),
+        ValueError,
+        "pydet.multiclass_nms: labels must have the shape of scores [2, 6], got [2, 5]",
+    ),
+    (
+        lambda: ops.multiclass_nms(
+            torch.rand(2, 6, 2, 4), torch.rand(2, 6), labels=torch.zeros(2, 6).long(), num_classes=3
+        ),
+        ValueError,
+        "with B, N from scores [2, 6] and C = 3, got [2, 6, 2, 4]",
     ),
     (
         lambda: ops.multiclass_nms(torch.rand(2, 6, 2, 4), torch.rand(2, 6, 3)),
@@ -308,6 +347,23 @@ CASES = [
         ),
         TypeError,
         "pydet.box_encode: target_index must be an int64 tensor, got int32",
+    ),
+    (
+        lambda: ops.box_decode(torch.rand(5, 4), torch.rand(5, 4), index=torch.zeros(3, dtype=torch.int32)),
+        TypeError,
+        "pydet.box_decode: index must be an int64 tensor, got int32",
+    ),
+    (
+        lambda: ops.box_decode(torch.rand(5, 4), torch.rand(5, 4), index=torch.zeros(1, 3).long()),
+        ValueError,
+        "pydet.box_decode: index must have shape [K] for deltas [N, 4 * C] or [B, K] for deltas [B, N, 4 * C], "
+        "got [1, 3] with deltas [5, 4]",
+    ),
+    (
+        lambda: ops.box_decode(torch.rand(5, 4), torch.rand(2, 5, 4), index=torch.zeros(3, 3).long()),
+        ValueError,
+        "pydet.box_decode: index must have shape [K] for deltas [N, 4 * C] or [B, K] for deltas [B, N, 4 * C], "
+        "got [3, 3] with deltas [2, 5, 4]",
     ),
     (
         lambda: ops.box_decode(torch.rand(5, 4), torch.rand(5, 6)),

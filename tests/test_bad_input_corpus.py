@@ -294,6 +294,15 @@ SPECS: list[Spec] = [
         groups=[[("boxes", 0), ("scores", 0)], [("boxes", 1), ("scores", 1)]],
     ),
     Spec(
+        "multiclass_nms[labels]",
+        lambda a: ops.multiclass_nms(
+            a["boxes"], a["scores"], 0.1, 0.5, -1, 4, labels=a["labels"], num_classes=a["num_classes"]
+        ),
+        {"boxes": box(2, 6), "scores": vec(2, 6), "labels": ints([[0, 2, -1, 1, 1, 0], [2, 2, 0, 1, -1, 1]])},
+        {"num_classes": [0, 2, None]},
+        groups=[[("boxes", 0), ("scores", 0), ("labels", 0)], [("boxes", 1), ("scores", 1), ("labels", 1)]],
+    ),
+    Spec(
         "topk_per_level",
         lambda a: ops.topk_per_level(a["scores"], a["k"], a["score_threshold"], a["level_sizes"]),
         {"scores": vec(2, 6, 3)},
@@ -338,6 +347,14 @@ SPECS: list[Spec] = [
         ),
         {"reference": box(5), "deltas": vec(5, 8, fixed=-1)},
         {"coding": ["yolo"], "wh_clip": [(2.5, 1.5)], "max_shape": [(-1.0, 10.0)]},
+        groups=[[("reference", 0), ("deltas", 0)]],
+    ),
+    Spec(
+        "box_decode[index]",
+        lambda a: ops.box_decode(
+            a["reference"], a["deltas"], "torchvision", max_shape=(40.0, 50.0), index=a["index"]
+        ),
+        {"reference": box(5), "deltas": vec(5, 8, fixed=-1), "index": ints([4, -1, 0, 4])},
         groups=[[("reference", 0), ("deltas", 0)]],
     ),
     Spec(
@@ -468,6 +485,7 @@ SCALAR_DEFAULTS = {
     "max_detections": 10,
     "background_class": None,
     "box_format": "xyxy",
+    "num_classes": 3,
     "k": 4,
     "level_sizes": [4, 2],
     "scales": [],

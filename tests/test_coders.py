@@ -5,6 +5,7 @@ deltas, gathered targets, gradients, devices."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -270,6 +271,61 @@ def test_gathered_targets_equal_indexing():
 
 
 @pytest.mark.parametrize("coding", ["torchvision", "mmdet", "ssd"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("classes", [1, 3])
+def test_gathered_decode_equals_decoding_the_gathered_rows(coding, dtype, batched, classes):
+    anchors, _ = boxes_pair(400, 41, dtype)
+    if coding == "ssd":
+        anchors = cxcywh(anchors)
+    g = torch.Generator().manual_seed(42)
+    shape = (2, 400, 4 * classes) if batched else (400, 4 * classes)
+    deltas = (torch.randn(shape, generator=g) * 1.5).to(dtype)
+    idx = torch.randint(-1, 400, (2, 700) if batched else (700,), generator=g)  # repeats, padding
+    if batched:
+        anchors = torch.stack([anchors, anchors.flip(0)])  # a reference per image too
+    kwargs = {} if coding == "ssd" else {"max_shape": (300.0, 350.0)}
+    got = box_decode(anchors, deltas, coding, (10, 10, 5, 5), wh_clip=(-3.0, 3.0), index=idx, **kwargs)
+    rows = idx.clamp(min=0)
+    if batched:
+        ref_rows = anchors.gather(1, rows[..., None].expand(-1, -1, 4))
+        delta_rows = deltas.gather(1, rows[..., None].expand(-1, -1, 4 * classes))
+    else:
+        ref_rows, delta_rows = anchors[rows], deltas[rows]
+    want = box_decode(ref_rows, delta_rows, coding, (10, 10, 5, 5), wh_clip=(-3.0, 3.0), **kwargs)
+    want[idx < 0] = 0
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+def test_gathered_decode_index_checks_and_gradient():
+    anchors, _ = boxes_pair(6, 43)
+    deltas = torch.randn(
+        2, 6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4)
+    ).requires_grad_()
+    idx = torch.tensor([[5, -1, 0, 5, 5], [2, 2, 3, 1, -4]])  # rows gathered several times, padding
+    with pytest.raises(
+        ValueError, match=re.escape("pydet.box_decode: index holds 6 but deltas has only 6 rows")
+    ):
+        box_decode(anchors, deltas, index=torch.tensor([[0, 6], [0, 0]]))
+    assert torch.autograd.gradcheck(
+        lambda d: box_decode(anchors, d, "mmdet", (0.5, 2.0, 0.7, 1.3), max_shape=(60.0, 80.0), index=idx),
+        (deltas,),
+    )
+    # the gradient of the gathered decode is that of decoding the gathered rows, summed per source row
+    out = box_decode(anchors, deltas, "torchvision", (1, 1, 1, 1), index=idx)
+    w = torch.randn_like(out) * (idx >= 0)[..., None]
+    (grad,) = torch.autograd.grad(out, deltas, w)
+    rows = deltas.gather(1, idx.clamp(min=0)[..., None].expand(-1, -1, 8))
+    (want,) = torch.autograd.grad(
+        box_decode(anchors[idx.clamp(min=0)], rows, "torchvision", (1, 1, 1, 1)), deltas, w
+    )
+    torch.testing.assert_close(grad, want)
+    empty = box_decode(anchors, deltas, index=torch.empty(2, 0, dtype=torch.int64))
+    assert empty.shape == (2, 0, 8)
+
+
+@pytest.mark.parametrize("coding", ["torchvision", "mmdet", "ssd"])
 def test_decode_gradcheck(coding):
     anchors, _ = boxes_pair(6, 19)
     if coding == "ssd":
@@ -319,6 +375,13 @@ def test_cuda_matches_cpu(coding):
     torch.testing.assert_close(
         box_decode(anchors.cuda(), d.cuda(), coding, w).cpu(),
         box_decode(anchors, d, coding, w),
+        atol=1e-4,
+        rtol=1e-6,
+    )
+    idx = torch.randint(-1, 5000, (3000,), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(
+        box_decode(anchors.cuda(), d.cuda(), coding, w, index=idx.cuda()).cpu(),
+        box_decode(anchors, d, coding, w, index=idx),
         atol=1e-4,
         rtol=1e-6,
     )

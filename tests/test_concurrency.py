@@ -52,6 +52,7 @@ def _inputs() -> dict[str, torch.Tensor]:
     # multiclass_nms: 2 images x 3000 anchors x 8 classes
     t["mc_boxes"] = torch.stack([random_boxes(3000, scale=600.0, seed=20 + b) for b in range(2)])
     t["mc_scores"] = torch.rand(2, 3000, 8, generator=g)
+    t["mc_labels"] = torch.randint(-1, 8, (2, 3000), generator=g)
     # topk_per_level: 2 images x 120K anchors x 5 classes in 3 levels (parallel chunks and merges)
     t["level_logits"] = (torch.randn(2, 120_000, 5, generator=g) * 8).round() / 8 - 2
     t["soft_boxes"] = random_boxes(800, scale=300.0, seed=7)
@@ -115,6 +116,9 @@ def _workloads(t: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
         "box_decode/torchvision": lambda: ops.box_decode(
             b, t["deltas"], "torchvision", wh_clip=(-math.inf, math.log(1000.0 / 16))
         ),
+        "box_decode/gathered": lambda: ops.box_decode(
+            b, t["deltas"], "torchvision", max_shape=(800, 1000), index=t["target_index"] * 400
+        ),
         "box_overlap_max": lambda: ops.box_overlap_max(t["gt_batched"], b, t["num_gt"]),
         "box_overlap_ties": lambda: ops.box_overlap_ties(
             t["gt_batched"],
@@ -133,6 +137,15 @@ def _workloads(t: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
         "box_iou_rotated": lambda: ops.box_iou_rotated(t["rot_rows"], t["rot_cols"]),
         "multiclass_nms": lambda: ops.multiclass_nms(
             t["mc_boxes"], t["mc_scores"], 0.3, 0.5, topk_per_class=500, max_detections=200
+        ),
+        "multiclass_nms/labels": lambda: ops.multiclass_nms(
+            t["mc_boxes"],
+            t["mc_scores"][..., 0],
+            0.3,
+            0.5,
+            topk_per_class=100,
+            labels=t["mc_labels"],
+            num_classes=8,
         ),
         "multiclass_nms_to_list": lambda: [
             d[k]

@@ -2,6 +2,7 @@
 adversarial inputs, the spatial-index path on large inputs, ties, NaN/inf, degenerate boxes."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -209,6 +210,53 @@ def test_multiclass_nms_properties(seed, score_threshold, iou, topk, max_det, de
         n = int(out.num_detections[b])
         assert (out.labels[b, n:] == -1).all() and (out.indices[b, n:] == -1).all()
         assert (out.scores[b, n:] == 0).all() and (out.scores[b, :n] > score_threshold).all()
+
+
+def spread_labels(scores, labels, num_classes):
+    """The dense [B, N, C] scores the labels form stands for: each score in its label's column."""
+    dense = scores.new_full((*scores.shape, num_classes), -math.inf)
+    valid = labels >= 0
+    dense.scatter_(2, labels.clamp(min=0)[..., None], torch.where(valid, scores, -math.inf)[..., None])
+    return dense
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    score_threshold=st.sampled_from([-math.inf, 0.0, 0.3]),
+    topk=st.sampled_from([-1, 1, 5]),
+    max_det=st.sampled_from([0, 3, 100]),
+    class_agnostic=st.booleans(),
+    background_class=st.sampled_from([None, 1]),
+    class_specific=st.booleans(),
+)
+def test_multiclass_nms_labels_equal_the_dense_form(
+    seed, score_threshold, topk, max_det, class_agnostic, background_class, class_specific, device
+):
+    """scores [B, N] + labels [B, N] give exactly the dense call on the spread [B, N, C] scores: ties,
+    NaN and -inf scores, padding labels (-1) and labels that occur once or many times included."""
+    classes = 4
+    boxes, scores = detector_output(2, 50, classes, seed=seed, class_specific=class_specific, device=device)
+    g = torch.Generator().manual_seed(seed)
+    flat = ((scores[..., 0] * 8).round() / 8).contiguous()  # ties
+    flat[0, :3] = math.nan
+    flat[1, 3:5] = -math.inf
+    labels = torch.randint(-1, classes, flat.shape, generator=g).to(device)
+    args = (score_threshold, 0.5, topk, max_det, class_agnostic, background_class, "xyxy")
+    got = ops.multiclass_nms(boxes, flat, *args, labels=labels, num_classes=classes)
+    want = ops.multiclass_nms(boxes, spread_labels(flat, labels, classes), *args)
+    for ours, ref in zip(got, want, strict=True):
+        assert_same(ours, ref)
+
+
+def test_multiclass_nms_labels_out_of_range():
+    boxes, scores = detector_output(1, 10, 3, seed=0)
+    labels = torch.zeros(1, 10, dtype=torch.int32)  # any integer dtype
+    ops.multiclass_nms(boxes, scores[..., 0], labels=labels, num_classes=1)
+    labels[0, 7] = 3
+    with pytest.raises(
+        ValueError, match=re.escape("labels holds 3 at [0, 7], not a class index in [0, num_classes = 3)")
+    ):
+        ops.multiclass_nms(boxes, scores[..., 0], 0.0, labels=labels, num_classes=3)
 
 
 def test_multiclass_nms_to_list(device):
@@ -453,6 +501,16 @@ def test_cuda_equals_cpu():
     for ours, cuda in zip(
         ops.multiclass_nms(boxes, scores, 0.01, 0.45, 400, 200, background_class=0),
         ops.multiclass_nms(boxes.cuda(), scores.cuda(), 0.01, 0.45, 400, 200, background_class=0),
+        strict=True,
+    ):
+        assert_same(cuda.cpu(), ours)
+    flat = scores[..., 1:].amax(-1)  # the labels form, as RetinaNet calls it
+    labels = scores[..., 1:].argmax(-1) + 1
+    for ours, cuda in zip(
+        ops.multiclass_nms(boxes, flat, 0.01, 0.45, -1, 200, labels=labels, num_classes=91),
+        ops.multiclass_nms(
+            boxes.cuda(), flat.cuda(), 0.01, 0.45, -1, 200, labels=labels.cuda(), num_classes=91
+        ),
         strict=True,
     ):
         assert_same(cuda.cpu(), ours)

@@ -1,4 +1,4 @@
-"""ONNX export of nms, multiclass_nms and topk_per_level to standard operators, run in onnxruntime,
+"""ONNX export of nms, multiclass_nms (dense and labels forms) and topk_per_level to standard operators, run in onnxruntime,
 equal to eager."""
 
 import warnings
@@ -92,6 +92,21 @@ def test_multiclass_nms_exports_and_matches_eager(
     boxes, scores = detections(2, 150, 6, seed=7, class_specific=class_specific)
     got = run_onnx(program, tmp_path / "multiclass.onnx", boxes, scores)
     for ours, onnx_out in zip(model(boxes, scores), got, strict=True):
+        np.testing.assert_allclose(onnx_out, ours.numpy(), rtol=1e-6, atol=1e-6)
+
+
+class LabeledMulticlass(torch.nn.Module):
+    def forward(self, boxes, scores, labels):
+        return tuple(ops.multiclass_nms(boxes, scores, 0.05, 0.45, -1, 40, labels=labels, num_classes=6))
+
+
+def test_multiclass_nms_labels_form_exports_and_matches_eager(tmp_path):
+    boxes, scores = detections(2, 150, 6, seed=4)
+    flat, labels = scores.max(-1)
+    labels[0, :10] = -1  # padding
+    program = pydet.onnx.export(LabeledMulticlass(), (boxes, flat, labels), verbose=False)
+    got = run_onnx(program, tmp_path / "labeled.onnx", boxes, flat, labels)
+    for ours, onnx_out in zip(LabeledMulticlass()(boxes, flat, labels), got, strict=True):
         np.testing.assert_allclose(onnx_out, ours.numpy(), rtol=1e-6, atol=1e-6)
 
 

@@ -55,6 +55,8 @@ struct Rows3 {
 
   explicit Rows3(const at::Tensor& t)
       : data(t.const_data_ptr<T>()), s0(t.stride(0)), s1(t.stride(1)), s2(t.stride(2)) {}
+  PYDET_HD Rows3(const T* d, int64_t stride0, int64_t stride1, int64_t stride2)
+      : data(d), s0(stride0), s1(stride1), s2(stride2) {}
 
   PYDET_HD Box4<T> at(int64_t b, int64_t n, int64_t c) const {
     const T* r = data + b * s0 + n * s1 + 4 * c * s2;

@@ -1,13 +1,15 @@
 // CPU kernels of box_encode / box_decode (+ decode backward). Front end: ops/coders.h; formulas:
 // common/coder_math.h. The common case (one box per row, contiguous rows) runs a loop whose layout is
 // a compile-time constant, compiled per SIMD ISA (simd.h), which the compiler vectorises across
-// boxes; exp_/log_ are branch-free so they vectorise too. Other layouts index through strides.
+// boxes; exp_/log_ are branch-free so they vectorise too. Other layouts index through strides. A
+// gathered decode (index) copies blocks of rows into contiguous buffers and runs the same loop on them.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <type_traits>
+#include <vector>
 
 #include "common/coder_math.h"
 #include "common/rows.h"
@@ -59,6 +61,64 @@ void for_each_row(const at::Tensor& reference, const at::Tensor& input, int64_t 
   });
 }
 
+// Rows (b, k) of out = deltas[b, index[b, k]] decoded against reference[b, index[b, k]]; zeros where the index
+// is negative. Blocks of rows are first copied into contiguous buffers: the scattered loads of a block are
+// independent, so their cache misses overlap, and the decode runs the vectorised dense loop.
+template <Coding kC, class T>
+void decode_gathered(const at::Tensor& reference, const at::Tensor& deltas, const at::Tensor& index, T* o,
+                     const CoderParams<T>& p) {
+  const Rows3<T> ref(reference), in(deltas);
+  const int64_t n_src = deltas.size(1), classes = deltas.size(2) / 4, rows = deltas.size(0) * index.size(1);
+  const int64_t k_rows = index.size(1), is0 = index.size(0) == 1 ? 0 : index.stride(0), is1 = index.stride(1);
+  const int64_t* idx = index.const_data_ptr<int64_t>();
+  constexpr int64_t kBlockBoxes = 64;
+  const int64_t block_rows = std::max<int64_t>(1, kBlockBoxes / classes);
+  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / classes), [&](int64_t begin, int64_t end) {
+    std::vector<T> ref_buf(static_cast<size_t>(4 * block_rows * classes)), in_buf(ref_buf.size());
+    std::vector<uint8_t> padding(static_cast<size_t>(block_rows));
+    int64_t b = begin / k_rows, k = begin - b * k_rows;  // row r0 = (b, k), advanced without divisions
+    for (int64_t r0 = begin; r0 < end; r0 += block_rows) {
+      const int64_t r1 = std::min(end, r0 + block_rows), boxes = (r1 - r0) * classes;
+      // Rows are scattered (candidates of a top-k) and usually not in cache: request the whole block's
+      // rows before reading any, so their misses (and page walks) overlap instead of queuing.
+      for (int64_t r = r0, pb = b, pk = k; r < r1; ++r) {
+        const int64_t n = idx[pb * is0 + pk * is1];
+        if (n >= 0 && n < n_src) {
+          __builtin_prefetch(ref.data + pb * ref.s0 + n * ref.s1);
+          __builtin_prefetch(in.data + pb * in.s0 + n * in.s1);
+        }
+        if (++pk == k_rows) {
+          pk = 0;
+          ++pb;
+        }
+      }
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t n = idx[b * is0 + k * is1];
+        TORCH_CHECK_VALUE(n < n_src, "pydet.box_decode: index holds ", n, " but deltas has only ", n_src,
+                          " rows per image");
+        padding[r - r0] = n < 0;
+        for (int64_t c = 0; c < classes; ++c) {
+          const int64_t j = (r - r0) * classes + c;
+          store_row(ref_buf.data(), j, n < 0 ? Box4<T>{0, 0, 0, 0} : ref.at(b, n, 0));
+          store_row(in_buf.data(), j, n < 0 ? Box4<T>{0, 0, 0, 0} : in.at(b, n, c));
+        }
+        if (++k == k_rows) {
+          k = 0;
+          ++b;
+        }
+      }
+      T* block_out = o + 4 * r0 * classes;
+      rows_range<true>(Rows3<T>(ref_buf.data(), 0, 4, 1), Rows3<T>(in_buf.data(), 0, 4, 1), boxes, 1, 0, boxes,
+                       [&](int64_t j, const Box4<T>& rb, const Box4<T>& db) {
+                         store_row(block_out, j, decode_box<kC>(rb, db, p));
+                       });
+      for (int64_t r = r0; r < r1; ++r) {  // zero boxes decode to zeros; written out to be independent of that
+        if (padding[r - r0]) std::fill_n(o + 4 * r * classes, 4 * classes, T(0));
+      }
+    }
+  });
+}
+
 struct CpuKernels {
   static void encode(const at::Tensor& reference, const at::Tensor& targets, const at::Tensor& target_index,
                      at::Tensor& out, Coding coding, const CoderParams<double>& params) {
@@ -92,14 +152,15 @@ struct CpuKernels {
     });
   }
 
-  static void decode(const at::Tensor& reference, const at::Tensor& deltas, at::Tensor& out, Coding coding,
-                     const CoderParams<double>& params) {
+  static void decode(const at::Tensor& reference, const at::Tensor& deltas, const at::Tensor& index, at::Tensor& out,
+                     Coding coding, const CoderParams<double>& params) {
     AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "box_decode", [&] {
       using T = scalar_t;
       const CoderParams<T> p = cast_params<T>(params);
       T* o = out.data_ptr<T>();
       with_coding(coding, [&](auto c) {
         constexpr Coding kC = decltype(c)::value;
+        if (index.defined()) return decode_gathered<kC, T>(reference, deltas, index, o, p);
         for_each_row<T>(reference, deltas, deltas.size(2) / 4, [&](int64_t r, const Box4<T>& rb, const Box4<T>& db) {
           store_row(o, r, decode_box<kC>(rb, db, p));
         });

@@ -476,11 +476,43 @@ struct Candidate {
   bool operator<(const Candidate& o) const { return key < o.key; }
 };
 
+// Sorts v. Candidates often arrive as a few runs already in order (the labels form after a per-level top-k:
+// one run per level, in decreasing score); merging those runs costs a pass each, where a sort would compare
+// n log n times, mostly mispredicting. More than kMaxRuns runs: std::sort.
 template <class T>
-void multiclass_impl(const at::Tensor& boxes, const at::Tensor& scores_in, const MulticlassOptions& opt,
-                     MulticlassOutputs& out) {
+void sort_runs(std::vector<T>& v) {
+  constexpr size_t kMaxRuns = 16;
+  std::vector<size_t> bounds{0};
+  for (size_t i = 1; i < v.size(); ++i) {
+    if (v[i] < v[i - 1]) {
+      if (bounds.size() == kMaxRuns) {
+        std::sort(v.begin(), v.end());
+        return;
+      }
+      bounds.push_back(i);
+    }
+  }
+  bounds.push_back(v.size());
+  while (bounds.size() > 2) {  // merge neighbouring runs pairwise
+    std::vector<size_t> merged{0};
+    for (size_t k = 0; k + 1 < bounds.size(); k += 2) {
+      if (k + 2 < bounds.size()) {
+        std::inplace_merge(v.begin() + bounds[k], v.begin() + bounds[k + 1], v.begin() + bounds[k + 2]);
+      }
+      merged.push_back(bounds[std::min(k + 2, bounds.size() - 1)]);
+    }
+    bounds = std::move(merged);
+  }
+}
+
+// scores [B, N, C]; or [B, N] with labels [B, N] (one class per candidate, negative: not a candidate).
+template <class T>
+void multiclass_impl(const at::Tensor& boxes, const at::Tensor& scores_in, const at::Tensor& labels_in,
+                     const MulticlassOptions& opt, MulticlassOutputs& out) {
   const at::Tensor scores = scores_in.contiguous();
-  const int64_t B = scores.size(0), N = scores.size(1), C = scores.size(2);
+  const bool labeled = labels_in.defined();
+  const at::Tensor labels = labeled ? labels_in.contiguous() : labels_in;
+  const int64_t B = scores.size(0), N = scores.size(1), C = opt.num_classes, per_row = labeled ? 1 : C;
   const bool class_specific = boxes.dim() == 4;
   const T* sc = scores.const_data_ptr<T>();
   const T* bx = boxes.const_data_ptr<T>();
@@ -503,13 +535,21 @@ void multiclass_impl(const at::Tensor& boxes, const at::Tensor& scores_in, const
   std::vector<std::vector<Candidate<T>>> found(static_cast<size_t>(B * groups));
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      const T* image = sc + b * N * C;
-      for_each_at_least<T, T>(image, N * C, lo, [&](int64_t i) {
-        const int64_t n = i / C, c = i - n * C;
-        if (c != opt.background_class) {
-          found[b * groups + (per_class ? c : 0)].emplace_back(image[i], c, n);
-        }
-      });
+      const T* image = sc + b * N * per_row;
+      const auto add = [&](int64_t i, int64_t n, int64_t c) {  // score image[i] of anchor n, class c
+        if (c != opt.background_class) found[b * groups + (per_class ? c : 0)].emplace_back(image[i], c, n);
+      };
+      if (labeled) {
+        const int64_t* image_labels = labels.const_data_ptr<int64_t>() + b * N;
+        for_each_at_least<T, T>(image, N, lo, [&](int64_t n) {
+          const int64_t c = image_labels[n];
+          TORCH_CHECK_VALUE(c < C, "pydet.multiclass_nms: labels holds ", c, " at [", b, ", ", n,
+                            "], not a class index in [0, num_classes = ", C, ")");
+          if (c >= 0) add(n, n, c);
+        });
+      } else {
+        for_each_at_least<T, T>(image, N * C, lo, [&](int64_t i) { add(i, i / C, i % C); });
+      }
     }
   });
   if (per_class) {
@@ -535,7 +575,7 @@ void multiclass_impl(const at::Tensor& boxes, const at::Tensor& scores_in, const
     for (int64_t b = b0; b < b1; ++b) {
       std::vector<Candidate<T>> cands = std::move(found[b * groups]);
       for (int64_t g = 1; g < groups; ++g) cands.insert(cands.end(), found[b * groups + g].begin(), found[b * groups + g].end());
-      std::sort(cands.begin(), cands.end());
+      sort_runs(cands);
       std::vector<SoaBoxes<T>> kept(opt.class_agnostic ? 1 : static_cast<size_t>(C));
       int64_t k = 0;
       for (const Candidate<T>& cand : cands) {
@@ -849,10 +889,10 @@ struct CpuKernels {
     return sorted_by_score(kept, sp, boxes.options());
   }
 
-  static void multiclass_nms(const at::Tensor& boxes, const at::Tensor& scores, const MulticlassOptions& opt,
-                             MulticlassOutputs& out) {
+  static void multiclass_nms(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& labels,
+                             const MulticlassOptions& opt, MulticlassOutputs& out) {
     AT_DISPATCH_FLOATING_TYPES(scores.scalar_type(), "multiclass_nms", [&] {
-      multiclass_impl<scalar_t>(boxes, scores, opt, out);
+      multiclass_impl<scalar_t>(boxes, scores, labels, opt, out);
     });
   }
 

@@ -32,11 +32,20 @@ __global__ void encode_kernel(Rows3<T> ref, Rows3<T> tgt, const int64_t* idx, in
   }
 }
 
+// Row r of out (over [B, K, C]) decodes deltas[b, n, c] against reference[b, n] with n = k, or n = idx[b, k]
+// when gathering (a negative index gives zeros).
 template <Coding C, bool kBackward, class T>
-__global__ void decode_kernel(Rows3<T> ref, Rows3<T> deltas, const T* grad, int64_t n_boxes, int64_t classes,
-                              int64_t rows, CoderParams<T> p, T* out) {
+__global__ void decode_kernel(Rows3<T> ref, Rows3<T> deltas, const T* grad, const int64_t* idx, int64_t is0,
+                              int64_t is1, int64_t n_src, int64_t k_rows, int64_t classes, int64_t rows,
+                              CoderParams<T> p, T* out) {
   for (int64_t r = global_index(); r < rows; r += grid_stride()) {
-    const int64_t c = r % classes, bn = r / classes, n = bn % n_boxes, b = bn / n_boxes;
+    const int64_t c = r % classes, bk = r / classes, k = bk % k_rows, b = bk / k_rows;
+    const int64_t n = idx == nullptr ? k : idx[b * is0 + k * is1];
+    CUDA_KERNEL_ASSERT(n < n_src && "pydet.box_decode: index out of range");
+    if (n < 0) {
+      store_row(out, r, Box4<T>{0, 0, 0, 0});
+      continue;
+    }
     const Box4<T> rb = ref.at(b, n, 0), db = deltas.at(b, n, c);
     if constexpr (kBackward) {
       const Box4<T> g{grad[4 * r], grad[4 * r + 1], grad[4 * r + 2], grad[4 * r + 3]};
@@ -69,30 +78,33 @@ struct CudaKernels {
 
   template <bool kBackward>
   static void decode_impl(const at::Tensor& grad, const at::Tensor& reference, const at::Tensor& deltas,
-                          at::Tensor& out, Coding coding, const CoderParams<double>& params) {
+                          const at::Tensor& index, at::Tensor& out, Coding coding, const CoderParams<double>& params) {
     const c10::cuda::CUDAGuard guard(out.device());
-    const int64_t classes = deltas.size(2) / 4, rows = deltas.size(0) * deltas.size(1) * classes;
+    const bool gather = index.defined();
+    const int64_t classes = deltas.size(2) / 4, k_rows = out.size(1), rows = out.size(0) * k_rows * classes;
     const at::Tensor g = kBackward ? grad.contiguous() : grad;
     AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "box_decode", [&] {
       using T = scalar_t;
       with_coding(coding, [&](auto c) {
         decode_kernel<decltype(c)::value, kBackward, T><<<cuda::blocks_for(rows), cuda::kThreads, 0,
                                                           c10::cuda::getCurrentCUDAStream()>>>(
-            Rows3<T>(reference), Rows3<T>(deltas), kBackward ? g.const_data_ptr<T>() : nullptr, deltas.size(1),
-            classes, rows, cast_params<T>(params), out.data_ptr<T>());
+            Rows3<T>(reference), Rows3<T>(deltas), kBackward ? g.const_data_ptr<T>() : nullptr,
+            gather ? index.const_data_ptr<int64_t>() : nullptr, gather && index.size(0) > 1 ? index.stride(0) : 0,
+            gather ? index.stride(1) : 0, deltas.size(1), k_rows, classes, rows, cast_params<T>(params),
+            out.data_ptr<T>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
   }
 
-  static void decode(const at::Tensor& reference, const at::Tensor& deltas, at::Tensor& out, Coding coding,
-                     const CoderParams<double>& params) {
-    decode_impl<false>(at::Tensor(), reference, deltas, out, coding, params);
+  static void decode(const at::Tensor& reference, const at::Tensor& deltas, const at::Tensor& index, at::Tensor& out,
+                     Coding coding, const CoderParams<double>& params) {
+    decode_impl<false>(at::Tensor(), reference, deltas, index, out, coding, params);
   }
 
   static void decode_backward(const at::Tensor& grad, const at::Tensor& reference, const at::Tensor& deltas,
                               at::Tensor& out, Coding coding, const CoderParams<double>& params) {
-    decode_impl<true>(grad, reference, deltas, out, coding, params);
+    decode_impl<true>(grad, reference, deltas, at::Tensor(), out, coding, params);
   }
 };
 

@@ -584,11 +584,21 @@ struct CudaKernels {
     return kept_by_score(p, keep, scores);
   }
 
-  static void multiclass_nms(const at::Tensor& boxes, const at::Tensor& scores, const MulticlassOptions& opt,
-                             MulticlassOutputs& out) {
+  // With labels, the candidates are spread into the dense [B, N, C] layout (-inf where a candidate is not of
+  // that class, and for negative labels) and share the dense path: same kernels, same order. A label
+  // >= C trips scatter's device-side index check (validating on the host would synchronise).
+  static void multiclass_nms(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& labels,
+                             const MulticlassOptions& opt, MulticlassOutputs& out) {
     const c10::cuda::CUDAGuard guard(scores.device());
+    at::Tensor dense = scores;
+    if (labels.defined()) {
+      const double lowest = -std::numeric_limits<double>::infinity();
+      dense = at::full({scores.size(0), scores.size(1), opt.num_classes}, lowest, scores.options());
+      const at::Tensor candidate = labels.ge(0);
+      dense.scatter_(2, labels.clamp_min(0).unsqueeze(-1), at::where(candidate, scores, lowest).unsqueeze(-1));
+    }
     AT_DISPATCH_FLOATING_TYPES(scores.scalar_type(), "multiclass_nms", [&] {
-      multiclass_impl<scalar_t>(boxes, scores, opt, out);
+      multiclass_impl<scalar_t>(boxes, dense, opt, out);
     });
   }
 

@@ -3,16 +3,19 @@
 // to float32, and brings every tensor to the canonical 3-D view the kernels index:
 //   reference [Br, N, 4]   (Br = 1 when shared by every image: a stride-0 expand, never a copy)
 //   targets   [B, N, 4], or [B, M, 4] gathered through target_index [B, N]
-//   deltas    [B, N, 4 C]  (C classes per box: class-specific regression)
+//   deltas    [B, N, 4 C]  (C classes per box: class-specific regression), decoded as they are or
+//             gathered through index [Bi, K] (Bi = 1 or B)
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <vector>
 
 #include "common/checks.h"
 #include "common/coder_math.h"
@@ -65,10 +68,24 @@ inline void check_clip_coding(const char* op, Coding c, bool clip) {
                     "decodes (cx, cy, w, h)");
 }
 
+// A row index (int64) into `data` ([N, ...] or [B, N, ...]): [K] or [B, K] respectively (`shapes` spells
+// this out for the error message). Returns it as [Bi, K] (Bi = 1 or B).
+inline at::Tensor row_index_view(const char* op, const char* name, const at::Tensor& index, const at::Tensor& data,
+                                 const char* data_name, const char* shapes) {
+  TORCH_CHECK_TYPE(index.scalar_type() == at::kLong, "pydet.", op, ": ", name, " must be an int64 tensor, got ",
+                   dtype_name(index.scalar_type()));
+  check_same_device(data, data_name, index, name, op);
+  TORCH_CHECK_VALUE(index.dim() == data.dim() - 1 && (index.dim() == 1 || index.size(0) == data.size(0)), "pydet.",
+                    op, ": ", name, " must have shape ", shapes, ", got ", shape_str(index.sizes()), " with ",
+                    data_name, " ", shape_str(data.sizes()));
+  return index.dim() == 1 ? index.unsqueeze(0) : index;
+}
+
 // Kernels must provide (inputs in the compute dtype, any strides; outputs contiguous):
 //   static void encode(const Tensor& reference, const Tensor& targets, const Tensor& target_index /*or undefined*/,
 //                      Tensor& out, Coding, const CoderParams<double>&);
-//   static void decode(const Tensor& reference, const Tensor& deltas, Tensor& out, Coding, const CoderParams<double>&);
+//   static void decode(const Tensor& reference, const Tensor& deltas, const Tensor& index /*[Bi, K] or undefined*/,
+//                      Tensor& out, Coding, const CoderParams<double>&);
 //   static void decode_backward(const Tensor& grad, const Tensor& reference, const Tensor& deltas, Tensor& out,
 //                               Coding, const CoderParams<double>&);
 template <class Kernels>
@@ -103,24 +120,17 @@ struct Ops {
                      dtype_name(targets.scalar_type()));
     const bool gather = target_index.has_value();
     const int64_t batch = targets.dim() == 3 ? targets.size(0) : 1;
-    int64_t n = targets.size(-2);
+    at::Tensor idx2;
     if (gather) {
-      const at::Tensor& idx = *target_index;
-      TORCH_CHECK_TYPE(idx.scalar_type() == at::kLong, "pydet.", op, ": target_index must be an int64 tensor, got ",
-                       dtype_name(idx.scalar_type()));
-      check_same_device(reference, "reference", idx, "target_index", op);
-      TORCH_CHECK_VALUE(idx.dim() == targets.dim() - 1 && (idx.dim() == 1 || idx.size(0) == batch), "pydet.", op,
-                        ": target_index must have shape [N] for targets [M, 4] or [B, N] for targets [B, M, 4], "
-                        "got ", shape_str(idx.sizes()), " with targets ", shape_str(targets.sizes()));
-      n = idx.size(-1);
+      idx2 = row_index_view(op, "target_index", *target_index, targets, "targets",
+                            "[N] for targets [M, 4] or [B, N] for targets [B, M, 4]");
     }
+    const int64_t n = gather ? idx2.size(1) : targets.size(-2);
     check_reference(op, reference, batch, n, targets.dim(), gather ? "target_index" : "targets");
     const at::ScalarType dt = compute_dtype(targets.scalar_type());
     const at::Tensor ref3 = reference_view(reference, batch, dt);
     const at::Tensor tgt = targets.to(dt);
     const at::Tensor tgt3 = tgt.dim() == 2 ? tgt.unsqueeze(0) : tgt;
-    at::Tensor idx2;
-    if (gather) idx2 = target_index->dim() == 1 ? target_index->unsqueeze(0) : *target_index;
     at::Tensor out = at::empty({batch, n, 4}, tgt.options());
     if (out.numel() > 0) Kernels::encode(ref3, tgt3, idx2, out, c, p);
     out = out.to(targets.scalar_type());
@@ -129,9 +139,12 @@ struct Ops {
 
   struct DecodeView {
     at::Tensor reference, deltas;  // [B, N, 4], [B, N, 4C] in the compute dtype
+    at::Tensor index;              // [Bi, K], or undefined: every row
+    std::vector<int64_t> out_shape;  // deltas' shape, with K rows for N when gathering
   };
 
-  static DecodeView decode_view(const char* op, const at::Tensor& reference, const at::Tensor& deltas) {
+  static DecodeView decode_view(const char* op, const at::Tensor& reference, const at::Tensor& deltas,
+                                const std::optional<at::Tensor>& index) {
     check_boxes(reference, op, "reference", "[N, 4] or [B, N, 4]", 2, 3);
     check_floating(deltas, op, "deltas");
     check_same_device(reference, "reference", deltas, "deltas", op);
@@ -142,34 +155,59 @@ struct Ops {
     check_reference(op, reference, batch, deltas.size(-2), deltas.dim(), "deltas");
     const at::ScalarType dt = compute_dtype(deltas.scalar_type());
     const at::Tensor d = deltas.to(dt);
-    return {reference_view(reference, batch, dt), d.dim() == 2 ? d.unsqueeze(0) : d};
+    DecodeView v{reference_view(reference, batch, dt), d.dim() == 2 ? d.unsqueeze(0) : d, at::Tensor(),
+                 deltas.sizes().vec()};
+    if (index.has_value()) {
+      v.index = row_index_view(op, "index", *index, deltas, "deltas",
+                               "[K] for deltas [N, 4 * C] or [B, K] for deltas [B, N, 4 * C]");
+      v.out_shape[v.out_shape.size() - 2] = v.index.size(1);
+    }
+    return v;
   }
 
   static at::Tensor decode(const at::Tensor& reference, const at::Tensor& deltas, c10::string_view coding,
                            c10::ArrayRef<double> weights, c10::ArrayRef<double> means, double wh_clip_min,
-                           double wh_clip_max, double center_clamp, std::optional<c10::ArrayRef<double>> max_shape) {
+                           double wh_clip_max, double center_clamp, std::optional<c10::ArrayRef<double>> max_shape,
+                           const std::optional<at::Tensor>& index) {
     const char* op = "box_decode";
     const Coding c = parse_coding(coding, op);
     check_clip_coding(op, c, max_shape.has_value());
     const CoderParams<double> p = make_params(op, weights, means, wh_clip_min, wh_clip_max, center_clamp, max_shape);
-    const DecodeView v = decode_view(op, reference, deltas);
-    at::Tensor out = at::empty(v.deltas.sizes(), v.deltas.options());
-    if (out.numel() > 0) Kernels::decode(v.reference, v.deltas, out, c, p);
-    return out.to(deltas.scalar_type()).view(deltas.sizes());
+    const DecodeView v = decode_view(op, reference, deltas, index);
+    const int64_t rows = v.index.defined() ? v.index.size(1) : v.deltas.size(1);
+    at::Tensor out = at::empty({v.deltas.size(0), rows, v.deltas.size(2)}, v.deltas.options());
+    if (out.numel() > 0) Kernels::decode(v.reference, v.deltas, v.index, out, c, p);
+    return out.to(deltas.scalar_type()).view(v.out_shape);
   }
 
+  // With an index, the gradient of each gathered row is computed on the gathered rows and summed into
+  // the rows of deltas they came from (an anchor may be gathered several times).
   static at::Tensor decode_backward(const at::Tensor& grad, const at::Tensor& reference, const at::Tensor& deltas,
                                     c10::string_view coding, c10::ArrayRef<double> weights,
                                     c10::ArrayRef<double> means, double wh_clip_min, double wh_clip_max,
-                                    double center_clamp, std::optional<c10::ArrayRef<double>> max_shape) {
+                                    double center_clamp, std::optional<c10::ArrayRef<double>> max_shape,
+                                    const std::optional<at::Tensor>& index) {
     const char* op = "box_decode";
     const Coding c = parse_coding(coding, op);
     check_clip_coding(op, c, max_shape.has_value());
     const CoderParams<double> p = make_params(op, weights, means, wh_clip_min, wh_clip_max, center_clamp, max_shape);
-    const DecodeView v = decode_view(op, reference, deltas);
-    const at::Tensor g = grad.to(v.deltas.scalar_type()).reshape(v.deltas.sizes());
-    at::Tensor out = at::empty(v.deltas.sizes(), v.deltas.options());
-    if (out.numel() > 0) Kernels::decode_backward(g, v.reference, v.deltas, out, c, p);
+    const DecodeView v = decode_view(op, reference, deltas, index);
+    if (!v.index.defined()) {
+      const at::Tensor g = grad.to(v.deltas.scalar_type()).reshape(v.deltas.sizes());
+      at::Tensor out = at::empty(v.deltas.sizes(), v.deltas.options());
+      if (out.numel() > 0) Kernels::decode_backward(g, v.reference, v.deltas, out, c, p);
+      return out.to(deltas.scalar_type()).view(deltas.sizes());
+    }
+    const int64_t batch = v.deltas.size(0), rows = v.index.size(1), width = v.deltas.size(2);
+    const at::Tensor idx = v.index.expand({batch, rows}).unsqueeze(-1);
+    const at::Tensor source = idx.clamp_min(0);  // padding rows (index < 0) get a zero gradient below
+    const at::Tensor ref_rows = v.reference.gather(1, source.expand({batch, rows, 4}));
+    const at::Tensor delta_rows = v.deltas.gather(1, source.expand({batch, rows, width}));
+    const at::Tensor g = grad.to(v.deltas.scalar_type()).reshape({batch, rows, width});
+    at::Tensor per_row = at::empty({batch, rows, width}, v.deltas.options());
+    if (per_row.numel() > 0) Kernels::decode_backward(g, ref_rows, delta_rows, per_row, c, p);
+    at::Tensor out = at::zeros_like(v.deltas, at::MemoryFormat::Contiguous);
+    out.scatter_add_(1, source.expand({batch, rows, width}), per_row.masked_fill(idx.lt(0), 0));
     return out.to(deltas.scalar_type()).view(deltas.sizes());
   }
 

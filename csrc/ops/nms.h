@@ -38,6 +38,7 @@ struct MulticlassOptions {
   bool class_agnostic;
   int64_t background_class;  // -1: none
   BoxFormat box_format;
+  int64_t num_classes;  // C: scores' last dimension, or num_classes with labels
 };
 
 // The problem topk_per_level hands its kernel: scores [B, R] contiguous (R = N * C, in the scores' own
@@ -53,7 +54,8 @@ struct TopkProblem {
 //   static at::Tensor nms(const Tensor& boxes /*[N,4]*/, const Tensor& scores /*[N] double*/, double thr);
 //   static at::Tensor batched_nms(const Tensor& boxes, const Tensor& scores /*double*/, const Tensor& idxs /*int64*/,
 //                                 double thr);
-//   static void multiclass_nms(const Tensor& boxes /*[B,N,4] or [B,N,C,4]*/, const Tensor& scores /*[B,N,C]*/,
+//   static void multiclass_nms(const Tensor& boxes /*[B,N,4] or [B,N,C,4]*/, const Tensor& scores /*[B,N,C], or
+//                              [B,N] with labels*/, const Tensor& labels /*[B,N] int64 or undefined*/,
 //                              const MulticlassOptions&, MulticlassOutputs& out);
 //   static std::tuple<Tensor, Tensor> soft_nms(const Tensor& boxes, const Tensor& scores /*compute dtype*/,
 //                                              double thr, double sigma, double min_score, SoftNmsMethod, int64_t offset);
@@ -117,24 +119,43 @@ struct Ops {
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms(
       const at::Tensor& boxes, const at::Tensor& scores, double score_threshold, double iou_threshold,
       int64_t topk_per_class, int64_t max_detections, bool class_agnostic, std::optional<int64_t> background_class,
-      c10::string_view box_format) {
+      c10::string_view box_format, const std::optional<at::Tensor>& labels, std::optional<int64_t> num_classes) {
     const char* op = "multiclass_nms";
-    TORCH_CHECK_VALUE(scores.dim() == 3, "pydet.multiclass_nms: scores must have shape [B, N, C], got ",
-                      shape_str(scores.sizes()));
+    const bool labeled = labels.has_value();
+    if (labeled) {  // one class per candidate
+      TORCH_CHECK_VALUE(scores.dim() == 2, "pydet.multiclass_nms: with labels, scores must have shape [B, N] (one ",
+                        "score per candidate), got ", shape_str(scores.sizes()));
+      TORCH_CHECK_VALUE(num_classes.has_value() && *num_classes >= 1, "pydet.multiclass_nms: with labels, ",
+                        "num_classes (the number of classes the labels index, >= 1) is required, got ",
+                        num_classes.has_value() ? c10::str(*num_classes) : std::string("None"));
+      TORCH_CHECK_TYPE(at::isIntegralType(labels->scalar_type(), /*includeBool=*/false),
+                       "pydet.multiclass_nms: labels must be an integer tensor (the class of each candidate), got ",
+                       dtype_name(labels->scalar_type()));
+      TORCH_CHECK_VALUE(labels->sizes() == scores.sizes(), "pydet.multiclass_nms: labels must have the shape of ",
+                        "scores ", shape_str(scores.sizes()), ", got ", shape_str(labels->sizes()));
+      check_same_device(scores, "scores", *labels, "labels", op);
+    } else {
+      TORCH_CHECK_VALUE(scores.dim() == 3, "pydet.multiclass_nms: scores must have shape [B, N, C] (or [B, N] with ",
+                        "labels), got ", shape_str(scores.sizes()));
+      TORCH_CHECK_VALUE(!num_classes.has_value(), "pydet.multiclass_nms: num_classes is only used with labels ",
+                        "(scores [B, N, C] give the class count)");
+    }
     check_floating(scores, op, "scores");
-    const int64_t B = scores.size(0), N = scores.size(1), C = scores.size(2);
+    const int64_t B = scores.size(0), N = scores.size(1), C = labeled ? *num_classes : scores.size(2);
     const bool class_specific = boxes.dim() == 4;
     TORCH_CHECK_VALUE((boxes.dim() == 3 || boxes.dim() == 4) && boxes.size(-1) == 4 && boxes.size(0) == B &&
                           boxes.size(1) == N && (!class_specific || boxes.size(2) == C),
                       "pydet.multiclass_nms: boxes must have shape [B, N, 4] (shared by all classes) or [B, N, C, 4] "
-                      "(one box per class) with B, N, C from scores ",
-                      shape_str(scores.sizes()), ", got ", shape_str(boxes.sizes()));
+                      "(one box per class) with B, N from scores ",
+                      shape_str(scores.sizes()), " and C = ", C, ", got ", shape_str(boxes.sizes()));
     check_floating(boxes, op, "boxes");
     check_same_device(boxes, "boxes", scores, "scores", op);
     // detections carry 32-bit anchor and class indices (the packed sort keys; CUDA's radix sort)
     constexpr int64_t kMaxIndex = (int64_t(1) << 31) - 1;
-    TORCH_CHECK_VALUE(N <= kMaxIndex && C <= kMaxIndex, "pydet.multiclass_nms: scores [B, N, C] = ",
-                      shape_str(scores.sizes()), " has more than 2^31 - 1 anchors or classes; split the anchors");
+    TORCH_CHECK_VALUE(N <= kMaxIndex && C <= kMaxIndex, "pydet.multiclass_nms: scores ",
+                      labeled ? c10::str("[B, N] = ", shape_str(scores.sizes()), " with ", C, " classes")
+                              : c10::str("[B, N, C] = ", shape_str(scores.sizes())),
+                      " has more than 2^31 - 1 anchors or classes; split the anchors");
     TORCH_CHECK_VALUE(!std::isnan(score_threshold), "pydet.multiclass_nms: score_threshold must not be NaN");
     check_threshold(op, "iou_threshold", iou_threshold);
     TORCH_CHECK_VALUE(topk_per_class > 0 || topk_per_class == -1,
@@ -159,8 +180,8 @@ struct Ops {
         at::empty({B, max_detections}, scores.options().dtype(at::kLong)),
     };
     const MulticlassOptions opt{score_threshold, iou_threshold, topk_per_class, max_detections,
-                                class_agnostic,  background,    fmt};
-    Kernels::multiclass_nms(boxes.to(comp), scores.to(comp), opt, out);
+                                class_agnostic,  background,    fmt,           C};
+    Kernels::multiclass_nms(boxes.to(comp), scores.to(comp), labeled ? labels->to(at::kLong) : at::Tensor(), opt, out);
     return {out.num_detections, out.boxes.to(boxes.scalar_type()), out.scores.to(scores.scalar_type()), out.labels,
             out.indices};
   }

@@ -46,12 +46,18 @@ class BoxCoder:
         return pred_boxes
 
     def decode_single(
-        self, rel_codes: Tensor, boxes: Tensor, max_shape: tuple[int, int] | None = None
+        self,
+        rel_codes: Tensor,
+        boxes: Tensor,
+        max_shape: tuple[int, int] | None = None,
+        index: Tensor | None = None,
     ) -> Tensor:
         """``[N, 4C]`` boxes from ``rel_codes [N, 4C]`` relative to ``boxes [N, 4]`` (in rel_codes' dtype).
 
-        ``max_shape = (h, w)`` (a pydet extension) also clips the boxes to the image in the same pass,
-        exactly as ``clip_boxes_to_image`` of the result."""
+        pydet extensions: ``max_shape = (h, w)`` also clips the boxes to the image in the same pass,
+        exactly as ``clip_boxes_to_image`` of the result; ``index [K]`` (or ``[B, K]`` for batched
+        ``rel_codes [B, N, 4C]``) decodes only those rows, as ``decode_single(rel_codes[index],
+        boxes[index])`` (negative: a zero row), see :func:`pydet.ops.box_decode`."""
         if not rel_codes.is_floating_point():  # checked before boxes is cast to its dtype
             raise TypeError(
                 f"BoxCoder.decode_single: rel_codes must be a floating-point tensor, got {rel_codes.dtype}"
@@ -63,4 +69,5 @@ class BoxCoder:
             self.weights,
             wh_clip=(-math.inf, self.bbox_xform_clip),
             max_shape=max_shape,
+            index=index,
         )

@@ -117,13 +117,19 @@ for _name, _metric in (
 
 
 # ---- box coding ---------------------------------------------------------------------------------
+def _box_decode_setup(ctx, inputs, output):
+    reference, deltas, *args, index = inputs
+    ctx.save_for_backward(reference, deltas, index)
+    ctx.args = tuple(args)
+
+
 def _box_decode_backward(ctx, grad):
-    reference, deltas = ctx.saved_tensors
-    grad_deltas = _ops._box_decode_backward(grad, reference, deltas, *ctx.args)
-    return (None, grad_deltas) + (None,) * len(ctx.args)
+    reference, deltas, index = ctx.saved_tensors
+    grad_deltas = _ops._box_decode_backward(grad, reference, deltas, *ctx.args, index)
+    return (None, grad_deltas) + (None,) * (len(ctx.args) + 1)
 
 
-_register("box_decode", _box_decode_backward)
+torch.library.register_autograd("pydet::box_decode", _box_decode_backward, setup_context=_box_decode_setup)
 
 
 # ---- classification losses ---------------------------------------------------------------------

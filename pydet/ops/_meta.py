@@ -228,14 +228,45 @@ def _multiclass_nms(
     class_agnostic=False,
     background_class=None,
     box_format="xyxy",
+    labels=None,
+    num_classes=None,
 ):
     op = "multiclass_nms"
-    if scores.dim() != 3:
-        raise ValueError(
-            f"pydet.multiclass_nms: scores must have shape [B, N, C], got {C.shape_str(scores.shape)}"
-        )
+    if labels is not None:  # one class per candidate
+        if scores.dim() != 2:
+            raise ValueError(
+                "pydet.multiclass_nms: with labels, scores must have shape [B, N] (one score per candidate), got "
+                f"{C.shape_str(scores.shape)}"
+            )
+        if num_classes is None or num_classes < 1:
+            raise ValueError(
+                "pydet.multiclass_nms: with labels, num_classes (the number of classes the labels index, >= 1) is "
+                f"required, got {num_classes}"
+            )
+        if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+            raise TypeError(
+                "pydet.multiclass_nms: labels must be an integer tensor (the class of each candidate), got "
+                f"{C.dtype_name(labels.dtype)}"
+            )
+        if labels.shape != scores.shape:
+            raise ValueError(
+                f"pydet.multiclass_nms: labels must have the shape of scores {C.shape_str(scores.shape)}, got "
+                f"{C.shape_str(labels.shape)}"
+            )
+        C.check_same_device(scores, "scores", labels, "labels", op)
+    else:
+        if scores.dim() != 3:
+            raise ValueError(
+                "pydet.multiclass_nms: scores must have shape [B, N, C] (or [B, N] with labels), got "
+                f"{C.shape_str(scores.shape)}"
+            )
+        if num_classes is not None:
+            raise ValueError(
+                "pydet.multiclass_nms: num_classes is only used with labels (scores [B, N, C] give the class count)"
+            )
     C.check_floating(scores, op, "scores")
-    b, n, c = scores.shape
+    b, n = scores.shape[:2]
+    c = num_classes if labels is not None else scores.shape[2]
     specific = boxes.dim() == 4
     if not (
         boxes.dim() in (3, 4)
@@ -246,16 +277,20 @@ def _multiclass_nms(
     ):
         raise ValueError(
             "pydet.multiclass_nms: boxes must have shape [B, N, 4] (shared by all classes) or [B, N, C, 4] "
-            f"(one box per class) with B, N, C from scores {C.shape_str(scores.shape)}, got "
+            f"(one box per class) with B, N from scores {C.shape_str(scores.shape)} and C = {c}, got "
             f"{C.shape_str(boxes.shape)}"
         )
     C.check_floating(boxes, op, "boxes")
     C.check_same_device(boxes, "boxes", scores, "scores", op)
     # concrete sizes only: a guard on a symbolic size would narrow the shapes torch.export accepts
     if any(isinstance(d, int) and d > 2**31 - 1 for d in (n, c)):
+        what = (
+            f"[B, N] = {C.shape_str(scores.shape)} with {c} classes"
+            if labels is not None
+            else f"[B, N, C] = {C.shape_str(scores.shape)}"
+        )
         raise ValueError(
-            f"pydet.multiclass_nms: scores [B, N, C] = {C.shape_str(scores.shape)} has more than 2^31 - 1 "
-            "anchors or classes; split the anchors"
+            f"pydet.multiclass_nms: scores {what} has more than 2^31 - 1 anchors or classes; split the anchors"
         )
     if score_threshold != score_threshold:
         raise ValueError("pydet.multiclass_nms: score_threshold must not be NaN")
@@ -424,6 +459,18 @@ def _check_reference(op, reference, batch, n, data_rank, data_name):
         )
 
 
+def _check_row_index(op, name, index, data, data_name, shapes):
+    """An int64 row index into data [N, ...] or [B, N, ...]: [K] or [B, K] (``shapes`` says so)."""
+    if index.dtype != torch.int64:
+        raise TypeError(f"pydet.{op}: {name} must be an int64 tensor, got {C.dtype_name(index.dtype)}")
+    C.check_same_device(data, data_name, index, name, op)
+    if not (index.dim() == data.dim() - 1 and (index.dim() == 1 or index.shape[0] == data.shape[0])):
+        raise ValueError(
+            f"pydet.{op}: {name} must have shape {shapes}, got {C.shape_str(index.shape)} with {data_name} "
+            f"{C.shape_str(data.shape)}"
+        )
+
+
 @_register("box_encode")
 def _box_encode(reference, targets, coding, weights, means, target_index=None):
     op = "box_encode"
@@ -440,19 +487,14 @@ def _box_encode(reference, targets, coding, weights, means, target_index=None):
     batch = targets.shape[0] if targets.dim() == 3 else 1
     n = targets.shape[-2]
     if target_index is not None:
-        if target_index.dtype != torch.int64:
-            raise TypeError(
-                f"pydet.{op}: target_index must be an int64 tensor, got {C.dtype_name(target_index.dtype)}"
-            )
-        C.check_same_device(reference, "reference", target_index, "target_index", op)
-        if not (
-            target_index.dim() == targets.dim() - 1
-            and (target_index.dim() == 1 or target_index.shape[0] == batch)
-        ):
-            raise ValueError(
-                f"pydet.{op}: target_index must have shape [N] for targets [M, 4] or [B, N] for targets [B, M, 4], "
-                f"got {C.shape_str(target_index.shape)} with targets {C.shape_str(targets.shape)}"
-            )
+        _check_row_index(
+            op,
+            "target_index",
+            target_index,
+            targets,
+            "targets",
+            "[N] for targets [M, 4] or [B, N] for targets [B, M, 4]",
+        )
         n = target_index.shape[-1]
     _check_reference(
         op, reference, batch, n, targets.dim(), "targets" if target_index is None else "target_index"
@@ -488,7 +530,16 @@ def _decode_checks(
 
 @_register("box_decode")
 def _box_decode(
-    reference, deltas, coding, weights, means, wh_clip_min, wh_clip_max, center_clamp, max_shape=None
+    reference,
+    deltas,
+    coding,
+    weights,
+    means,
+    wh_clip_min,
+    wh_clip_max,
+    center_clamp,
+    max_shape=None,
+    index=None,
 ):
     _decode_checks(
         "box_decode",
@@ -502,13 +553,21 @@ def _box_decode(
         center_clamp,
         max_shape,
     )
-    return deltas.new_empty(deltas.shape)
+    if index is None:
+        return deltas.new_empty(deltas.shape)
+    _check_row_index(
+        "box_decode",
+        "index",
+        index,
+        deltas,
+        "deltas",
+        "[K] for deltas [N, 4 * C] or [B, K] for deltas [B, N, 4 * C]",
+    )
+    return deltas.new_empty((*deltas.shape[:-2], index.shape[-1], deltas.shape[-1]))
 
 
 @_register("_box_decode_backward")
-def _box_decode_backward(
-    grad, reference, deltas, coding, weights, means, wh_clip_min, wh_clip_max, center_clamp, max_shape=None
-):
+def _box_decode_backward(grad, reference, deltas, *args, **kwargs):
     return deltas.new_empty(deltas.shape)
 
 

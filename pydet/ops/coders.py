@@ -6,6 +6,8 @@ One fused kernel family serves every convention (``coding``); the library-compat
     reference [N, 4] or [B, N, 4]       (shared by every image when 2-D)
     targets   [N, 4] or [B, N, 4]       box_encode -> deltas of the same shape
     deltas    [N, 4C] or [B, N, 4C]     box_decode -> boxes of the same shape (C boxes per row)
+    index     [K] or [B, K]             box_decode(..., index=) -> boxes [K, 4C] / [B, K, 4C] of the
+                                        gathered rows only
 
 Conventions (each reproduces its library's eager formula operation by operation; exp/log are
 within 1 ulp of the exact value, as PyTorch's own are):
@@ -67,6 +69,7 @@ def box_decode(
     wh_clip: tuple[float, float] = (-math.inf, math.inf),
     center_clamp: float = math.inf,
     max_shape: Sequence[float] | None = None,
+    index: Tensor | None = None,
 ) -> Tensor:
     """Boxes ``deltas.shape`` decoded from ``deltas`` relative to ``reference`` (see the module doc).
 
@@ -74,6 +77,13 @@ def box_decode(
     centre shift in pixels (mmdet only); ``max_shape = (height, width)`` clips the decoded boxes in
     the same pass, x to ``[0, width]`` and y to ``[0, height]`` exactly as ``clip_boxes_to_image``
     (torchvision and mmdet codings; the SSD coding's ``(cx, cy, w, h)`` output raises).
+
+    ``index`` (int64 ``[K]`` for 2-D deltas, ``[B, K]`` for 3-D; a pydet extension) decodes only the
+    rows ``index`` of ``deltas`` against the same rows of ``reference``, in one pass: equal to
+    ``box_decode(reference[index], deltas[index])`` without the gathered copies, as detectors decode
+    the top-k candidates after selecting them. A negative index gives a row of zeros (padding); an
+    index ``>= N`` raises. The gradient flows back to the gathered rows of ``deltas`` (summed where
+    a row is gathered more than once).
     """
     return torch.ops.pydet.box_decode(
         reference,
@@ -85,4 +95,5 @@ def box_decode(
         float(wh_clip[1]),
         float(center_clamp),
         None if max_shape is None else [float(s) for s in max_shape],
+        index,
     )

@@ -70,13 +70,16 @@ def multiclass_nms(
     class_agnostic: bool = False,
     background_class: int | None = None,
     box_format: str = "xyxy",
+    labels: Tensor | None = None,
+    num_classes: int | None = None,
 ) -> MulticlassNmsOutput:
     """A detector's post-processing in one call (TensorRT EfficientNMS / torchvision SSD-RetinaNet style).
 
     Args:
         boxes: ``[B, N, 4]`` (one box per anchor, shared by all classes) or ``[B, N, C, 4]``
             (one box per anchor and class), in ``box_format`` (``'xyxy'`` or ``'cxcywh'``).
-        scores: ``[B, N, C]`` per-class scores (probabilities, after sigmoid/softmax).
+        scores: ``[B, N, C]`` per-class scores (probabilities, after sigmoid/softmax); or ``[B, N]``,
+            one score per candidate, with ``labels``.
         score_threshold: candidates need ``score > score_threshold``.
         iou_threshold: suppression when IoU ``>`` this, between boxes of the same class (or of any
             class when ``class_agnostic``).
@@ -84,8 +87,17 @@ def multiclass_nms(
             scoring ones), as torchvision's ``topk_candidates``; ``-1`` for no limit.
         max_detections: detections kept per image (the output size).
         background_class: a class index to ignore (e.g. 0 for SSD's softmax background), or None.
+        labels: ``[B, N]`` integer class of each candidate, with ``scores [B, N]``: the form of
+            torchvision's ``batched_nms(boxes, scores, idxs)`` after a top-k selection (RetinaNet,
+            FCOS), without spreading the candidates into a mostly empty ``[B, N, C]`` matrix. The
+            result equals the dense call on that matrix (score in the label's column, ``-inf``
+            elsewhere). Negative labels are padding: never candidates. A label ``>= num_classes``
+            raises on CPU and trips the device-side index check on CUDA.
+        num_classes: ``C``, required with ``labels`` (sizes the per-class work on CUDA without
+            reading the labels back); ``boxes`` may then be ``[B, N, C, 4]``.
 
-    Order: detections are sorted by score, ties by class then anchor index. Output boxes are xyxy.
+    Order: detections are sorted by score, ties by class then anchor index (the candidate's
+    position ``n`` with ``labels``). Output boxes are xyxy.
     Shapes are static and nothing synchronises with the host, so it runs under
     ``torch.compile(fullgraph=True)``, CUDA graphs and ``torch.export``.
     """
@@ -100,6 +112,8 @@ def multiclass_nms(
             class_agnostic,
             background_class,
             box_format,
+            labels,
+            num_classes,
         )
     )
 

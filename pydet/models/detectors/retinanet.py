@@ -97,8 +97,14 @@ class RetinaNet(DenseDetector):
         self.box_loss_type = box_loss_type
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
 
-    def _decode(self, deltas: Tensor, anchors: Tensor, max_shape: tuple[int, int] | None = None) -> Tensor:
-        return self.box_coder.decode_single(deltas, anchors, max_shape)
+    def _decode(
+        self,
+        deltas: Tensor,
+        anchors: Tensor,
+        max_shape: tuple[int, int] | None = None,
+        index: Tensor | None = None,
+    ) -> Tensor:
+        return self.box_coder.decode_single(deltas, anchors, max_shape, index)
 
     def compute_loss(self, head_outputs, anchors, gt_boxes, gt_labels, num_gt) -> dict[str, Tensor]:
         matched = self.proposal_matcher.match_boxes(gt_boxes, anchors, num_gt)
@@ -117,7 +123,7 @@ class RetinaNet(DenseDetector):
 
     def predict(self, head_outputs, anchors: Tensor, image_sizes, level_counts) -> MulticlassNmsOutput:
         logits, deltas = head_outputs["cls_logits"], head_outputs["bbox_regression"]
-        batch, _, num_classes = logits.shape
+        num_classes = logits.shape[-1]
         # Per image and level, the topk_candidates best (anchor, class) logits in one pass. sigmoid is
         # monotonic, so these are the best scores; the pass compares logits with a bound just below the
         # threshold's logit, and the exact `sigmoid(x) > score_thresh` test runs on the k survivors only.
@@ -127,16 +133,20 @@ class RetinaNet(DenseDetector):
         scores, idx = top_logits.flatten(1).sigmoid(), idx.flatten(1)  # [B, L k]; padding: score 0, index -1
         if self.score_thresh < 0:  # padding would pass the threshold
             scores = torch.where(idx >= 0, scores, -math.inf)
-        anchor_idx = idx.div(num_classes, rounding_mode="trunc")  # padding (-1) -> anchor 0
-        gathered = deltas.gather(1, anchor_idx[..., None].expand(-1, -1, 4))
-        if (size := shared_size(image_sizes)) is not None:  # decode and clip in one pass
-            boxes = self._decode(gathered, anchors[anchor_idx], size)
+        anchor_idx = idx.div(num_classes, rounding_mode="floor")  # padding stays -1 (decoded as zeros)
+        # gather the candidates' anchors and deltas, decode (and clip) in one pass
+        if (size := shared_size(image_sizes)) is not None:
+            boxes = self._decode(deltas, anchors, size, anchor_idx)
         else:
-            boxes = clip_to_images(self._decode(gathered, anchors[anchor_idx]), image_sizes)
-        # one row per candidate with its score in its class's column: class-wise NMS over the candidates
-        # (multiclass_nms applies `score > score_thresh`)
-        per_class = scores.new_full((batch, scores.shape[1], num_classes), -math.inf)
-        per_class.scatter_(2, idx.remainder(num_classes)[..., None], scores[..., None])
+            boxes = clip_to_images(self._decode(deltas, anchors, index=anchor_idx), image_sizes)
+        # class-wise NMS over the candidates, each with its class (multiclass_nms applies `score > score_thresh`)
         return multiclass_nms(
-            boxes, per_class, self.score_thresh, self.nms_thresh, -1, self.detections_per_img
+            boxes,
+            scores,
+            self.score_thresh,
+            self.nms_thresh,
+            -1,
+            self.detections_per_img,
+            labels=idx.remainder(num_classes),
+            num_classes=num_classes,
         )
