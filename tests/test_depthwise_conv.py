@@ -1,5 +1,6 @@
-"""depthwise_conv2d against the float64 reference F.conv2d(groups=C) + activation: both paths of the
-CPU kernel (the plane path for wide stride-1 3x3/5x5 planes, channel blocks for everything else,
+"""depthwise_conv2d against the float64 reference F.conv2d(groups=C) + activation: the three paths of the
+CPU kernel (the plane path for wide stride-1 3x3/5x5 planes, the row path for 3x3 "same" convolutions
+on rows that fit one vector with their padding, channel blocks for everything else,
 including channel counts that are not a multiple of the vector width), all three gradients, dtypes,
 layouts, thread counts, and hypothesis over the geometry."""
 
@@ -52,6 +53,20 @@ def test_channel_blocks_match_reference(k, stride, padding, dilation, activation
 @pytest.mark.parametrize("k, padding, dilation", [(3, 1, 1), (3, 0, 1), (5, 2, 1), (5, 3, 2), (3, 2, 2)])
 def test_plane_path_matches_reference(k, padding, dilation, activation):
     check(2, 3, 9, 40, k, 1, padding, dilation, activation)
+
+
+@pytest.mark.parametrize("activation", ["none", "relu6", "hardswish"])
+@pytest.mark.parametrize("h", [1, 2, 14])
+@pytest.mark.parametrize("w", [9, 13, 14])
+def test_row_path_matches_reference(w, h, activation):
+    """3x3 "same" convolutions on rows of 9-14 float32 pixels take the row path (one vector per padded
+    row); float64 rows of 5-6 pixels too (gradients checked there)."""
+    g = torch.Generator().manual_seed(w * 100 + h)
+    x = torch.randn(3, 5, h, w, generator=g)
+    wt, b = torch.randn(5, 1, 3, 3, generator=g), torch.randn(5, generator=g)
+    y = ops.depthwise_conv2d(x, wt, b, 1, 1, 1, activation)
+    torch.testing.assert_close(y.double(), reference(x, wt, b, 1, 1, 1, activation), rtol=1e-5, atol=1e-5)
+    check(2, 3, h, w - 8 if w > 10 else 5, 3, 1, 1, 1, activation)
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,13 @@
 // CPU kernels of depthwise_conv2d and its backward (front end and semantics: ops/depthwise_conv.h).
 //
-// Two layouts, chosen per call:
+// Three layouts, chosen per call:
 //  - plane path (forward, 3x3/5x5, stride 1, output rows >= kPlaneMinWidth): one (image, channel)
 //    plane at a time, copied into a zero-padded scratch plane; each output accumulates its taps in a
 //    register, vectorised across columns.
+//  - row path (forward, 3x3 "same", stride 1, rows of more than half and at most a vector with their
+//    padding: 14x14 planes in float32): one vector per row, read in place, no copy or transpose.
 //  - channel-blocked path (everything else, and every backward): kLanes channels transposed
-//    side by side, vectorised across channels, so short rows (7x7, 14x14 planes) and any kernel,
+//    side by side, vectorised across channels, so short rows (7x7 planes) and any kernel,
 //    stride or dilation still run at full vector width.
 // Bias and activation are applied when an output is written, so conv + folded BatchNorm +
 // activation read the input and write the output once. The backward recomputes the pre-activation
@@ -17,6 +19,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "common/activation.h"
@@ -144,6 +148,84 @@ PYDET_TARGET_CLONES void backward_plane(const T* __restrict grad, const T* __res
   }
   conv_span<kK>(gp_border + g.ph * sc.gpitch + g.pw, flipped, w, T(0), sc.gi_span(g), gi_span);
   for (int64_t ih = 0; ih < g.h; ++ih) std::copy(gi_span + ih * sc.gpitch, gi_span + ih * sc.gpitch + g.w, gi + ih * g.w);
+}
+
+// ---- row path ----------------------------------------------------------------------------------
+// 3x3, stride 1, dilation 1, padding 1, and rows narrow enough that a row with its two padding
+// columns fits one vector (MobileNet's 14x14 planes in float32; rows of half a vector or less, as 7x7
+// planes, measured faster channel-blocked, 0.21 vs 0.50 ms on 8x960x7x7): each input row is loaded once, its
+// three column taps are the row itself and the row shifted one lane either way (in-register
+// shuffles, zeros shifted in as padding), and each output row is 9 vector multiply-adds. No scratch
+// copy and no transpose. Same sums in the same order as the channel-blocked path (padding taps add
+// w * 0 there and here).
+template <class T>
+constexpr int64_t kRowLanes = simd::kV64<T>;
+
+template <class T>
+bool row_path_fits(const Geometry& g) {
+  return g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.ph == 1 && g.pw == 1 &&
+         g.w + 2 <= kRowLanes<T> && 2 * g.w > kRowLanes<T>;
+}
+
+template <class T>
+struct RowTaps {
+  simd::V64<T> left, centre, right;  // lane x: input column x - 1, x, x + 1 (0 outside the row)
+};
+
+// Lane masks as the integer vectors GCC's vector ?: takes.
+template <class T>
+using RowMask = simd::V64<std::conditional_t<sizeof(T) == 4, int32_t, int64_t>>;
+
+// Row r of a plane of `rows` x `width` (rows outside the plane are padding: zeros). A full-vector load
+// when it stays inside the plane (the lanes past the row masked off by in_row), else a copy of the row.
+template <class T, std::size_t... J>
+__attribute__((always_inline)) inline RowTaps<T> row_taps(const T* __restrict plane, int64_t r, int64_t rows,
+                                                          int64_t width, const RowMask<T>& in_row,
+                                                          std::index_sequence<J...>) {
+  using V = simd::V64<T>;
+  constexpr std::size_t L = sizeof...(J);
+  const V zero{};
+  if (r < 0 || r >= rows) return {zero, zero, zero};
+  V v = zero;
+  if (r * width + int64_t(L) <= rows * width) {
+    v = in_row ? simd::load64(plane + r * width) : zero;
+  } else {
+    std::memcpy(&v, plane + r * width, static_cast<size_t>(width) * sizeof(T));
+  }
+  return {__builtin_shufflevector(v, zero, (J == 0 ? L : J - 1)...), v,
+          __builtin_shufflevector(v, zero, (J == L - 1 ? L : J + 1)...)};
+}
+
+template <Activation A, class T>
+PYDET_TARGET_CLONES void forward_rows(const T* __restrict in, const T* __restrict w, T bias, int64_t rows,
+                                      int64_t width, T* __restrict out) {
+  using V = simd::V64<T>;
+  constexpr int64_t L = kRowLanes<T>;
+  constexpr auto lanes = std::make_index_sequence<L>{};
+  RowMask<T> in_row;
+  for (int64_t l = 0; l < L; ++l) in_row[l] = l < width ? -1 : 0;
+  V wt[9];
+  for (int64_t t = 0; t < 9; ++t) wt[t] = V{} + w[t];
+  RowTaps<T> above = row_taps(in, -1, rows, width, in_row, lanes), here = row_taps(in, 0, rows, width, in_row, lanes);
+  for (int64_t oh = 0; oh < rows; ++oh) {
+    const RowTaps<T> below = row_taps(in, oh + 1, rows, width, in_row, lanes);
+    V acc = V{} + bias;
+    const RowTaps<T>* window[3] = {&above, &here, &below};
+    for (int64_t kh = 0; kh < 3; ++kh) {
+      acc += wt[3 * kh] * window[kh]->left;
+      acc += wt[3 * kh + 1] * window[kh]->centre;
+      acc += wt[3 * kh + 2] * window[kh]->right;
+    }
+    alignas(64) T y[L];
+    for (int64_t l = 0; l < L; ++l) y[l] = activate<A>(acc[l]);
+    if (oh * width + L <= rows * width) {  // lanes past the row land on the next rows, written later
+      std::memcpy(out + oh * width, y, sizeof(y));
+    } else {
+      std::memcpy(out + oh * width, y, static_cast<size_t>(width) * sizeof(T));
+    }
+    above = here;
+    here = below;
+  }
 }
 
 // ---- channel-blocked path ----------------------------------------------------------------------
@@ -405,7 +487,8 @@ struct CpuKernels {
   }
 
   // Measured on 2 vCPUs (AVX-512): the plane path wins for stride-1 rows of 32 and more (56x56,
-  // 112x112 MobileNet planes); narrower rows and stride 2 are faster channel-blocked.
+  // 112x112 MobileNet planes); narrower rows and stride 2 are faster on the row path (when it
+  // applies) or channel-blocked.
   static bool plane_path(const Geometry& g) {
     return g.kh == g.kw && (g.kh == 3 || g.kh == 5) && g.sh == 1 && g.sw == 1 && g.dh == g.dw &&
            g.ow >= kPlaneMinWidth;
@@ -426,6 +509,16 @@ struct CpuKernels {
         } else {
           forward_plane<A, 5>(ip, wp, b[c], g, sc, op, padded.data(), pre.data());
         }
+      }
+    });
+  }
+
+  template <Activation A, class T>
+  static void forward_row_planes(const T* in, const T* w, const T* b, T* o, const Geometry& g) {
+    at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const int64_t c = p % g.c;
+        forward_rows<A>(in + p * g.h * g.w, w + c * 9, b[c], g.h, g.w, o + p * g.h * g.w);
       }
     });
   }
@@ -466,7 +559,9 @@ struct CpuKernels {
       T* o = out.data_ptr<T>();
       with_activation(act, [&](auto a) {
         constexpr Activation kA = decltype(a)::value;
-        if (plane_path(g)) {
+        if (row_path_fits<T>(g)) {
+          forward_row_planes<kA>(in, w, b, o, g);
+        } else if (plane_path(g)) {
           forward_planes<kA>(in, w, b, o, g);
         } else {
           forward_blocks<kA>(in, w, b, o, g);
