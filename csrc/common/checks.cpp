@@ -52,6 +52,11 @@ void check_floating(const at::Tensor& t, const char* op, const char* arg) {
                    dtype_name(st));
 }
 
+void check_integer(const at::Tensor& t, const char* op, const char* arg, const char* what) {
+  TORCH_CHECK_TYPE(at::isIntegralType(t.scalar_type(), /*includeBool=*/false), "pydet.", op, ": ", arg,
+                   " must be an integer tensor (", what, "), got ", dtype_name(t.scalar_type()));
+}
+
 void check_boxes(const at::Tensor& t, const char* op, const char* arg, const char* expected,
                  int64_t min_rank, int64_t max_rank) {
   TORCH_CHECK_VALUE(t.dim() >= min_rank && t.dim() <= max_rank && t.size(-1) == 4, "pydet.", op, ": ", arg,

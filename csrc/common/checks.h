@@ -36,6 +36,9 @@ void check_boxes(const at::Tensor& t, const char* op, const char* arg, const cha
 
 void check_floating(const at::Tensor& t, const char* op, const char* arg);
 
+// An integer tensor (any width, not bool); `what` says what its values are, for the message.
+void check_integer(const at::Tensor& t, const char* op, const char* arg, const char* what);
+
 void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name,
                        const char* op);
 

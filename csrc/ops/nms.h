@@ -82,9 +82,7 @@ struct Ops {
     TORCH_CHECK_VALUE(idxs.dim() == 1 && idxs.size(0) == boxes.size(0), "pydet.", op,
                       ": idxs must have shape [N] matching boxes, got idxs ", shape_str(idxs.sizes()), " and boxes ",
                       shape_str(boxes.sizes()));
-    TORCH_CHECK_TYPE(at::isIntegralType(idxs.scalar_type(), /*includeBool=*/false), "pydet.", op,
-                     ": idxs must be an integer tensor (the category of each box), got ",
-                     dtype_name(idxs.scalar_type()));
+    check_integer(idxs, op, "idxs", "the category of each box");
     check_same_device(boxes, "boxes", idxs, "idxs", op);
   }
 
@@ -128,9 +126,7 @@ struct Ops {
       TORCH_CHECK_VALUE(num_classes.has_value() && *num_classes >= 1, "pydet.multiclass_nms: with labels, ",
                         "num_classes (the number of classes the labels index, >= 1) is required, got ",
                         num_classes.has_value() ? c10::str(*num_classes) : std::string("None"));
-      TORCH_CHECK_TYPE(at::isIntegralType(labels->scalar_type(), /*includeBool=*/false),
-                       "pydet.multiclass_nms: labels must be an integer tensor (the class of each candidate), got ",
-                       dtype_name(labels->scalar_type()));
+      check_integer(*labels, op, "labels", "the class of each candidate");
       TORCH_CHECK_VALUE(labels->sizes() == scores.sizes(), "pydet.multiclass_nms: labels must have the shape of ",
                         "scores ", shape_str(scores.sizes()), ", got ", shape_str(labels->sizes()));
       check_same_device(scores, "scores", *labels, "labels", op);

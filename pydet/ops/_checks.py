@@ -46,6 +46,12 @@ def check_floating(t: torch.Tensor, op: str, arg: str) -> None:
         )
 
 
+def check_integer(t: torch.Tensor, op: str, arg: str, what: str) -> None:
+    """An integer tensor (any width, not bool); ``what`` says what its values are."""
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"pydet.{op}: {arg} must be an integer tensor ({what}), got {dtype_name(t.dtype)}")
+
+
 def check_boxes(t: torch.Tensor, op: str, arg: str, expected: str, min_rank: int, max_rank: int) -> None:
     if not (min_rank <= t.dim() <= max_rank and t.shape[-1] == 4):
         raise ValueError(f"pydet.{op}: {arg} must have shape {expected}, got {shape_str(t.shape)}")

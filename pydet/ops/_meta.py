@@ -180,10 +180,7 @@ def _check_idxs(op: str, boxes, idxs) -> None:
             f"pydet.{op}: idxs must have shape [N] matching boxes, got idxs {C.shape_str(idxs.shape)} and boxes "
             f"{C.shape_str(boxes.shape)}"
         )
-    if idxs.dtype.is_floating_point or idxs.dtype.is_complex or idxs.dtype == torch.bool:
-        raise TypeError(
-            f"pydet.{op}: idxs must be an integer tensor (the category of each box), got {C.dtype_name(idxs.dtype)}"
-        )
+    C.check_integer(idxs, op, "idxs", "the category of each box")
     C.check_same_device(boxes, "boxes", idxs, "idxs", op)
 
 
@@ -243,11 +240,7 @@ def _multiclass_nms(
                 "pydet.multiclass_nms: with labels, num_classes (the number of classes the labels index, >= 1) is "
                 f"required, got {num_classes}"
             )
-        if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-            raise TypeError(
-                "pydet.multiclass_nms: labels must be an integer tensor (the class of each candidate), got "
-                f"{C.dtype_name(labels.dtype)}"
-            )
+        C.check_integer(labels, op, "labels", "the class of each candidate")
         if labels.shape != scores.shape:
             raise ValueError(
                 f"pydet.multiclass_nms: labels must have the shape of scores {C.shape_str(scores.shape)}, got "

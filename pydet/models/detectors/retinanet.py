@@ -97,22 +97,17 @@ class RetinaNet(DenseDetector):
         self.box_loss_type = box_loss_type
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
 
-    def _decode(
-        self,
-        deltas: Tensor,
-        anchors: Tensor,
-        max_shape: tuple[int, int] | None = None,
-        index: Tensor | None = None,
-    ) -> Tensor:
-        return self.box_coder.decode_single(deltas, anchors, max_shape, index)
-
     def compute_loss(self, head_outputs, anchors, gt_boxes, gt_labels, num_gt) -> dict[str, Tensor]:
         matched = self.proposal_matcher.match_boxes(gt_boxes, anchors, num_gt)
         deltas = head_outputs["bbox_regression"]
         target_deltas = box_encode(anchors, gt_boxes, "torchvision", target_index=matched)
         target_boxes = gt_boxes.gather(1, matched.clamp(min=0)[..., None].expand(-1, -1, 4))
         per_anchor = box_loss(
-            self.box_loss_type, deltas, target_deltas, lambda d: self._decode(d, anchors), target_boxes
+            self.box_loss_type,
+            deltas,
+            target_deltas,
+            lambda d: self.box_coder.decode_single(d, anchors),
+            target_boxes,
         )
         return {
             "classification": retinanet_classification_loss(
@@ -136,9 +131,11 @@ class RetinaNet(DenseDetector):
         anchor_idx = idx.div(num_classes, rounding_mode="floor")  # padding stays -1 (decoded as zeros)
         # gather the candidates' anchors and deltas, decode (and clip) in one pass
         if (size := shared_size(image_sizes)) is not None:
-            boxes = self._decode(deltas, anchors, size, anchor_idx)
+            boxes = self.box_coder.decode_single(deltas, anchors, size, anchor_idx)
         else:
-            boxes = clip_to_images(self._decode(deltas, anchors, index=anchor_idx), image_sizes)
+            boxes = clip_to_images(
+                self.box_coder.decode_single(deltas, anchors, index=anchor_idx), image_sizes
+            )
         # class-wise NMS over the candidates, each with its class (multiclass_nms applies `score > score_thresh`)
         return multiclass_nms(
             boxes,
