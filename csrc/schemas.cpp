@@ -1,6 +1,7 @@
 // Every torch.ops.pydet operator is declared here, in one place. Kernels are registered per
 // dispatch key next to their code (csrc/cpu/*.cpp, csrc/cuda/*.cu); fake (meta) kernels, autograd
-// and autocast rules are registered in Python (pydet/ops/_meta.py, pydet/ops/_autograd.py).
+// and autocast rules are registered in Python (pydet/ops/_meta.py, pydet/ops/_autograd.py), except
+// box_decode's autograd (csrc/autograd/coders.cpp, for its per-call cost).
 //
 // Ops whose name starts with "_" are internal (backward kernels); everything else is public API
 // documented in pydet/ops/.

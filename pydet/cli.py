@@ -52,8 +52,8 @@ def _bench(args: argparse.Namespace) -> int:
         + ". Baseline: the eager PyTorch formula\n"
         "(pydet.reference, as torchvision/mmdet write it); for NMS, torchvision's/mmcv's CPU kernels "
         "(bench/nms_reference.cpp).\n"
-        "floor: bytes read + written at the copy bandwidth measured in the same run "
-        "(a copy of an output-sized buffer, input-sized for topk_per_level; read and write bytes both counted);\n"
+        "floor: the time of a copy moving the bytes the op reads + writes (a buffer of half of them into "
+        "another), timed in alternation with pydet and the baselines;\n"
         "of copy bw: floor / pydet time, the fraction of that bandwidth the op achieves (memory-bound ops)."
     )
     memory_rows = []

@@ -255,6 +255,36 @@ def test_non_contiguous_and_broadcast_reference():
     torch.testing.assert_close(box_decode(anchors, deltas), box_decode(anchors, base), atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("coding", ["torchvision", "mmdet", "ssd"])
+def test_vectorised_runs_equal_the_strided_path(dtype, coding):
+    """Contiguous rows run in vectors of 16 (float) / 8 (double) boxes transposed into one vector per
+    coordinate, with a scalar tail, restarting at every image; strided rows go one by one. Every
+    length around those boundaries, with a reference shared by the images and one per image, gives
+    the same bits both ways."""
+    g = torch.Generator().manual_seed(21)
+    for n in [*range(0, 34), 47, 48, 49]:
+        anchors = (random_boxes(2 * n, seed=n, dtype=torch.float64) + torch.tensor([0, 0, 1.0, 1.0]))[:n]
+        anchors = cxcywh(anchors) if coding == "ssd" else anchors
+        anchors = anchors.to(dtype)
+        deltas = (torch.randn(3, n, 4, generator=g, dtype=torch.float64) * 2).to(dtype)
+        per_image = anchors[None].repeat(3, 1, 1)
+        for reference in (anchors, per_image):
+            strided = torch.cat([deltas, deltas], -1)[..., 4:]  # same values, row stride 8: strided path
+            want = box_decode(reference, strided, coding, (2.0, 2.0, 3.0, 3.0))
+            got = box_decode(reference, deltas, coding, (2.0, 2.0, 3.0, 3.0))
+            torch.testing.assert_close(got, want, atol=0, rtol=0, equal_nan=True)
+            targets = reference.flip(-2)
+            strided_targets = torch.cat([targets, targets], -1)[..., 4:]
+            torch.testing.assert_close(
+                box_encode(reference, targets, coding),
+                box_encode(reference, strided_targets, coding),
+                atol=0,
+                rtol=0,
+                equal_nan=True,
+            )
+
+
 def test_gathered_targets_equal_indexing():
     anchors = random_boxes(300, seed=16, dtype=torch.float64) + torch.tensor(
         [0, 0, 1.0, 1.0], dtype=torch.float64

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 #include "common/box_math.h"
@@ -35,8 +36,13 @@ struct CoderParams {
   S center_clamp;     // decode, mmdet add_ctr_clamp: |centre shift| <= center_clamp (inf: off)
   // decode (torchvision, mmdet): x into [clip_lo, max_w], y into [clip_lo, max_h], as
   // clip_boxes_to_image with clip_lo = 0; without max_shape (-inf, +inf, +inf), where the clamp is the
-  // identity: applying it always, rather than behind a flag, keeps the decode loops vectorised.
+  // identity (decode_box<C, kClip = false> skips it).
   S clip_lo, max_h, max_w;
+
+  bool clips() const {
+    return !(clip_lo == -std::numeric_limits<S>::infinity() && max_h == std::numeric_limits<S>::infinity() &&
+             max_w == std::numeric_limits<S>::infinity());
+  }
 };
 
 // f(std::integral_constant<Coding, c>{}): the runtime convention as a compile-time one (host side).
@@ -92,8 +98,9 @@ PYDET_HD Box4<S> encode_box(const Box4<S>& r, const Box4<S>& t, const CoderParam
 }
 
 // Box predicted by deltas `d` relative to reference box `r`. V is S, or a dual number seeded on the
-// deltas for the backward kernel.
-template <Coding C, class S, class V>
+// deltas for the backward kernel. kClip = false skips the clip to max_shape, an identity when there
+// is none (the clip bounds are then infinite): a vectorised CPU loop saves its 8 min/max.
+template <Coding C, bool kClip = true, class S, class V>
 PYDET_HD Box4<V> decode_box(const Box4<S>& r, const Box4<V>& d, const CoderParams<S>& p) {
   if constexpr (C == Coding::kTorchvision) {
     const S widths = r.c - r.a, heights = r.d - r.b;
@@ -103,7 +110,7 @@ PYDET_HD Box4<V> decode_box(const Box4<S>& r, const Box4<V>& d, const CoderParam
     const V pcx = dx * widths + cx, pcy = dy * heights + cy;
     const V half_w = S(0.5) * (exp_(dw) * widths), half_h = S(0.5) * (exp_(dh) * heights);
     const Box4<V> q{pcx - half_w, pcy - half_h, pcx + half_w, pcy + half_h};
-    return clip_box(q, p.max_h, p.max_w, p.clip_lo);
+    return kClip ? clip_box(q, p.max_h, p.max_w, p.clip_lo) : q;
   } else if constexpr (C == Coding::kMmdet) {
     const V dx = d.a * p.weights[0] + p.means[0], dy = d.b * p.weights[1] + p.means[1];
     const V dw = clamp(d.c * p.weights[2] + p.means[2], p.wh_min, p.wh_max);
@@ -114,7 +121,7 @@ PYDET_HD Box4<V> decode_box(const Box4<S>& r, const Box4<V>& d, const CoderParam
     const V gy = py + clamp(ph * dy, -p.center_clamp, p.center_clamp);
     const V half_w = (pw * exp_(dw)) * S(0.5), half_h = (ph * exp_(dh)) * S(0.5);
     const Box4<V> q{gx - half_w, gy - half_h, gx + half_w, gy + half_h};
-    return clip_box(q, p.max_h, p.max_w, p.clip_lo);
+    return kClip ? clip_box(q, p.max_h, p.max_w, p.clip_lo) : q;
   } else {
     return {(d.a * p.weights[0]) * r.c + r.a, (d.b * p.weights[1]) * r.d + r.b, exp_(d.c * p.weights[2]) * r.c,
             exp_(d.d * p.weights[3]) * r.d};

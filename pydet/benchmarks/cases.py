@@ -29,10 +29,7 @@ class Case:
     # a call takes a second or more (whole detectors, the largest inputs or their baselines): only with
     # --heavy, which keeps the default run within two minutes on two cores
     heavy: bool = False
-    memory_bound: bool = True  # report the floor: bytes read + written at the copy bandwidth
-    # the bandwidth is that of copying a buffer the size of the output, or of the inputs for ops that
-    # mostly read (a selection out of many scores), whose output may fit in a cache the inputs do not
-    floor_buffer: str = "output"
+    memory_bound: bool = True  # report the floor: the time of a copy moving the same bytes
 
     @property
     def id(self) -> str:
@@ -307,7 +304,6 @@ def nms_cases() -> list[Case]:
             level_logits,
             ops.topk_per_level,
             lambda *a: R.topk_per_level(*a, stable=False),  # torchvision's threshold, then topk
-            floor_buffer="input",
         )
     )
     return cases

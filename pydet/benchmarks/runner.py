@@ -14,7 +14,7 @@ import torch
 
 import pydet
 from pydet.benchmarks.cases import Case
-from pydet.benchmarks.timing import copy_bandwidth, paired_median_times
+from pydet.benchmarks.timing import copy_moving, paired_median_times
 
 
 def _nbytes(obj) -> int:
@@ -34,7 +34,7 @@ def _agree(a, b) -> bool:
     return a.shape == b.shape and torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5, equal_nan=True)
 
 
-def run_case(case: Case, device: str, min_time: float, bandwidth_cache: dict) -> dict:
+def run_case(case: Case, device: str, min_time: float) -> dict:
     inputs = case.make(device)
     out = case.pydet(*inputs)
     row = {"op": case.name, "size": case.size, "device": device}
@@ -46,6 +46,10 @@ def run_case(case: Case, device: str, min_time: float, bandwidth_cache: dict) ->
         fns.append(lambda: case.reference(*inputs))
     if case.torchvision is not None:
         fns.append(lambda: case.torchvision(*inputs))
+    if case.memory_bound:
+        # the floor: a copy moving the bytes the op reads + writes, timed in the same alternation
+        moved = _nbytes(inputs) + _nbytes(out)
+        fns.append(copy_moving(moved, device))
     times = [1e3 * t for t in paired_median_times(fns, device, min_time=min_time)]
     row["pydet_ms"] = times.pop(0)
     if case.reference is not None:
@@ -55,21 +59,12 @@ def run_case(case: Case, device: str, min_time: float, bandwidth_cache: dict) ->
         row["torchvision_ms"] = times.pop(0)
         row["speedup_vs_torchvision"] = row["torchvision_ms"] / row["pydet_ms"]
     if case.memory_bound:
-        moved = _nbytes(inputs) + _nbytes(out)
-        buffer = _nbytes(out) if case.floor_buffer == "output" else _nbytes(inputs)
-        if buffer not in bandwidth_cache:  # measure on a buffer the size of the output (or inputs)
-            bandwidth_cache[buffer] = copy_bandwidth(buffer, device, min_time=min_time)
-        bw = bandwidth_cache[buffer]
         row["bytes_moved"] = moved
-        row["copy_gbps"] = bw / 1e9
-        row["floor_ms"] = 1e3 * moved / bw
-        _floor_ratios(row)
+        row["floor_ms"] = times.pop(0)
+        row["copy_gbps"] = moved / row["floor_ms"] / 1e6
+        row["x_floor"] = row["pydet_ms"] / row["floor_ms"]
+        row["copy_fraction"] = 1 / row["x_floor"]  # the fraction of the copy's bandwidth the op achieves
     return row
-
-
-def _floor_ratios(row: dict) -> None:
-    row["x_floor"] = row["pydet_ms"] / row["floor_ms"]
-    row["copy_fraction"] = row["floor_ms"] / row["pydet_ms"]  # achieved fraction of the copy bandwidth
 
 
 _BASELINES = (("reference_ms", "speedup"), ("torchvision_ms", "speedup_vs_torchvision"))
@@ -90,8 +85,10 @@ def merge_runs(runs: list[dict]) -> dict:
             ratios = [r[speedup] for r in runs]
             row[speedup] = statistics.median(ratios)
             row[f"{speedup}_min"], row[f"{speedup}_max"] = min(ratios), max(ratios)
-    if "floor_ms" in row:
-        _floor_ratios(row)
+    if "floor_ms" in row:  # like the speed-ups: the median of the runs' paired ratios
+        row["floor_ms"] = statistics.median(r["floor_ms"] for r in runs)
+        row["x_floor"] = statistics.median(r["x_floor"] for r in runs)
+        row["copy_fraction"] = 1 / row["x_floor"]
     return row
 
 
@@ -103,12 +100,11 @@ def run(cases: Iterable[Case], device: str, min_time: float, *, repeat: int = 1,
     cases = list(cases)
     total = repeat * len(cases)
     runs: list[list[dict]] = [[] for _ in cases]
-    cache: dict = {}
     for r in range(repeat):
         for k, case in enumerate(cases):
             if progress:
                 progress(r * len(cases) + k, total, case)
-            runs[k].append(run_case(case, device, min_time, cache))
+            runs[k].append(run_case(case, device, min_time))
     if progress:
         progress(total, total, None)
     return [merge_runs(rs) for rs in runs]

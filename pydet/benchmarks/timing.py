@@ -61,12 +61,11 @@ def paired_median_times(
     return [statistics.median(ts) for ts in times]
 
 
-def copy_bandwidth(nbytes: int, device: str, *, min_time: float = 0.2) -> float:
-    """Bytes per second moved by copying a buffer of ``nbytes`` into another (read + write counted),
-    the reference for memory-bound floors. The destination is allocated once, so its pages are
-    already mapped."""
-    n = max(1, nbytes // 4)
+def copy_moving(nbytes: int, device: str) -> Callable[[], object]:
+    """A copy that reads and writes ``nbytes`` in all (a buffer of half of them into another, so its
+    footprint is ``nbytes`` too), the reference for memory-bound floors. The destination is
+    allocated once, so its pages are already mapped."""
+    n = max(1, nbytes // 8)
     src = torch.ones(n, device=device)
     dst = torch.zeros(n, device=device)
-    t = median_time(lambda: dst.copy_(src), device, min_time=min_time)
-    return 2 * n * 4 / t
+    return lambda: dst.copy_(src)

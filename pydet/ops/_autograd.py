@@ -117,19 +117,8 @@ for _name, _metric in (
 
 
 # ---- box coding ---------------------------------------------------------------------------------
-def _box_decode_setup(ctx, inputs, output):
-    reference, deltas, *args, index = inputs
-    ctx.save_for_backward(reference, deltas, index)
-    ctx.args = tuple(args)
-
-
-def _box_decode_backward(ctx, grad):
-    reference, deltas, index = ctx.saved_tensors
-    grad_deltas = _ops._box_decode_backward(grad, reference, deltas, *ctx.args, index)
-    return (None, grad_deltas) + (None,) * (len(ctx.args) + 1)
-
-
-torch.library.register_autograd("pydet::box_decode", _box_decode_backward, setup_context=_box_decode_setup)
+# box_decode's rule is registered in C++ (csrc/autograd/coders.cpp): a Python rule runs on every
+# call, gradients or not, and its overhead was ~15% of decoding 100,000 boxes.
 
 
 # ---- classification losses ---------------------------------------------------------------------
