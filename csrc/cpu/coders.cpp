@@ -26,7 +26,7 @@ PYDET_HD Box4<T> load(const T* p) {
   return {p[0], p[1], p[2], p[3]};
 }
 
-// The dense loop asks for its rows 4 KB (float) ahead: the hardware prefetchers alone left it ~10%
+// The dense loop asks for its rows 4 KB (float) ahead: the hardware prefetchers alone left it ~8%
 // slower on 100,000 boxes than with their data already in cache.
 constexpr int64_t kPrefetchRows = 256;
 template <class T>
@@ -53,7 +53,9 @@ PYDET_TARGET_CLONES void rows_range(const Rows3<T> ref, const Rows3<T> in, T* ou
       const T* rp = ref.data + b * ref.s0 + 4 * n0;  // row k's reference box at rp + 4 (k - r)
       int64_t k = r;
       for (; k + kLanes <= stop; k += kLanes) {
-        if (k + kPrefetchRows < stop) prefetch_rows<T>(rp + 4 * (k - r + kPrefetchRows), in.data + 4 * (k + kPrefetchRows));
+        if (k + kPrefetchRows < stop) {
+          prefetch_rows<T>(rp + 4 * (k - r + kPrefetchRows), in.data + 4 * (k + kPrefetchRows));
+        }
         simd::V64<T> rc[4], ic[4], oc[4];
         simd::deinterleave4(rp + 4 * (k - r), rc);
         simd::deinterleave4(in.data + 4 * k, ic);

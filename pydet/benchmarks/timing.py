@@ -14,23 +14,6 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(
-    fn: Callable[[], object], device: str, *, min_time: float = 0.3, max_reps: int = 2000, min_reps: int = 3
-) -> float:
-    """Median wall time of ``fn()`` in seconds: one warm-up call, then repeats until ``min_time`` has
-    passed (at least ``min_reps``, at most ``max_reps``)."""
-    fn()
-    synchronize(device)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_reps or (len(times) < max_reps and time.perf_counter() - start < min_time):
-        t0 = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def paired_median_times(
     fns: list[Callable[[], object]],
     device: str,
