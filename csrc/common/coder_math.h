@@ -28,6 +28,35 @@ enum class Coding : int8_t {
   kSsd,
 };
 
+// One axis of a box: (x1, x2) or (y1, y2) of an xyxy box, (cx, w) or (cy, h) of a (cx, cy, w, h) box,
+// (dx, dw) or (dy, dh) of deltas. Every coding treats x and y alike, each with its own parameters
+// (AxisParams), so its formulas are written for one axis; the CPU's vectorised loop computes the x
+// and y of a run of boxes in alternate lanes.
+template <class V>
+struct Axis {
+  V first, second;
+};
+template <class V>
+PYDET_HD Axis<V> x_of(const Box4<V>& q) {
+  return {q.a, q.c};
+}
+template <class V>
+PYDET_HD Axis<V> y_of(const Box4<V>& q) {
+  return {q.b, q.d};
+}
+template <class V>
+PYDET_HD Box4<V> join_axes(const Axis<V>& x, const Axis<V>& y) {
+  return {x.first, y.first, x.second, y.second};
+}
+
+template <class S>
+struct AxisParams {
+  S weight_center, weight_size;  // CoderParams::weights[k], weights[k + 2] for axis k
+  S mean_center, mean_size;      // means[k], means[k + 2]
+  S size_min, size_max, center_clamp;
+  S clip_lo, clip_hi;            // clip_hi: max_w for x, max_h for y
+};
+
 template <class S>
 struct CoderParams {
   S weights[4];  // torchvision: (wx, wy, ww, wh); mmdet: target_stds; ssd: (sxy, sxy, swh, swh)
@@ -36,12 +65,17 @@ struct CoderParams {
   S center_clamp;     // decode, mmdet add_ctr_clamp: |centre shift| <= center_clamp (inf: off)
   // decode (torchvision, mmdet): x into [clip_lo, max_w], y into [clip_lo, max_h], as
   // clip_boxes_to_image with clip_lo = 0; without max_shape (-inf, +inf, +inf), where the clamp is the
-  // identity (decode_box<C, kClip = false> skips it).
+  // identity (decode_axis<C, kClip = false> skips it).
   S clip_lo, max_h, max_w;
 
   bool clips() const {
     return !(clip_lo == -std::numeric_limits<S>::infinity() && max_h == std::numeric_limits<S>::infinity() &&
              max_w == std::numeric_limits<S>::infinity());
+  }
+  // Axis k: 0 for x, 1 for y.
+  PYDET_HD AxisParams<S> axis(int k) const {
+    return {weights[k], weights[k + 2], means[k], means[k + 2], wh_min, wh_max, center_clamp, clip_lo,
+            k == 0 ? max_w : max_h};
   }
 };
 
@@ -74,58 +108,76 @@ CoderParams<T> cast_params(const CoderParams<double>& p) {
   return q;
 }
 
-// Deltas of target box `t` relative to reference box `r` (both xyxy, or both cxcywh for kSsd).
+// Deltas (centre, size) of target `t` relative to reference `r` along one axis (both xyxy, or both
+// cxcywh for kSsd).
 template <Coding C, class S>
-PYDET_HD Box4<S> encode_box(const Box4<S>& r, const Box4<S>& t, const CoderParams<S>& p) {
+PYDET_HD Axis<S> encode_axis(const Axis<S>& r, const Axis<S>& t, const AxisParams<S>& p) {
   if constexpr (C == Coding::kTorchvision) {
-    const S ew = r.c - r.a, eh = r.d - r.b;
-    const S ex = r.a + S(0.5) * ew, ey = r.b + S(0.5) * eh;
-    const S gw = t.c - t.a, gh = t.d - t.b;
-    const S gx = t.a + S(0.5) * gw, gy = t.b + S(0.5) * gh;
-    return {p.weights[0] * (gx - ex) / ew, p.weights[1] * (gy - ey) / eh, p.weights[2] * log_(gw / ew),
-            p.weights[3] * log_(gh / eh)};
+    const S ew = r.second - r.first;
+    const S ex = r.first + S(0.5) * ew;
+    const S gw = t.second - t.first;
+    const S gx = t.first + S(0.5) * gw;
+    return {p.weight_center * (gx - ex) / ew, p.weight_size * log_(gw / ew)};
   } else if constexpr (C == Coding::kMmdet) {
-    const S px = (r.a + r.c) * S(0.5), py = (r.b + r.d) * S(0.5);
-    const S pw = r.c - r.a, ph = r.d - r.b;
-    const S gx = (t.a + t.c) * S(0.5), gy = (t.b + t.d) * S(0.5);
-    const S gw = t.c - t.a, gh = t.d - t.b;
-    return {((gx - px) / pw - p.means[0]) / p.weights[0], ((gy - py) / ph - p.means[1]) / p.weights[1],
-            (log_(gw / pw) - p.means[2]) / p.weights[2], (log_(gh / ph) - p.means[3]) / p.weights[3]};
+    const S px = (r.first + r.second) * S(0.5), pw = r.second - r.first;
+    const S gx = (t.first + t.second) * S(0.5), gw = t.second - t.first;
+    return {((gx - px) / pw - p.mean_center) / p.weight_center, (log_(gw / pw) - p.mean_size) / p.weight_size};
   } else {
-    return {((t.a - r.a) / r.c) / p.weights[0], ((t.b - r.b) / r.d) / p.weights[1], log_(t.c / r.c) / p.weights[2],
-            log_(t.d / r.d) / p.weights[3]};
+    return {((t.first - r.first) / r.second) / p.weight_center, log_(t.second / r.second) / p.weight_size};
   }
 }
 
-// Box predicted by deltas `d` relative to reference box `r`. V is S, or a dual number seeded on the
-// deltas for the backward kernel. kClip = false skips the clip to max_shape, an identity when there
-// is none (the clip bounds are then infinite): a vectorised CPU loop saves its 8 min/max.
+// The reference axis moved by deltas `d`. V is S, or a dual number seeded on the deltas for the
+// backward kernel. kClip = false skips the clip to max_shape, an identity when there is none (the
+// clip bounds are then infinite): a vectorised CPU loop saves its min/max.
+template <Coding C, bool kClip = true, class S, class V>
+PYDET_HD Axis<V> decode_axis(const Axis<S>& r, const Axis<V>& d, const AxisParams<S>& p) {
+  if constexpr (C == Coding::kTorchvision) {
+    const S widths = r.second - r.first;
+    const S cx = r.first + S(0.5) * widths;
+    const V dx = d.first / p.weight_center;
+    const V dw = clamp(d.second / p.weight_size, p.size_min, p.size_max);
+    const V pcx = dx * widths + cx;
+    const V half_w = S(0.5) * (exp_(dw) * widths);
+    if constexpr (!kClip) return {pcx - half_w, pcx + half_w};
+    return {clamp(pcx - half_w, p.clip_lo, p.clip_hi), clamp(pcx + half_w, p.clip_lo, p.clip_hi)};
+  } else if constexpr (C == Coding::kMmdet) {
+    const V dx = d.first * p.weight_center + p.mean_center;
+    const V dw = clamp(d.second * p.weight_size + p.mean_size, p.size_min, p.size_max);
+    const S px = (r.first + r.second) * S(0.5), pw = r.second - r.first;
+    const V gx = px + clamp(pw * dx, -p.center_clamp, p.center_clamp);
+    const V half_w = (pw * exp_(dw)) * S(0.5);
+    if constexpr (!kClip) return {gx - half_w, gx + half_w};
+    return {clamp(gx - half_w, p.clip_lo, p.clip_hi), clamp(gx + half_w, p.clip_lo, p.clip_hi)};
+  } else {
+    return {(d.first * p.weight_center) * r.second + r.first, exp_(d.second * p.weight_size) * r.second};
+  }
+}
+
+// Whole boxes: both axes.
+template <Coding C, class S>
+PYDET_HD Box4<S> encode_box(const Box4<S>& r, const Box4<S>& t, const CoderParams<S>& p) {
+  return join_axes(encode_axis<C>(x_of(r), x_of(t), p.axis(0)), encode_axis<C>(y_of(r), y_of(t), p.axis(1)));
+}
 template <Coding C, bool kClip = true, class S, class V>
 PYDET_HD Box4<V> decode_box(const Box4<S>& r, const Box4<V>& d, const CoderParams<S>& p) {
-  if constexpr (C == Coding::kTorchvision) {
-    const S widths = r.c - r.a, heights = r.d - r.b;
-    const S cx = r.a + S(0.5) * widths, cy = r.b + S(0.5) * heights;
-    const V dx = d.a / p.weights[0], dy = d.b / p.weights[1];
-    const V dw = clamp(d.c / p.weights[2], p.wh_min, p.wh_max), dh = clamp(d.d / p.weights[3], p.wh_min, p.wh_max);
-    const V pcx = dx * widths + cx, pcy = dy * heights + cy;
-    const V half_w = S(0.5) * (exp_(dw) * widths), half_h = S(0.5) * (exp_(dh) * heights);
-    const Box4<V> q{pcx - half_w, pcy - half_h, pcx + half_w, pcy + half_h};
-    return kClip ? clip_box(q, p.max_h, p.max_w, p.clip_lo) : q;
-  } else if constexpr (C == Coding::kMmdet) {
-    const V dx = d.a * p.weights[0] + p.means[0], dy = d.b * p.weights[1] + p.means[1];
-    const V dw = clamp(d.c * p.weights[2] + p.means[2], p.wh_min, p.wh_max);
-    const V dh = clamp(d.d * p.weights[3] + p.means[3], p.wh_min, p.wh_max);
-    const S px = (r.a + r.c) * S(0.5), py = (r.b + r.d) * S(0.5);
-    const S pw = r.c - r.a, ph = r.d - r.b;
-    const V gx = px + clamp(pw * dx, -p.center_clamp, p.center_clamp);
-    const V gy = py + clamp(ph * dy, -p.center_clamp, p.center_clamp);
-    const V half_w = (pw * exp_(dw)) * S(0.5), half_h = (ph * exp_(dh)) * S(0.5);
-    const Box4<V> q{gx - half_w, gy - half_h, gx + half_w, gy + half_h};
-    return kClip ? clip_box(q, p.max_h, p.max_w, p.clip_lo) : q;
-  } else {
-    return {(d.a * p.weights[0]) * r.c + r.a, (d.b * p.weights[1]) * r.d + r.b, exp_(d.c * p.weights[2]) * r.c,
-            exp_(d.d * p.weights[3]) * r.d};
-  }
+  return join_axes(decode_axis<C, kClip>(x_of(r), x_of(d), p.axis(0)),
+                   decode_axis<C, kClip>(y_of(r), y_of(d), p.axis(1)));
+}
+
+// Gradient of decode_axis with respect to the deltas, given the output's upstream gradient `g`: the
+// formula run on dual numbers seeded on (d.first, d.second). (Per axis: an output's gradient reaches
+// only its own axis' deltas.)
+template <Coding C, class S>
+PYDET_HD Axis<S> decode_axis_backward(const Axis<S>& r, const Axis<S>& d, const Axis<S>& g, const AxisParams<S>& p) {
+  using D = Dual<S, 2>;
+  const Axis<D> q = decode_axis<C>(r, Axis<D>{D::variable(d.first, 0), D::variable(d.second, 1)}, p);
+  return {g.first * q.first.d[0] + g.second * q.second.d[0], g.first * q.first.d[1] + g.second * q.second.d[1]};
+}
+template <Coding C, class S>
+PYDET_HD Box4<S> decode_box_backward(const Box4<S>& r, const Box4<S>& d, const Box4<S>& g, const CoderParams<S>& p) {
+  return join_axes(decode_axis_backward<C>(x_of(r), x_of(d), x_of(g), p.axis(0)),
+                   decode_axis_backward<C>(y_of(r), y_of(d), y_of(g), p.axis(1)));
 }
 
 }  // namespace pydet

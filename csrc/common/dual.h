@@ -210,6 +210,8 @@ PYDET_HD float atan_(float x) {
   return std::copysign(y, x);
 #endif
 }
+template <class S>
+PYDET_HD S select(bool c, S x, S y);  // below
 // exp in float32, for the same reason as atan_: a branch-free Cephes-style reduction
 // (x = n ln2 + r, degree-5 polynomial for e^r, times 2^n) that vectorises. Checked exhaustively:
 // at most 0.991 ulp from the exact value over the whole non-overflowing range; results below the
@@ -222,9 +224,15 @@ PYDET_HD float exp_(float x) {
   return ::expf(x);
 #else
   constexpr float kLo = -87.3365447505f, kHi = 88.7228391117f;
-  const float xc = clamp(x, kLo, kHi);  // NaN stays NaN, and so does the result
-  const float n = std::nearbyint(xc * 1.44269504088896341f);
-  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;  // ln2 split in two: n * 0.693359375f is exact
+  // n = x / ln2 rounded to the nearest integer by adding 1.5 * 2^23: the sum's low mantissa bits are
+  // n (two's complement), read back below with bit_cast. Unlike a clamp of x followed by nearbyint and
+  // a float-to-int conversion, this is defined for every x (results outside (kLo, kHi) and NaN are
+  // selected away at the end), and GCC keeps it to two adds: it turned the clamp into masked
+  // constant blends, 10 more instructions per exp.
+  constexpr float kRound = 12582912.0f;
+  const float shifted = x * 1.44269504088896341f + kRound;
+  const float n = shifted - kRound;
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // ln2 split in two: n * 0.693359375f is exact
   float p = 1.9875691500e-4f;  // Horner steps fused (one rounding each)
   p = std::fma(p, r, 1.3981999507e-3f);
   p = std::fma(p, r, 8.3334519073e-3f);
@@ -232,35 +240,36 @@ PYDET_HD float exp_(float x) {
   p = std::fma(p, r, 1.6666665459e-1f);
   p = std::fma(p, r, 5.0000001201e-1f);
   const float y = p * (r * r) + r + 1.0f;
-  // times 2^n by adding n to y's exponent field: exact, since strictly between kLo and kHi the
-  // result is a normal float (the two ends are selected below)
-  const float scaled = std::bit_cast<float>(std::bit_cast<int32_t>(y) + (static_cast<int32_t>(n) << 23));
-  const float bounded = x >= kHi ? std::numeric_limits<float>::infinity() : scaled;
-  return x <= kLo ? 0.0f : bounded;
+  // times 2^n by adding n to y's exponent field (n << 23; the bits above n's shift out): exact, since
+  // strictly between kLo and kHi the result is a normal float
+  const float scaled = std::bit_cast<float>(std::bit_cast<uint32_t>(y) + (std::bit_cast<uint32_t>(shifted) << 23));
+  const float normal = select(x > kLo, scaled, 0.0f);
+  return select(x < kHi, normal, x + std::numeric_limits<float>::infinity());  // x >= kHi: inf; NaN stays NaN
 #endif
 }
 PYDET_HD double exp_(double x) {
   return ::exp(x);
 }
-// log in float32, vectorisable for the same reason: x = m 2^e with m in [sqrt(1/2), sqrt(2)), then
+// log in float32, vectorisable for the same reason: x = m 2^e with m in (sqrt(1/2), sqrt(2)], then
 // Cephes' degree-9 polynomial for log(1 + f), Horner steps fused as in exp_. At most 0.83 ulp from the
 // exact value (checked against a double-precision log on every 7th float of the positive range,
 // subnormals included); log(0) is -inf, a negative x or NaN gives NaN, inf stays inf. CUDA uses logf.
-template <class S>
-PYDET_HD S select(bool c, S x, S y);  // below
 PYDET_HD float log_(float x) {
 #if defined(__CUDA_ARCH__)
   return ::logf(x);
 #else
-  // Written with select() rather than ?: so that the loops calling it stay branch-free.
+  // Positive subnormals are scaled by 2^23 into the normal range (their exponent corrected below).
+  // Selects are select() rather than ?:, which GCC may turn back into branches (moving the work of an
+  // arm into it), and a loop with branches does not vectorise.
   const bool subnormal = x < 1.17549435e-38f;
-  const float xs = select(subnormal, x * 8388608.0f, x);  // scale subnormals by 2^23 into the normal range
-  const uint32_t bits = std::bit_cast<uint32_t>(xs);
-  int32_t e = static_cast<int32_t>((bits >> 23) & 0xffu) - 127 - select(subnormal, int32_t(23), int32_t(0));
-  float m = std::bit_cast<float>((bits & 0x007fffffu) | 0x3f800000u);  // [1, 2)
-  const bool high = m > 1.41421356f;
-  m = select(high, 0.5f * m, m);
-  e += select(high, int32_t(1), int32_t(0));
+  const float xs = x * select(subnormal, 8388608.0f, 1.0f);
+  // x = m 2^e with m in (sqrt(1/2), sqrt(2)], in one integer subtraction: taking away the bits of
+  // sqrt(1/2) (rounded up, 0x3f3504f4) moves mantissas above sqrt(2) into the next exponent, and
+  // adding them back to the low 23 bits gives m.
+  constexpr uint32_t kSqrtHalf = 0x3f3504f4u;
+  const uint32_t ix = std::bit_cast<uint32_t>(xs) - select(subnormal, kSqrtHalf + (23u << 23), kSqrtHalf);
+  const int32_t e = static_cast<int32_t>(ix) >> 23;  // arithmetic shift: the exponent's sign is kept
+  const float m = std::bit_cast<float>((ix & 0x007fffffu) + kSqrtHalf);
   const float f = m - 1.0f;
   const float z = f * f;
   float p = 7.0376836292e-2f;  // Horner steps fused
@@ -277,9 +286,9 @@ PYDET_HD float log_(float x) {
   y = y + fe * -2.12194440e-4f;
   y = y - 0.5f * z;
   const float r = (f + y) + fe * 0.693359375f;
-  const float special = select(x == 0.0f, -std::numeric_limits<float>::infinity(),
-                               select(x > 3.40282347e+38f, x, std::numeric_limits<float>::quiet_NaN()));
-  return select((x > 0.0f) & (x <= 3.40282347e+38f), r, special);
+  const float finite = select(x == 0.0f, -std::numeric_limits<float>::infinity(), r);
+  const float positive = select(x < std::numeric_limits<float>::infinity(), finite, x);  // inf stays inf
+  return select(x >= 0.0f, positive, std::numeric_limits<float>::quiet_NaN());  // x < 0 or NaN
 #endif
 }
 PYDET_HD double log_(double x) {

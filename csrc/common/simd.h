@@ -118,57 +118,37 @@ template <class Map, class V, std::size_t... J>
 __attribute__((always_inline)) inline V permute2(V a, V b, std::index_sequence<J...>) {
   return __builtin_shufflevector(a, b, Map::at(J)...);
 }
-// Index maps of the [kV64, 4] <-> 4 x [kV64] transposes below, in two shuffle stages (N = kV64 lanes):
-// PickCoords<P>: of 2 vectors holding N/2 boxes, coordinates 2P and 2P+1 (N/2 lanes each);
-// PickHalves<H>: half H of each of 2 vectors, side by side;
-// Weave<Q>: from (x|y, z|w) halves, boxes Q N/4 .. (Q+1) N/4 - 1 with their 4 coordinates.
-template <class T, int kPart>
-struct PickCoords {
-  static constexpr int at(std::size_t j) {
-    constexpr int half = int(kV64<T>) / 2;
-    return 4 * (int(j) % half) + 2 * kPart + int(j) / half;
-  }
+// Index maps of the [kV64 / 2, 4] <-> 2 x [kV64] transposes below (N = kV64 lanes):
+// PickPairs<P>: of 2 vectors holding N/2 boxes, coordinate pair P ((0, 1) or (2, 3)) of each box;
+// WeavePairs<H>: from the (0, 1) and (2, 3) pairs of N/2 boxes, the 4 coordinates of boxes H N/4 ..
+// (H+1) N/4 - 1.
+template <class T, int kPair>
+struct PickPairs {
+  static constexpr int at(std::size_t j) { return 4 * (int(j) / 2) + 2 * kPair + int(j) % 2; }
 };
 template <class T, int kHalf>
-struct PickHalves {
+struct WeavePairs {
   static constexpr int at(std::size_t j) {
-    constexpr int n = int(kV64<T>), half = n / 2;
-    return (int(j) / half) * n + kHalf * half + int(j) % half;
-  }
-};
-template <class T, int kQuarter>
-struct Weave {
-  static constexpr int at(std::size_t j) {
-    constexpr int n = int(kV64<T>), half = n / 2;
-    const int box = kQuarter * (n / 4) + int(j) / 4, coord = int(j) % 4;
-    return (coord / 2) * n + (coord % 2) * half + box;
+    constexpr int n = int(kV64<T>);
+    const int box = kHalf * (n / 4) + int(j) / 4, coord = int(j) % 4;
+    return (coord / 2) * n + 2 * box + coord % 2;
   }
 };
 
-// kV64 boxes of 4 coordinates, stored row after row at p, as 4 vectors (one per coordinate): the
-// boxes' lanes line up, so a formula over one box vectorises across kV64 of them. 8 two-source
-// shuffles; interleave4 is the inverse.
+// kV64 / 2 boxes of 4 coordinates (a, b, c, d), stored row after row at p, as 2 vectors: (a, b) of
+// every box and (c, d) of every box. Lane j then holds one axis (j % 2) of box j / 2 in both, so a
+// per-axis formula vectorises across the lanes. 2 two-source shuffles; interleave_pairs is the inverse.
 template <class T>
-__attribute__((always_inline)) inline void deinterleave4(const T* p, V64<T>* coords) {
+__attribute__((always_inline)) inline void deinterleave_pairs(const T* p, V64<T>& ab, V64<T>& cd) {
   constexpr auto kI = std::make_index_sequence<std::size_t(kV64<T>)>{};
-  const V64<T> v0 = load64(p), v1 = load64(p + kV64<T>), v2 = load64(p + 2 * kV64<T>), v3 = load64(p + 3 * kV64<T>);
-  const V64<T> ab0 = permute2<PickCoords<T, 0>>(v0, v1, kI), cd0 = permute2<PickCoords<T, 1>>(v0, v1, kI);
-  const V64<T> ab1 = permute2<PickCoords<T, 0>>(v2, v3, kI), cd1 = permute2<PickCoords<T, 1>>(v2, v3, kI);
-  coords[0] = permute2<PickHalves<T, 0>>(ab0, ab1, kI);
-  coords[1] = permute2<PickHalves<T, 1>>(ab0, ab1, kI);
-  coords[2] = permute2<PickHalves<T, 0>>(cd0, cd1, kI);
-  coords[3] = permute2<PickHalves<T, 1>>(cd0, cd1, kI);
+  const V64<T> v0 = load64(p), v1 = load64(p + kV64<T>);
+  ab = permute2<PickPairs<T, 0>>(v0, v1, kI);
+  cd = permute2<PickPairs<T, 1>>(v0, v1, kI);
 }
 template <class T>
-__attribute__((always_inline)) inline void interleave4(T* p, const V64<T>* coords) {
+__attribute__((always_inline)) inline void interleave_pairs(T* p, const V64<T>& ab, const V64<T>& cd) {
   constexpr auto kI = std::make_index_sequence<std::size_t(kV64<T>)>{};
-  const V64<T> ab0 = permute2<PickHalves<T, 0>>(coords[0], coords[1], kI);
-  const V64<T> cd0 = permute2<PickHalves<T, 0>>(coords[2], coords[3], kI);
-  const V64<T> ab1 = permute2<PickHalves<T, 1>>(coords[0], coords[1], kI);
-  const V64<T> cd1 = permute2<PickHalves<T, 1>>(coords[2], coords[3], kI);
-  store64(p, permute2<Weave<T, 0>>(ab0, cd0, kI));
-  store64(p + kV64<T>, permute2<Weave<T, 1>>(ab0, cd0, kI));
-  store64(p + 2 * kV64<T>, permute2<Weave<T, 0>>(ab1, cd1, kI));
-  store64(p + 3 * kV64<T>, permute2<Weave<T, 1>>(ab1, cd1, kI));
+  store64(p, permute2<WeavePairs<T, 0>>(ab, cd, kI));
+  store64(p + kV64<T>, permute2<WeavePairs<T, 1>>(ab, cd, kI));
 }
 }  // namespace pydet::simd

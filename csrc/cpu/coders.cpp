@@ -1,8 +1,10 @@
 // CPU kernels of box_encode / box_decode (+ decode backward). Front end: ops/coders.h; formulas:
-// common/coder_math.h. The common case (one box per row, contiguous rows) transposes runs of boxes
-// into one vector per coordinate and runs the formula across them, compiled per SIMD ISA (simd.h);
-// exp_/log_ are branch-free so they vectorise too. Other layouts index through strides. A
-// gathered decode (index) copies blocks of rows into contiguous buffers and runs the same loop on them.
+// common/coder_math.h, one axis at a time. The common case (one box per row, contiguous rows) splits
+// runs of boxes into two vectors, the (a, b) and the (c, d) coordinates of every box, so that lane j
+// holds axis j % 2 of box j / 2 in both, and runs the per-axis formula across the lanes (with each
+// lane's axis parameters), compiled per SIMD ISA (simd.h); exp_/log_ are branch-free so they vectorise
+// too. Other layouts index through strides. A gathered decode (index) copies blocks of rows into
+// contiguous buffers and runs the same loop on them.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -30,69 +32,127 @@ PYDET_HD Box4<T> load(const T* p) {
 // slower on 100,000 boxes than with their data already in cache.
 constexpr int64_t kPrefetchRows = 256;
 template <class T>
-inline void prefetch_rows(const T* a, const T* b) {  // the cache lines of kV64 rows of a and of b
+inline void prefetch_rows(const T* a, const T* b) {  // the cache lines of kV64 / 2 rows of a and of b
   constexpr int64_t kLine = 64 / sizeof(T);
-  for (int64_t j = 0; j < 4 * simd::kV64<T>; j += kLine) {
+  for (int64_t j = 0; j < 2 * simd::kV64<T>; j += kLine) {
     __builtin_prefetch(a + j);
     __builtin_prefetch(b + j);
   }
 }
 
-// out row r = f(r, reference box, input box) for rows [begin, end) of the [B, N, C] problem,
-// r = (b N + n) C + c; out is contiguous [B N C, 4].
+// The axis parameters of every lane of the dense loop: lane j has axis j % 2's.
+template <class T>
+struct LaneParams {
+  simd::V64<T> weight_center, weight_size, mean_center, mean_size, size_min, size_max, center_clamp, clip_lo,
+      clip_hi;
+
+  explicit LaneParams(const CoderParams<T>& p) {
+    for (int64_t j = 0; j < simd::kV64<T>; ++j) {
+      const AxisParams<T> a = p.axis(int(j % 2));
+      weight_center[j] = a.weight_center;
+      weight_size[j] = a.weight_size;
+      mean_center[j] = a.mean_center;
+      mean_size[j] = a.mean_size;
+      size_min[j] = a.size_min;
+      size_max[j] = a.size_max;
+      center_clamp[j] = a.center_clamp;
+      clip_lo[j] = a.clip_lo;
+      clip_hi[j] = a.clip_hi;
+    }
+  }
+  AxisParams<T> operator[](int64_t j) const {
+    return {weight_center[j], weight_size[j], mean_center[j], mean_size[j], size_min[j],
+            size_max[j],      center_clamp[j], clip_lo[j],    clip_hi[j]};
+  }
+};
+
+// out row r = the two axes of f(axis parameters, reference axis, input axis, extra axis) for rows
+// [begin, end) of the [B, N, C] problem, r = (b N + n) C + c; out is contiguous [B N C, 4], and so is
+// extra, read only with kExtra (the upstream gradient of the backward).
 // kDense: C == 1, reference rows contiguous (any batch stride), input [B, N, 4] contiguous. Runs of
-// simd::kV64 rows are transposed into one vector per coordinate (simd::deinterleave4), so that the
-// compiler vectorises the formula across the run's boxes, with no shuffles inside the formula.
-template <bool kDense, class T, class F>
-PYDET_TARGET_CLONES void rows_range(const Rows3<T> ref, const Rows3<T> in, T* out, int64_t n_boxes, int64_t classes,
-                                    int64_t begin, int64_t end, const F& f) {
+// simd::kV64 / 2 rows are split into their (a, b) and (c, d) coordinates (simd::deinterleave_pairs), so
+// that the compiler vectorises the per-axis formula across the run's lanes with no shuffles inside it.
+template <bool kDense, bool kExtra, class T, class F>
+PYDET_TARGET_CLONES void rows_range(const Rows3<T> ref, const Rows3<T> in, const T* extra, T* out,
+                                    const CoderParams<T>& params, int64_t n_boxes, int64_t classes, int64_t begin,
+                                    int64_t end, const F& f) {
   if constexpr (kDense) {
-    constexpr int64_t kLanes = simd::kV64<T>;
+    constexpr int64_t kLanes = simd::kV64<T>, kRun = kLanes / 2;
+    const LaneParams<T> lanes(params);
     for (int64_t r = begin; r < end;) {
       const int64_t b = r / n_boxes, n0 = r - b * n_boxes, stop = std::min(end, (b + 1) * n_boxes);
       const T* rp = ref.data + b * ref.s0 + 4 * n0;  // row k's reference box at rp + 4 (k - r)
       int64_t k = r;
-      for (; k + kLanes <= stop; k += kLanes) {
+      for (; k + kRun <= stop; k += kRun) {
         if (k + kPrefetchRows < stop) {
           prefetch_rows<T>(rp + 4 * (k - r + kPrefetchRows), in.data + 4 * (k + kPrefetchRows));
         }
-        simd::V64<T> rc[4], ic[4], oc[4];
-        simd::deinterleave4(rp + 4 * (k - r), rc);
-        simd::deinterleave4(in.data + 4 * k, ic);
+        simd::V64<T> r_ab, r_cd, i_ab, i_cd, e_ab{}, e_cd{}, o_ab, o_cd;
+        simd::deinterleave_pairs(rp + 4 * (k - r), r_ab, r_cd);
+        simd::deinterleave_pairs(in.data + 4 * k, i_ab, i_cd);
+        if constexpr (kExtra) simd::deinterleave_pairs(extra + 4 * k, e_ab, e_cd);
         for (int64_t j = 0; j < kLanes; ++j) {
-          const Box4<T> q = f(k + j, Box4<T>{rc[0][j], rc[1][j], rc[2][j], rc[3][j]},
-                              Box4<T>{ic[0][j], ic[1][j], ic[2][j], ic[3][j]});
-          oc[0][j] = q.a;
-          oc[1][j] = q.b;
-          oc[2][j] = q.c;
-          oc[3][j] = q.d;
+          const Axis<T> q = f(lanes[j], Axis<T>{r_ab[j], r_cd[j]}, Axis<T>{i_ab[j], i_cd[j]},
+                              Axis<T>{e_ab[j], e_cd[j]});
+          o_ab[j] = q.first;
+          o_cd[j] = q.second;
         }
-        simd::interleave4(out + 4 * k, oc);
+        simd::interleave_pairs(out + 4 * k, o_ab, o_cd);
       }
-      for (; k < stop; ++k) store_row(out, k, f(k, load(rp + 4 * (k - r)), load(in.data + 4 * k)));
+      for (; k < stop; ++k) {
+        const Box4<T> rb = load(rp + 4 * (k - r)), ib = load(in.data + 4 * k);
+        const Box4<T> eb = kExtra ? load(extra + 4 * k) : Box4<T>{};
+        store_row(out, k, join_axes(f(params.axis(0), x_of(rb), x_of(ib), x_of(eb)),
+                                    f(params.axis(1), y_of(rb), y_of(ib), y_of(eb))));
+      }
       r = stop;
     }
   } else {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t c = r % classes, bn = r / classes, n = bn % n_boxes, b = bn / n_boxes;
-      store_row(out, r, f(r, ref.at(b, n, 0), in.at(b, n, c)));
+      const Box4<T> rb = ref.at(b, n, 0), ib = in.at(b, n, c);
+      const Box4<T> eb = kExtra ? load(extra + 4 * r) : Box4<T>{};
+      store_row(out, r, join_axes(f(params.axis(0), x_of(rb), x_of(ib), x_of(eb)),
+                                  f(params.axis(1), y_of(rb), y_of(ib), y_of(eb))));
     }
   }
 }
 
-template <class T, class F>
-void for_each_row(const at::Tensor& reference, const at::Tensor& input, T* out, int64_t classes, const F& f) {
+template <bool kExtra, class T, class F>
+void for_each_row(const at::Tensor& reference, const at::Tensor& input, const T* extra, T* out,
+                  const CoderParams<T>& params, int64_t classes, const F& f) {
   const Rows3<T> ref(reference), in(input);
   const int64_t n_boxes = input.size(1), rows = input.size(0) * n_boxes * classes;
   const bool dense = classes == 1 && ref.s1 == 4 && ref.s2 == 1 && input.is_contiguous();
   at::parallel_for(0, rows, kGrain, [&](int64_t begin, int64_t end) {
     if (dense) {
-      rows_range<true>(ref, in, out, n_boxes, classes, begin, end, f);
+      rows_range<true, kExtra>(ref, in, extra, out, params, n_boxes, classes, begin, end, f);
     } else {
-      rows_range<false>(ref, in, out, n_boxes, classes, begin, end, f);
+      rows_range<false, kExtra>(ref, in, extra, out, params, n_boxes, classes, begin, end, f);
     }
   });
 }
+
+// The per-axis functions rows_range runs: encode, decode, and the decode's backward (whose extra
+// input is the upstream gradient).
+template <Coding kC, class T>
+struct Encoder {
+  Axis<T> operator()(const AxisParams<T>& p, const Axis<T>& r, const Axis<T>& t, const Axis<T>&) const {
+    return encode_axis<kC>(r, t, p);
+  }
+};
+template <Coding kC, bool kClip, class T>
+struct Decoder {
+  Axis<T> operator()(const AxisParams<T>& p, const Axis<T>& r, const Axis<T>& d, const Axis<T>&) const {
+    return decode_axis<kC, kClip>(r, d, p);
+  }
+};
+template <Coding kC, class T>
+struct DecodeBackward {
+  Axis<T> operator()(const AxisParams<T>& p, const Axis<T>& r, const Axis<T>& d, const Axis<T>& g) const {
+    return decode_axis_backward<kC>(r, d, g, p);
+  }
+};
 
 // Rows (b, k) of out = deltas[b, index[b, k]] decoded against reference[b, index[b, k]]; zeros where the index
 // is negative. Blocks of rows are first copied into contiguous buffers: the scattered loads of a block are
@@ -140,9 +200,8 @@ void decode_gathered(const at::Tensor& reference, const at::Tensor& deltas, cons
           ++b;
         }
       }
-      rows_range<true>(Rows3<T>(ref_buf.data(), 0, 4, 1), Rows3<T>(in_buf.data(), 0, 4, 1), o + 4 * r0 * classes,
-                       boxes, 1, 0, boxes,
-                       [&](int64_t, const Box4<T>& rb, const Box4<T>& db) { return decode_box<kC, kClip>(rb, db, p); });
+      rows_range<true, false, T>(Rows3<T>(ref_buf.data(), 0, 4, 1), Rows3<T>(in_buf.data(), 0, 4, 1), nullptr,
+                              o + 4 * r0 * classes, p, boxes, 1, 0, boxes, Decoder<kC, kClip, T>{});
       for (int64_t r = r0; r < r1; ++r) {  // zero boxes decode to zeros; written out to be independent of that
         if (padding[r - r0]) std::fill_n(o + 4 * r * classes, 4 * classes, T(0));
       }
@@ -160,8 +219,7 @@ struct CpuKernels {
       with_coding(coding, [&](auto c) {
         constexpr Coding kC = decltype(c)::value;
         if (!target_index.defined()) {
-          for_each_row<T>(reference, targets, o, 1,
-                          [&](int64_t, const Box4<T>& rb, const Box4<T>& tb) { return encode_box<kC>(rb, tb, p); });
+          for_each_row<false, T>(reference, targets, nullptr, o, p, 1, Encoder<kC, T>{});
           return;
         }
         // Gathered targets: row (b, n) encodes targets[b, target_index[b, n]]; a negative index (no
@@ -193,9 +251,7 @@ struct CpuKernels {
         const auto run = [&](auto clip) {
           constexpr bool kClip = decltype(clip)::value;
           if (index.defined()) return decode_gathered<kC, kClip, T>(reference, deltas, index, o, p);
-          for_each_row<T>(reference, deltas, o, deltas.size(2) / 4, [&](int64_t, const Box4<T>& rb, const Box4<T>& db) {
-            return decode_box<kC, kClip>(rb, db, p);
-          });
+          for_each_row<false, T>(reference, deltas, nullptr, o, p, deltas.size(2) / 4, Decoder<kC, kClip, T>{});
         };
         if constexpr (kC != Coding::kSsd) {  // the SSD coding has no clip (check_clip_coding)
           if (p.clips()) return run(std::true_type{});
@@ -215,9 +271,7 @@ struct CpuKernels {
       T* o = out.data_ptr<T>();
       with_coding(coding, [&](auto c) {
         constexpr Coding kC = decltype(c)::value;
-        for_each_row<T>(reference, deltas, o, deltas.size(2) / 4, [&](int64_t r, const Box4<T>& rb, const Box4<T>& db) {
-          return pull_back(decode_box<kC>(rb, seed_box(db), p), load(g + 4 * r));
-        });
+        for_each_row<true, T>(reference, deltas, g, o, p, deltas.size(2) / 4, DecodeBackward<kC, T>{});
       });
     });
   }

@@ -49,7 +49,7 @@ __global__ void decode_kernel(Rows3<T> ref, Rows3<T> deltas, const T* grad, cons
     const Box4<T> rb = ref.at(b, n, 0), db = deltas.at(b, n, c);
     if constexpr (kBackward) {
       const Box4<T> g{grad[4 * r], grad[4 * r + 1], grad[4 * r + 2], grad[4 * r + 3]};
-      store_row(out, r, pull_back(decode_box<C>(rb, seed_box(db), p), g));
+      store_row(out, r, decode_box_backward<C>(rb, db, g, p));
     } else {
       store_row(out, r, decode_box<C>(rb, db, p));
     }
