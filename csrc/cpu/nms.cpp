@@ -632,9 +632,8 @@ PYDET_TARGET_CLONES void soft_decay(const BoxTerms<T> a, const T* __restrict x1,
       weight = ovr >= t ? T(0) : T(1);
     } else if constexpr (kMethod == SoftNmsMethod::kLinear) {
       weight = ovr >= t ? T(1) - ovr : T(1);
-    } else {  // a NaN IoU (NaN box) leaves the score alone; exp_ always evaluated, so no branch
-      const T e = exp_(-(ovr * ovr) / sigma);
-      weight = ovr == ovr ? e : T(1);
+    } else {  // a NaN IoU (NaN box) leaves the score alone; select(), not ?:, so that exp_ stays out of a branch
+      weight = select(ovr == ovr, exp_(-(ovr * ovr) / sigma), T(1));
     }
     sc[k] *= weight;
   }
