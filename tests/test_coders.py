@@ -5,7 +5,10 @@ deltas, gathered targets, gradients, devices."""
 from __future__ import annotations
 
 import math
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -258,10 +261,10 @@ def test_non_contiguous_and_broadcast_reference():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("coding", ["torchvision", "mmdet", "ssd"])
 def test_vectorised_runs_equal_the_strided_path(dtype, coding):
-    """Contiguous rows run in vectors of 16 (float) / 8 (double) boxes transposed into one vector per
-    coordinate, with a scalar tail, restarting at every image; strided rows go one by one. Every
-    length around those boundaries, with a reference shared by the images and one per image, gives
-    the same bits both ways."""
+    """Contiguous rows run in runs of 8 (float) / 4 (double) boxes on AVX-512, split into their
+    (x1, y1) and (x2, y2) pairs, with a row-by-row tail, restarting at every image; strided rows go
+    one by one. Every length around those boundaries, with a reference shared by the images and one
+    per image, gives the same bits both ways, forward and backward."""
     g = torch.Generator().manual_seed(21)
     for n in [*range(0, 34), 47, 48, 49]:
         anchors = (random_boxes(2 * n, seed=n, dtype=torch.float64) + torch.tensor([0, 0, 1.0, 1.0]))[:n]
@@ -270,10 +273,20 @@ def test_vectorised_runs_equal_the_strided_path(dtype, coding):
         deltas = (torch.randn(3, n, 4, generator=g, dtype=torch.float64) * 2).to(dtype)
         per_image = anchors[None].repeat(3, 1, 1)
         for reference in (anchors, per_image):
-            strided = torch.cat([deltas, deltas], -1)[..., 4:]  # same values, row stride 8: strided path
+            # same values, row stride 8: the strided path
+            strided = torch.cat([deltas, deltas], -1)[..., 4:].requires_grad_()
+            dense = deltas.clone().requires_grad_()
             want = box_decode(reference, strided, coding, (2.0, 2.0, 3.0, 3.0))
-            got = box_decode(reference, deltas, coding, (2.0, 2.0, 3.0, 3.0))
+            got = box_decode(reference, dense, coding, (2.0, 2.0, 3.0, 3.0))
             torch.testing.assert_close(got, want, atol=0, rtol=0, equal_nan=True)
+            upstream = torch.randn(got.shape, generator=g, dtype=torch.float64).to(dtype)
+            torch.testing.assert_close(
+                torch.autograd.grad(got, dense, upstream)[0],
+                torch.autograd.grad(want, strided, upstream)[0],
+                atol=0,
+                rtol=0,
+                equal_nan=True,
+            )
             targets = reference.flip(-2)
             strided_targets = torch.cat([targets, targets], -1)[..., 4:]
             torch.testing.assert_close(
@@ -283,6 +296,24 @@ def test_vectorised_runs_equal_the_strided_path(dtype, coding):
                 rtol=0,
                 equal_nan=True,
             )
+
+
+@pytest.mark.parametrize("vector_bytes", [16, 32])
+def test_narrower_vector_loops_equal_the_strided_path(vector_bytes, tmp_path):
+    """The dense loop's widths for AVX2 (32 bytes) and the baseline ISA (16), forced with
+    PYDET_VECTOR_BYTES in a fresh process (it is read once), pass the test above too."""
+    env = {**os.environ, "PYDET_VECTOR_BYTES": str(vector_bytes)}
+    test = f"{__file__}::test_vectorised_runs_equal_the_strided_path"
+    proc = subprocess.run(  # from tmp_path: `python -m` puts the working directory on sys.path
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "6 passed" in proc.stdout
 
 
 def test_gathered_targets_equal_indexing():

@@ -28,7 +28,8 @@ using DecodeBackwardSignature = at::Tensor(const at::Tensor&, const at::Tensor&,
 at::Tensor decode_below_autograd(const at::Tensor& reference, const at::Tensor& deltas, c10::string_view coding,
                                  c10::ArrayRef<double> weights, c10::ArrayRef<double> means, double wh_clip_min,
                                  double wh_clip_max, double center_clamp,
-                                 std::optional<c10::ArrayRef<double>> max_shape, const std::optional<at::Tensor>& index) {
+                                 std::optional<c10::ArrayRef<double>> max_shape,
+                                 const std::optional<at::Tensor>& index) {
   static const auto op =
       c10::Dispatcher::singleton().findSchemaOrThrow("pydet::box_decode", "").typed<DecodeSignature>();
   at::AutoDispatchBelowADInplaceOrView below_autograd;

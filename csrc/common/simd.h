@@ -8,6 +8,8 @@
 // same results) and the baseline.
 #pragma once
 
+#include <cstdlib>
+
 // PYDET_SINGLE_ISA (sanitizer builds) compiles the baseline ISA only.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__) && \
     !defined(PYDET_SINGLE_ISA)
@@ -29,6 +31,20 @@ inline const char* active_variant() {
   if (__builtin_cpu_supports(PYDET_ISA_MID)) return PYDET_ISA_MID;
   return "default";
 }
+// The vector width (bytes) of the variant the loader picks: AVX-512 64, AVX2 32, baseline 16. The
+// environment variable PYDET_VECTOR_BYTES (16 or 32) narrows it, read once: the tests run the
+// narrower loops that way on any machine.
+inline int vector_bytes() {
+  static const int bytes = [] {
+    __builtin_cpu_init();
+    const int widest =
+        __builtin_cpu_supports(PYDET_ISA_WIDE) ? 64 : __builtin_cpu_supports(PYDET_ISA_MID) ? 32 : 16;
+    const char* asked = std::getenv("PYDET_VECTOR_BYTES");
+    const int narrower = asked == nullptr ? 0 : std::atoi(asked);
+    return (narrower == 16 || narrower == 32) && narrower < widest ? narrower : widest;
+  }();
+  return bytes;
+}
 }  // namespace pydet::simd
 #else
 #define PYDET_TARGET_CLONES
@@ -36,6 +52,9 @@ namespace pydet::simd {
 inline constexpr const char* kCompiledVariants = "default";
 inline const char* active_variant() {
   return "default";
+}
+inline int vector_bytes() {
+  return 16;
 }
 }  // namespace pydet::simd
 #endif
@@ -45,28 +64,40 @@ inline const char* active_variant() {
 #include <utility>
 
 namespace pydet::simd {
-// A 64-byte GCC/Clang vector of T (16 floats, 8 doubles): explicit lanes for loops the compiler
-// would not vectorise on its own, such as float sums, whose order it may not change. On targets
-// narrower than 64 bytes the compiler splits each operation.
-template <class T>
-struct Lanes64 {
-  typedef T type __attribute__((vector_size(64)));
+// A GCC/Clang vector of kBytes bytes of T: explicit lanes for loops the compiler would not vectorise
+// on its own, such as float sums, whose order it may not change. V64: 64 bytes (16 floats, 8
+// doubles). On targets narrower than the vector the compiler splits arithmetic into native
+// vectors, but a two-source shuffle it lowers element by element, through memory (the coders'
+// dense loop ran 6x slower on AVX2 with 64-byte vectors than with 32): loops built on shuffles take
+// their width from vector_bytes().
+template <class T, int kBytes>
+struct LanesOf {
+  typedef T type __attribute__((vector_size(kBytes)));
 };
+template <class T, int kBytes>
+using Vec = typename LanesOf<T, kBytes>::type;
 template <class T>
-using V64 = typename Lanes64<T>::type;
+using V64 = Vec<T, 64>;
 template <class T>
 inline constexpr int64_t kV64 = 64 / sizeof(T);
 
-template <class T>
-inline V64<T> load64(const T* p) {
-  V64<T> v;
+template <class V, class T>
+inline V load_vec(const T* p) {
+  V v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
-
+template <class T, class V>
+inline void store_vec(T* p, const V& v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+template <class T>
+inline V64<T> load64(const T* p) {
+  return load_vec<V64<T>>(p);
+}
 template <class T>
 inline void store64(T* p, const V64<T>& v) {
-  std::memcpy(p, &v, sizeof(v));
+  store_vec(p, v);
 }
 
 // In-register transpose of a kV64 x kV64 tile (16 x 16 floats, 8 x 8 doubles): rows[i][j] becomes
@@ -118,37 +149,44 @@ template <class Map, class V, std::size_t... J>
 __attribute__((always_inline)) inline V permute2(V a, V b, std::index_sequence<J...>) {
   return __builtin_shufflevector(a, b, Map::at(J)...);
 }
-// Index maps of the [kV64 / 2, 4] <-> 2 x [kV64] transposes below (N = kV64 lanes):
-// PickPairs<P>: of 2 vectors holding N/2 boxes, coordinate pair P ((0, 1) or (2, 3)) of each box;
-// WeavePairs<H>: from the (0, 1) and (2, 3) pairs of N/2 boxes, the 4 coordinates of boxes H N/4 ..
-// (H+1) N/4 - 1.
-template <class T, int kPair>
+// Index maps of the transposes below, between N/2 boxes of 4 coordinates held in 2 vectors of N
+// lanes (row after row: boxes 0 .. N/4 - 1 in the first) and their coordinate pairs (a, b) and
+// (c, d) in 2 vectors. Slot s of the pair vectors holds box s / 2 of input vector s % 2, so each
+// shuffle is one instruction at any vector width: within 16-byte lanes for float (shufps/vshufps),
+// of whole 16-byte blocks for double (vperm2f128, vshuff64x2).
+// PickPairs<N, P>: pair P of every box; WeavePairs<N, H>: the boxes of input vector H back.
+template <int kN, int kPair>
 struct PickPairs {
-  static constexpr int at(std::size_t j) { return 4 * (int(j) / 2) + 2 * kPair + int(j) % 2; }
+  static constexpr int at(std::size_t j) {
+    const int slot = int(j) / 2;
+    return (slot % 2) * kN + 4 * (slot / 2) + 2 * kPair + int(j) % 2;
+  }
 };
-template <class T, int kHalf>
+template <int kN, int kHalf>
 struct WeavePairs {
   static constexpr int at(std::size_t j) {
-    constexpr int n = int(kV64<T>);
-    const int box = kHalf * (n / 4) + int(j) / 4, coord = int(j) % 4;
-    return (coord / 2) * n + 2 * box + coord % 2;
+    const int coord = int(j) % 4;
+    return (coord / 2) * kN + 2 * (2 * (int(j) / 4) + kHalf) + coord % 2;
   }
 };
 
-// kV64 / 2 boxes of 4 coordinates (a, b, c, d), stored row after row at p, as 2 vectors: (a, b) of
-// every box and (c, d) of every box. Lane j then holds one axis (j % 2) of box j / 2 in both, so a
-// per-axis formula vectorises across the lanes. 2 two-source shuffles; interleave_pairs is the inverse.
-template <class T>
-__attribute__((always_inline)) inline void deinterleave_pairs(const T* p, V64<T>& ab, V64<T>& cd) {
-  constexpr auto kI = std::make_index_sequence<std::size_t(kV64<T>)>{};
-  const V64<T> v0 = load64(p), v1 = load64(p + kV64<T>);
-  ab = permute2<PickPairs<T, 0>>(v0, v1, kI);
-  cd = permute2<PickPairs<T, 1>>(v0, v1, kI);
+// N/2 boxes of 4 coordinates (a, b, c, d), stored row after row at p, as 2 vectors V of N lanes:
+// (a, b) and (c, d) of every box, lane j holding coordinate j % 2 of its pair. A per-axis formula
+// then vectorises across the lanes. Boxes are in slot order (above) in between; interleave_pairs
+// stores them back in row order. 2 shuffles each way.
+template <class V, class T>
+__attribute__((always_inline)) inline void deinterleave_pairs(const T* p, V& ab, V& cd) {
+  constexpr int kN = int(sizeof(V) / sizeof(T));
+  constexpr auto kI = std::make_index_sequence<std::size_t(kN)>{};
+  const V v0 = load_vec<V>(p), v1 = load_vec<V>(p + kN);
+  ab = permute2<PickPairs<kN, 0>>(v0, v1, kI);
+  cd = permute2<PickPairs<kN, 1>>(v0, v1, kI);
 }
-template <class T>
-__attribute__((always_inline)) inline void interleave_pairs(T* p, const V64<T>& ab, const V64<T>& cd) {
-  constexpr auto kI = std::make_index_sequence<std::size_t(kV64<T>)>{};
-  store64(p, permute2<WeavePairs<T, 0>>(ab, cd, kI));
-  store64(p + kV64<T>, permute2<WeavePairs<T, 1>>(ab, cd, kI));
+template <class V, class T>
+__attribute__((always_inline)) inline void interleave_pairs(T* p, const V& ab, const V& cd) {
+  constexpr int kN = int(sizeof(V) / sizeof(T));
+  constexpr auto kI = std::make_index_sequence<std::size_t(kN)>{};
+  store_vec(p, permute2<WeavePairs<kN, 0>>(ab, cd, kI));
+  store_vec(p + kN, permute2<WeavePairs<kN, 1>>(ab, cd, kI));
 }
 }  // namespace pydet::simd

@@ -32,22 +32,21 @@ PYDET_HD Box4<T> load(const T* p) {
 // slower on 100,000 boxes than with their data already in cache.
 constexpr int64_t kPrefetchRows = 256;
 template <class T>
-inline void prefetch_rows(const T* a, const T* b) {  // the cache lines of kV64 / 2 rows of a and of b
+inline void prefetch_rows(const T* a, const T* b, int64_t rows) {  // the cache lines of `rows` rows of a, b
   constexpr int64_t kLine = 64 / sizeof(T);
-  for (int64_t j = 0; j < 2 * simd::kV64<T>; j += kLine) {
+  for (int64_t j = 0; j < 4 * rows; j += kLine) {
     __builtin_prefetch(a + j);
     __builtin_prefetch(b + j);
   }
 }
 
-// The axis parameters of every lane of the dense loop: lane j has axis j % 2's.
-template <class T>
+// The axis parameters of every lane of the dense loop's vectors V: lane j has axis j % 2's.
+template <class T, class V>
 struct LaneParams {
-  simd::V64<T> weight_center, weight_size, mean_center, mean_size, size_min, size_max, center_clamp, clip_lo,
-      clip_hi;
+  V weight_center, weight_size, mean_center, mean_size, size_min, size_max, center_clamp, clip_lo, clip_hi;
 
   explicit LaneParams(const CoderParams<T>& p) {
-    for (int64_t j = 0; j < simd::kV64<T>; ++j) {
+    for (int64_t j = 0; j < int64_t(sizeof(V) / sizeof(T)); ++j) {
       const AxisParams<T> a = p.axis(int(j % 2));
       weight_center[j] = a.weight_center;
       weight_size[j] = a.weight_size;
@@ -66,44 +65,59 @@ struct LaneParams {
   }
 };
 
+// Rows [k, stop) of the dense case (below), with vectors of kBytes: runs of kBytes / (2 sizeof(T))
+// rows are split into their (a, b) and (c, d) coordinates (simd::deinterleave_pairs), so that the
+// compiler vectorises the per-axis formula across a run's lanes with no shuffles inside it; the
+// remainder goes row by row. Row k's reference box is at rp + 4 (k - r0).
+template <int kBytes, bool kExtra, class T, class F>
+__attribute__((always_inline)) inline void dense_rows(const T* rp, int64_t r0, const T* in, const T* extra, T* out,
+                                                      const CoderParams<T>& params, int64_t k, int64_t stop,
+                                                      const F& f) {
+  using V = simd::Vec<T, kBytes>;
+  constexpr int64_t kLanes = kBytes / sizeof(T), kRun = kLanes / 2;
+  const LaneParams<T, V> lanes(params);
+  for (; k + kRun <= stop; k += kRun) {
+    if (k + kPrefetchRows < stop) {
+      prefetch_rows<T>(rp + 4 * (k - r0 + kPrefetchRows), in + 4 * (k + kPrefetchRows), kRun);
+    }
+    V r_ab, r_cd, i_ab, i_cd, e_ab{}, e_cd{}, o_ab, o_cd;
+    simd::deinterleave_pairs(rp + 4 * (k - r0), r_ab, r_cd);
+    simd::deinterleave_pairs(in + 4 * k, i_ab, i_cd);
+    if constexpr (kExtra) simd::deinterleave_pairs(extra + 4 * k, e_ab, e_cd);
+    for (int64_t j = 0; j < kLanes; ++j) {
+      const Axis<T> q = f(lanes[j], Axis<T>{r_ab[j], r_cd[j]}, Axis<T>{i_ab[j], i_cd[j]}, Axis<T>{e_ab[j], e_cd[j]});
+      o_ab[j] = q.first;
+      o_cd[j] = q.second;
+    }
+    simd::interleave_pairs(out + 4 * k, o_ab, o_cd);
+  }
+  for (; k < stop; ++k) {
+    const Box4<T> rb = load(rp + 4 * (k - r0)), ib = load(in + 4 * k);
+    const Box4<T> eb = kExtra ? load(extra + 4 * k) : Box4<T>{};
+    store_row(out, k, join_axes(f(params.axis(0), x_of(rb), x_of(ib), x_of(eb)),
+                                f(params.axis(1), y_of(rb), y_of(ib), y_of(eb))));
+  }
+}
+
 // out row r = the two axes of f(axis parameters, reference axis, input axis, extra axis) for rows
 // [begin, end) of the [B, N, C] problem, r = (b N + n) C + c; out is contiguous [B N C, 4], and so is
 // extra, read only with kExtra (the upstream gradient of the backward).
-// kDense: C == 1, reference rows contiguous (any batch stride), input [B, N, 4] contiguous. Runs of
-// simd::kV64 / 2 rows are split into their (a, b) and (c, d) coordinates (simd::deinterleave_pairs), so
-// that the compiler vectorises the per-axis formula across the run's lanes with no shuffles inside it.
+// kDense: C == 1, reference rows contiguous (any batch stride), input [B, N, 4] contiguous: the runs of
+// dense_rows, with the vector width of the CPU variant running (simd::vector_bytes).
 template <bool kDense, bool kExtra, class T, class F>
 PYDET_TARGET_CLONES void rows_range(const Rows3<T> ref, const Rows3<T> in, const T* extra, T* out,
                                     const CoderParams<T>& params, int64_t n_boxes, int64_t classes, int64_t begin,
-                                    int64_t end, const F& f) {
+                                    int64_t end, int vector_bytes, const F& f) {
   if constexpr (kDense) {
-    constexpr int64_t kLanes = simd::kV64<T>, kRun = kLanes / 2;
-    const LaneParams<T> lanes(params);
     for (int64_t r = begin; r < end;) {
       const int64_t b = r / n_boxes, n0 = r - b * n_boxes, stop = std::min(end, (b + 1) * n_boxes);
-      const T* rp = ref.data + b * ref.s0 + 4 * n0;  // row k's reference box at rp + 4 (k - r)
-      int64_t k = r;
-      for (; k + kRun <= stop; k += kRun) {
-        if (k + kPrefetchRows < stop) {
-          prefetch_rows<T>(rp + 4 * (k - r + kPrefetchRows), in.data + 4 * (k + kPrefetchRows));
-        }
-        simd::V64<T> r_ab, r_cd, i_ab, i_cd, e_ab{}, e_cd{}, o_ab, o_cd;
-        simd::deinterleave_pairs(rp + 4 * (k - r), r_ab, r_cd);
-        simd::deinterleave_pairs(in.data + 4 * k, i_ab, i_cd);
-        if constexpr (kExtra) simd::deinterleave_pairs(extra + 4 * k, e_ab, e_cd);
-        for (int64_t j = 0; j < kLanes; ++j) {
-          const Axis<T> q = f(lanes[j], Axis<T>{r_ab[j], r_cd[j]}, Axis<T>{i_ab[j], i_cd[j]},
-                              Axis<T>{e_ab[j], e_cd[j]});
-          o_ab[j] = q.first;
-          o_cd[j] = q.second;
-        }
-        simd::interleave_pairs(out + 4 * k, o_ab, o_cd);
-      }
-      for (; k < stop; ++k) {
-        const Box4<T> rb = load(rp + 4 * (k - r)), ib = load(in.data + 4 * k);
-        const Box4<T> eb = kExtra ? load(extra + 4 * k) : Box4<T>{};
-        store_row(out, k, join_axes(f(params.axis(0), x_of(rb), x_of(ib), x_of(eb)),
-                                    f(params.axis(1), y_of(rb), y_of(ib), y_of(eb))));
+      const T* rp = ref.data + b * ref.s0 + 4 * n0;
+      if (vector_bytes == 64) {
+        dense_rows<64, kExtra>(rp, r, in.data, extra, out, params, r, stop, f);
+      } else if (vector_bytes == 32) {
+        dense_rows<32, kExtra>(rp, r, in.data, extra, out, params, r, stop, f);
+      } else {
+        dense_rows<16, kExtra>(rp, r, in.data, extra, out, params, r, stop, f);
       }
       r = stop;
     }
@@ -124,11 +138,12 @@ void for_each_row(const at::Tensor& reference, const at::Tensor& input, const T*
   const Rows3<T> ref(reference), in(input);
   const int64_t n_boxes = input.size(1), rows = input.size(0) * n_boxes * classes;
   const bool dense = classes == 1 && ref.s1 == 4 && ref.s2 == 1 && input.is_contiguous();
+  const int vector_bytes = simd::vector_bytes();
   at::parallel_for(0, rows, kGrain, [&](int64_t begin, int64_t end) {
     if (dense) {
-      rows_range<true, kExtra>(ref, in, extra, out, params, n_boxes, classes, begin, end, f);
+      rows_range<true, kExtra>(ref, in, extra, out, params, n_boxes, classes, begin, end, vector_bytes, f);
     } else {
-      rows_range<false, kExtra>(ref, in, extra, out, params, n_boxes, classes, begin, end, f);
+      rows_range<false, kExtra>(ref, in, extra, out, params, n_boxes, classes, begin, end, vector_bytes, f);
     }
   });
 }
@@ -164,6 +179,7 @@ void decode_gathered(const at::Tensor& reference, const at::Tensor& deltas, cons
   const int64_t n_src = deltas.size(1), classes = deltas.size(2) / 4, rows = deltas.size(0) * index.size(1);
   const int64_t k_rows = index.size(1), is0 = index.size(0) == 1 ? 0 : index.stride(0), is1 = index.stride(1);
   const int64_t* idx = index.const_data_ptr<int64_t>();
+  const int vector_bytes = simd::vector_bytes();
   constexpr int64_t kBlockBoxes = 64;
   const int64_t block_rows = std::max<int64_t>(1, kBlockBoxes / classes);
   at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / classes), [&](int64_t begin, int64_t end) {
@@ -201,7 +217,7 @@ void decode_gathered(const at::Tensor& reference, const at::Tensor& deltas, cons
         }
       }
       rows_range<true, false, T>(Rows3<T>(ref_buf.data(), 0, 4, 1), Rows3<T>(in_buf.data(), 0, 4, 1), nullptr,
-                              o + 4 * r0 * classes, p, boxes, 1, 0, boxes, Decoder<kC, kClip, T>{});
+                              o + 4 * r0 * classes, p, boxes, 1, 0, boxes, vector_bytes, Decoder<kC, kClip, T>{});
       for (int64_t r = r0; r < r1; ++r) {  // zero boxes decode to zeros; written out to be independent of that
         if (padding[r - r0]) std::fill_n(o + 4 * r * classes, 4 * classes, T(0));
       }
