@@ -20,6 +20,24 @@ struct Box4 {
   V a, b, c, d;  // coordinates in the box's own format
 };
 
+// One axis of a box: (x1, x2) or (y1, y2) of an xyxy box, (cx, w) or (cy, h) of a (cx, cy, w, h) box.
+template <class V>
+struct Axis {
+  V first, second;
+};
+template <class V>
+PYDET_HD Axis<V> x_of(const Box4<V>& q) {
+  return {q.a, q.c};
+}
+template <class V>
+PYDET_HD Axis<V> y_of(const Box4<V>& q) {
+  return {q.b, q.d};
+}
+template <class V>
+PYDET_HD Box4<V> join_axes(const Axis<V>& x, const Axis<V>& y) {
+  return {x.first, y.first, x.second, y.second};
+}
+
 // torchvision's _box_*_to_xyxy / _box_xyxy_to_* helpers; other pairs go through xyxy as there.
 template <class V>
 PYDET_HD Box4<V> to_xyxy(BoxFormat fmt, const Box4<V>& q) {
@@ -55,8 +73,12 @@ PYDET_HD V box_area(const Box4<V>& q) {
 // torchvision clip_boxes_to_image: x clamped to [lo, width], y to [lo, height], lo = 0. (With
 // lo = -inf and infinite sizes it is the identity, NaN and -0.0 included.)
 template <class V, class S>
+PYDET_HD Axis<V> clip_axis(const Axis<V>& q, S lo, S hi) {
+  return {clamp(q.first, lo, hi), clamp(q.second, lo, hi)};
+}
+template <class V, class S>
 PYDET_HD Box4<V> clip_box(const Box4<V>& q, S height, S width, S lo = S(0)) {
-  return {clamp(q.a, lo, width), clamp(q.b, lo, height), clamp(q.c, lo, width), clamp(q.d, lo, height)};
+  return join_axes(clip_axis(x_of(q), lo, width), clip_axis(y_of(q), lo, height));
 }
 
 // Backward helpers: seed a box's four coordinates as the variables of a Dual<S, 4>, and pull an

@@ -28,27 +28,9 @@ enum class Coding : int8_t {
   kSsd,
 };
 
-// One axis of a box: (x1, x2) or (y1, y2) of an xyxy box, (cx, w) or (cy, h) of a (cx, cy, w, h) box,
-// (dx, dw) or (dy, dh) of deltas. Every coding treats x and y alike, each with its own parameters
-// (AxisParams), so its formulas are written for one axis; the CPU's vectorised loop computes the x
-// and y of a run of boxes in alternate lanes.
-template <class V>
-struct Axis {
-  V first, second;
-};
-template <class V>
-PYDET_HD Axis<V> x_of(const Box4<V>& q) {
-  return {q.a, q.c};
-}
-template <class V>
-PYDET_HD Axis<V> y_of(const Box4<V>& q) {
-  return {q.b, q.d};
-}
-template <class V>
-PYDET_HD Box4<V> join_axes(const Axis<V>& x, const Axis<V>& y) {
-  return {x.first, y.first, x.second, y.second};
-}
-
+// Every coding treats x and y alike, each with its own parameters (AxisParams), so its formulas are
+// written for one axis (box_math.h's Axis; deltas (dx, dw) or (dy, dh)); the CPU's vectorised loop
+// computes the x and y of a run of boxes in alternate lanes.
 template <class S>
 struct AxisParams {
   S weight_center, weight_size;  // CoderParams::weights[k], weights[k + 2] for axis k
@@ -139,30 +121,31 @@ PYDET_HD Axis<V> decode_axis(const Axis<S>& r, const Axis<V>& d, const AxisParam
     const V dw = clamp(d.second / p.weight_size, p.size_min, p.size_max);
     const V pcx = dx * widths + cx;
     const V half_w = S(0.5) * (exp_(dw) * widths);
-    if constexpr (!kClip) return {pcx - half_w, pcx + half_w};
-    return {clamp(pcx - half_w, p.clip_lo, p.clip_hi), clamp(pcx + half_w, p.clip_lo, p.clip_hi)};
+    const Axis<V> q{pcx - half_w, pcx + half_w};
+    if constexpr (kClip) return clip_axis(q, p.clip_lo, p.clip_hi);
+    return q;
   } else if constexpr (C == Coding::kMmdet) {
     const V dx = d.first * p.weight_center + p.mean_center;
     const V dw = clamp(d.second * p.weight_size + p.mean_size, p.size_min, p.size_max);
     const S px = (r.first + r.second) * S(0.5), pw = r.second - r.first;
     const V gx = px + clamp(pw * dx, -p.center_clamp, p.center_clamp);
     const V half_w = (pw * exp_(dw)) * S(0.5);
-    if constexpr (!kClip) return {gx - half_w, gx + half_w};
-    return {clamp(gx - half_w, p.clip_lo, p.clip_hi), clamp(gx + half_w, p.clip_lo, p.clip_hi)};
+    const Axis<V> q{gx - half_w, gx + half_w};
+    if constexpr (kClip) return clip_axis(q, p.clip_lo, p.clip_hi);
+    return q;
   } else {
     return {(d.first * p.weight_center) * r.second + r.first, exp_(d.second * p.weight_size) * r.second};
   }
 }
 
-// Whole boxes: both axes.
+// Whole boxes: both axes (the CUDA kernels, one thread per box).
 template <Coding C, class S>
 PYDET_HD Box4<S> encode_box(const Box4<S>& r, const Box4<S>& t, const CoderParams<S>& p) {
   return join_axes(encode_axis<C>(x_of(r), x_of(t), p.axis(0)), encode_axis<C>(y_of(r), y_of(t), p.axis(1)));
 }
-template <Coding C, bool kClip = true, class S, class V>
+template <Coding C, class S, class V>
 PYDET_HD Box4<V> decode_box(const Box4<S>& r, const Box4<V>& d, const CoderParams<S>& p) {
-  return join_axes(decode_axis<C, kClip>(x_of(r), x_of(d), p.axis(0)),
-                   decode_axis<C, kClip>(y_of(r), y_of(d), p.axis(1)));
+  return join_axes(decode_axis<C>(x_of(r), x_of(d), p.axis(0)), decode_axis<C>(y_of(r), y_of(d), p.axis(1)));
 }
 
 // Gradient of decode_axis with respect to the deltas, given the output's upstream gradient `g`: the

@@ -1,10 +1,10 @@
 // CPU kernels of box_encode / box_decode (+ decode backward). Front end: ops/coders.h; formulas:
 // common/coder_math.h, one axis at a time. The common case (one box per row, contiguous rows) splits
-// runs of boxes into two vectors, the (a, b) and the (c, d) coordinates of every box, so that lane j
-// holds axis j % 2 of box j / 2 in both, and runs the per-axis formula across the lanes (with each
-// lane's axis parameters), compiled per SIMD ISA (simd.h); exp_/log_ are branch-free so they vectorise
-// too. Other layouts index through strides. A gathered decode (index) copies blocks of rows into
-// contiguous buffers and runs the same loop on them.
+// runs of boxes into two vectors, the (a, b) and the (c, d) coordinates of every box, so that each
+// lane holds one axis of one box (x in even lanes, y in odd) in both, and runs the per-axis formula
+// across the lanes (with each lane's axis parameters), compiled per SIMD ISA (simd.h); exp_/log_ are
+// branch-free so they vectorise too. Other layouts index through strides. A gathered decode (index)
+// copies blocks of rows into contiguous buffers and runs the same loop on them.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -65,6 +65,13 @@ struct LaneParams {
   }
 };
 
+// A whole box of f's: its x axis and its y axis (rows taken one by one).
+template <class T, class F>
+PYDET_HD Box4<T> both_axes(const F& f, const CoderParams<T>& params, const Box4<T>& rb, const Box4<T>& ib,
+                           const Box4<T>& eb) {
+  return join_axes(f(params.axis(0), x_of(rb), x_of(ib), x_of(eb)), f(params.axis(1), y_of(rb), y_of(ib), y_of(eb)));
+}
+
 // Rows [k, stop) of the dense case (below), with vectors of kBytes: runs of kBytes / (2 sizeof(T))
 // rows are split into their (a, b) and (c, d) coordinates (simd::deinterleave_pairs), so that the
 // compiler vectorises the per-axis formula across a run's lanes with no shuffles inside it; the
@@ -93,9 +100,7 @@ __attribute__((always_inline)) inline void dense_rows(const T* rp, int64_t r0, c
   }
   for (; k < stop; ++k) {
     const Box4<T> rb = load(rp + 4 * (k - r0)), ib = load(in + 4 * k);
-    const Box4<T> eb = kExtra ? load(extra + 4 * k) : Box4<T>{};
-    store_row(out, k, join_axes(f(params.axis(0), x_of(rb), x_of(ib), x_of(eb)),
-                                f(params.axis(1), y_of(rb), y_of(ib), y_of(eb))));
+    store_row(out, k, both_axes(f, params, rb, ib, kExtra ? load(extra + 4 * k) : Box4<T>{}));
   }
 }
 
@@ -125,9 +130,7 @@ PYDET_TARGET_CLONES void rows_range(const Rows3<T> ref, const Rows3<T> in, const
     for (int64_t r = begin; r < end; ++r) {
       const int64_t c = r % classes, bn = r / classes, n = bn % n_boxes, b = bn / n_boxes;
       const Box4<T> rb = ref.at(b, n, 0), ib = in.at(b, n, c);
-      const Box4<T> eb = kExtra ? load(extra + 4 * r) : Box4<T>{};
-      store_row(out, r, join_axes(f(params.axis(0), x_of(rb), x_of(ib), x_of(eb)),
-                                  f(params.axis(1), y_of(rb), y_of(ib), y_of(eb))));
+      store_row(out, r, both_axes(f, params, rb, ib, kExtra ? load(extra + 4 * r) : Box4<T>{}));
     }
   }
 }
