@@ -214,11 +214,14 @@ template <class S>
 PYDET_HD S select(bool c, S x, S y);  // below
 // exp in float32, for the same reason as atan_: a branch-free Cephes-style reduction
 // (x = n ln2 + r, degree-5 polynomial for e^r, times 2^n) that vectorises. Checked exhaustively:
-// at most 0.991 ulp from the exact value over the whole non-overflowing range; results below the
+// at most 0.9994 ulp from the exact value over the whole non-overflowing range; results below the
 // smallest normal float (x <= kLo) flush to 0, beyond the largest (x >= kHi) give inf, NaN stays
-// NaN. CUDA uses expf. The polynomial's Horner steps are fused multiply-adds (std::fma): one
-// instruction each on every CPU variant the kernels are compiled for (simd.h), and the same
-// correctly rounded result where a build has no FMA instruction (libm's fmaf).
+// NaN. CUDA uses expf. The steps are fused multiply-adds (std::fma): one instruction each on every
+// CPU variant the kernels are compiled for (simd.h), and the same correctly rounded result where a
+// build has no FMA instruction (libm's fmaf). The polynomial is evaluated in Estrin's order: its
+// dependency chain is 3 multiply-adds deep instead of Horner's 5, and in a vectorised loop the
+// latency of that chain, not the count of operations, bounds the throughput (the out-of-order
+// window fills with operations waiting on it).
 PYDET_HD float exp_(float x) {
 #if defined(__CUDA_ARCH__)
   return ::expf(x);
@@ -227,19 +230,19 @@ PYDET_HD float exp_(float x) {
   // n = x / ln2 rounded to the nearest integer by adding 1.5 * 2^23: the sum's low mantissa bits are
   // n (two's complement), read back below with bit_cast. Unlike a clamp of x followed by nearbyint and
   // a float-to-int conversion, this is defined for every x (results outside (kLo, kHi) and NaN are
-  // selected away at the end), and GCC keeps it to two adds: it turned the clamp into masked
+  // selected away at the end), and GCC keeps it to two operations: it turned the clamp into masked
   // constant blends, 10 more instructions per exp.
   constexpr float kRound = 12582912.0f;
-  const float shifted = x * 1.44269504088896341f + kRound;
+  const float shifted = std::fma(x, 1.44269504088896341f, kRound);
   const float n = shifted - kRound;
-  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // ln2 split in two: n * 0.693359375f is exact
-  float p = 1.9875691500e-4f;  // Horner steps fused (one rounding each)
-  p = std::fma(p, r, 1.3981999507e-3f);
-  p = std::fma(p, r, 8.3334519073e-3f);
-  p = std::fma(p, r, 4.1665795894e-2f);
-  p = std::fma(p, r, 1.6666665459e-1f);
-  p = std::fma(p, r, 5.0000001201e-1f);
-  const float y = p * (r * r) + r + 1.0f;
+  // r = x - n ln2, ln2 split in two; n * 0.693359375f is exact, so the first step is too
+  const float r = std::fma(n, 2.12194440e-4f, std::fma(n, -0.693359375f, x));
+  const float r2 = r * r;
+  const float p01 = std::fma(1.6666665459e-1f, r, 5.0000001201e-1f);
+  const float p23 = std::fma(8.3334519073e-3f, r, 4.1665795894e-2f);
+  const float p45 = std::fma(1.9875691500e-4f, r, 1.3981999507e-3f);
+  const float p = std::fma(std::fma(p45, r2, p23), r2, p01);
+  const float y = p * r2 + r + 1.0f;  // not fused: fusing p * r2 + r takes the error past 1 ulp
   // times 2^n by adding n to y's exponent field (n << 23; the bits above n's shift out): exact, since
   // strictly between kLo and kHi the result is a normal float
   const float scaled = std::bit_cast<float>(std::bit_cast<uint32_t>(y) + (std::bit_cast<uint32_t>(shifted) << 23));
@@ -251,9 +254,8 @@ PYDET_HD double exp_(double x) {
   return ::exp(x);
 }
 // log in float32, vectorisable for the same reason: x = m 2^e with m in (sqrt(1/2), sqrt(2)], then
-// Cephes' degree-9 polynomial for log(1 + f), Horner steps fused as in exp_. At most 0.83 ulp from the
-// exact value (checked against a double-precision log on every 7th float of the positive range,
-// subnormals included); log(0) is -inf, a negative x or NaN gives NaN, inf stays inf. CUDA uses logf.
+// Cephes' degree-9 polynomial for log(1 + f), its steps fused as in exp_. At most 0.853 ulp from the
+// exact value (checked against a double-precision log on every positive float, subnormals included); log(0) is -inf, a negative x or NaN gives NaN, inf stays inf. CUDA uses logf.
 PYDET_HD float log_(float x) {
 #if defined(__CUDA_ARCH__)
   return ::logf(x);
@@ -271,21 +273,18 @@ PYDET_HD float log_(float x) {
   const int32_t e = static_cast<int32_t>(ix) >> 23;  // arithmetic shift: the exponent's sign is kept
   const float m = std::bit_cast<float>((ix & 0x007fffffu) + kSqrtHalf);
   const float f = m - 1.0f;
-  const float z = f * f;
-  float p = 7.0376836292e-2f;  // Horner steps fused
-  p = std::fma(p, f, -1.1514610310e-1f);
-  p = std::fma(p, f, 1.1676998740e-1f);
-  p = std::fma(p, f, -1.2420140846e-1f);
-  p = std::fma(p, f, 1.4249322787e-1f);
-  p = std::fma(p, f, -1.6668057665e-1f);
-  p = std::fma(p, f, 2.0000714765e-1f);
-  p = std::fma(p, f, -2.4999993993e-1f);
-  p = std::fma(p, f, 3.3333331174e-1f);
+  const float z = f * f, z2 = z * z;
+  // the polynomial in Estrin's order, as in exp_: 4 multiply-adds deep instead of 9
+  const float p01 = std::fma(-2.4999993993e-1f, f, 3.3333331174e-1f);
+  const float p23 = std::fma(-1.6668057665e-1f, f, 2.0000714765e-1f);
+  const float p45 = std::fma(-1.2420140846e-1f, f, 1.4249322787e-1f);
+  const float p67 = std::fma(-1.1514610310e-1f, f, 1.1676998740e-1f);
+  const float p = std::fma(z2, std::fma(z2, 7.0376836292e-2f, std::fma(z, p67, p45)), std::fma(z, p23, p01));
   const float fe = static_cast<float>(e);
   float y = f * z * p;
-  y = y + fe * -2.12194440e-4f;
-  y = y - 0.5f * z;
-  const float r = (f + y) + fe * 0.693359375f;
+  y = std::fma(fe, -2.12194440e-4f, y);
+  y = std::fma(-0.5f, z, y);
+  const float r = std::fma(fe, 0.693359375f, f + y);
   const float finite = select(x == 0.0f, -std::numeric_limits<float>::infinity(), r);
   const float positive = select(x < std::numeric_limits<float>::infinity(), finite, x);  // inf stays inf
   return select(x >= 0.0f, positive, std::numeric_limits<float>::quiet_NaN());  // x < 0 or NaN
