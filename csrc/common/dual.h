@@ -255,7 +255,8 @@ PYDET_HD double exp_(double x) {
 }
 // log in float32, vectorisable for the same reason: x = m 2^e with m in (sqrt(1/2), sqrt(2)], then
 // Cephes' degree-9 polynomial for log(1 + f), its steps fused as in exp_. At most 0.853 ulp from the
-// exact value (checked against a double-precision log on every positive float, subnormals included); log(0) is -inf, a negative x or NaN gives NaN, inf stays inf. CUDA uses logf.
+// exact value (checked against a double-precision log on every positive float, subnormals
+// included); log(0) is -inf, a negative x or NaN gives NaN, inf stays inf. CUDA uses logf.
 PYDET_HD float log_(float x) {
 #if defined(__CUDA_ARCH__)
   return ::logf(x);
