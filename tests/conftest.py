@@ -20,16 +20,9 @@ settings.register_profile("thorough", max_examples=1000, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.cuda,
-            pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and pydet's CUDA kernels"),
-        ],
-    ),
-]
+# A test with a CUDA path carries the `cuda` mark (directly, or as the "cuda" device parameter): it is
+# skipped without a CUDA device, and `pytest -m cuda` (the GPU kit, .ci/gpu) selects all of them.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
 @pytest.fixture(params=DEVICES)
@@ -38,9 +31,11 @@ def device(request):
 
 
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get("PYDET_TEST_LARGE") == "1":
-        return
-    skip = pytest.mark.skip(reason="large input; set PYDET_TEST_LARGE=1 to run")
+    large = os.environ.get("PYDET_TEST_LARGE") == "1"
+    skip_large = pytest.mark.skip(reason="large input; set PYDET_TEST_LARGE=1 to run")
+    skip_cuda = pytest.mark.skip(reason="needs a CUDA device and pydet's CUDA kernels")
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        if "slow" in item.keywords and not large:
+            item.add_marker(skip_large)
+        if "cuda" in item.keywords and not HAS_CUDA:
+            item.add_marker(skip_cuda)

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import FLOAT_DTYPES, HAS_CUDA, assert_same
+from helpers import FLOAT_DTYPES, assert_same
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -576,7 +576,7 @@ def test_detectron2_default_anchor_generator(levels, offset, per_level):
         )
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and pydet's CUDA kernels")
+@pytest.mark.cuda
 @pytest.mark.cuda
 def test_generators_cpu_equals_cuda():
     gen = mmdet.AnchorGenerator(

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from helpers import FLOAT_DTYPES, HAS_CUDA, assert_same
+from helpers import FLOAT_DTYPES, assert_same
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -101,7 +101,7 @@ def test_empty_levels_give_empty_rows():
     assert_same(mixed, R.anchor_grid([base], [torch.arange(2.0)], [torch.arange(1.0)]))
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and pydet's CUDA kernels")
+@pytest.mark.cuda
 @pytest.mark.cuda
 @given(
     inputs=grid_inputs(),

@@ -601,9 +601,8 @@ def _cases():
                 if mut in spec.skip:
                     continue
                 if mut == "device" and not HAS_CUDA:
-                    COUNTS["not applicable (no CUDA)"] += 1
-                    continue
-                if fn(arg.make(), arg) is None:
+                    COUNTS["not applicable (no CUDA)"] += 1  # collected with the cuda mark, skipped
+                elif fn(arg.make(), arg) is None:
                     continue
                 params.append((spec.name, "tensor", name, mut))
             if _mismatched_length(spec, name) is not None:
@@ -615,6 +614,8 @@ def _cases():
     for case in params:
         case_id = "-".join(case[:1] + case[2:])
         marks = [pytest.mark.xfail(reason=KNOWN_BUGS[case_id], strict=True)] if case_id in KNOWN_BUGS else []
+        if case[-1] == "device":
+            marks.append(pytest.mark.cuda)
         out.append(pytest.param(*case, id=case_id, marks=marks))
     return out
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import HAS_CUDA, assert_same, box_arrays, random_boxes
+from helpers import assert_same, box_arrays, random_boxes
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -112,7 +112,7 @@ def test_clip_gradient_at_the_bounds_matches_torch(device):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and pydet's CUDA kernels")
+@pytest.mark.cuda
 def test_cuda_equals_cpu():
     boxes = random_boxes(1000)
     pairs = [

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import HAS_CUDA, random_boxes
+from helpers import random_boxes
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -431,7 +431,7 @@ def test_empty():
     assert box_decode(e, torch.empty(2, 0, 4)).shape == (2, 0, 4)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and pydet's CUDA kernels")
+@pytest.mark.cuda
 @pytest.mark.parametrize("coding", ["torchvision", "mmdet", "ssd"])
 def test_cuda_matches_cpu(coding):
     anchors, gt = boxes_pair(5000, 23, torch.float32)

@@ -6,7 +6,6 @@ layouts, thread counts, and hypothesis over the geometry."""
 
 import pytest
 import torch
-from helpers import HAS_CUDA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -197,7 +196,7 @@ def test_autocast_runs_in_the_lower_precision():
         assert ops.depthwise_conv2d(x, w, None, 1, 1).dtype == torch.bfloat16
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and pydet's CUDA kernels")
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 def test_cuda_matches_cpu(dtype):
     g = torch.Generator().manual_seed(7)

@@ -3,7 +3,7 @@ adversarial inputs, gradients and batch dimensions."""
 
 import pytest
 import torch
-from helpers import FLOAT_DTYPES, HAS_CUDA, assert_same, box_arrays, random_boxes, ulp_tolerance
+from helpers import FLOAT_DTYPES, assert_same, box_arrays, random_boxes, ulp_tolerance
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -245,7 +245,7 @@ def test_results_do_not_depend_on_thread_count():
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and pydet's CUDA kernels")
+@pytest.mark.cuda
 @pytest.mark.parametrize("name", PAIRWISE + ALIGNED)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_cuda_equals_cpu(name, dtype):

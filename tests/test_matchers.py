@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import HAS_CUDA, box_arrays, random_boxes
+from helpers import box_arrays, random_boxes
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -337,7 +337,7 @@ def test_bad_configs():
         ops.box_overlap_max(random_boxes(3)[None], random_boxes(4), torch.tensor([5]))
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and pydet's CUDA kernels")
+@pytest.mark.cuda
 def test_cuda_matches_cpu():
     gt = torch.stack([random_boxes(30, seed=1), random_boxes(30, seed=2)])
     anchors = torch.cat([random_boxes(20000, seed=3), gt[0], gt[1]])

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import HAS_CUDA, assert_same, box_arrays, random_boxes
+from helpers import assert_same, box_arrays, random_boxes
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -366,7 +366,7 @@ def test_topk_per_level_padding_and_empty(device):
     assert values.shape == (1, 1, 0) and indices.dtype == torch.int64
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and pydet's CUDA kernels")
+@pytest.mark.cuda
 def test_topk_per_level_cuda_equals_cpu():
     g = torch.Generator().manual_seed(1)
     scores = (torch.randn(2, 90_000, 11, generator=g) * 4).round() / 4
@@ -483,7 +483,6 @@ def test_nms_rotated_equals_greedy_on_rotated_iou(device):
 
 # ---- CUDA ----------------------------------------------------------------------------------------
 @pytest.mark.cuda
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and pydet's CUDA kernels")
 def test_cuda_equals_cpu():
     for make in (image_boxes, clustered_boxes):
         boxes, scores = make(30_000, seed=9)
@@ -518,6 +517,30 @@ def test_cuda_equals_cpu():
     s = torch.rand(2000)
     assert_same(ops.nms_rotated(r.cuda(), s.cuda(), 0.3).cpu(), ops.nms_rotated(r, s, 0.3))
     assert_same(ops.box_iou_rotated(r.cuda(), r.cuda()).cpu(), ops.box_iou_rotated(r, r), atol=1e-6, rtol=0)
+
+
+@pytest.mark.cuda
+def test_multiclass_nms_in_a_cuda_graph():
+    """SSD300 post-processing (8 x 8,732 x 91) captured in a CUDA graph: capture fails on any host
+    synchronisation, and each replay on new inputs gives the eager (CPU) result."""
+    boxes, scores = (t.cuda() for t in detector_output(8, 8732, 91, seed=5))
+    args = (0.01, 0.45, 400, 200)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside the graph (workspace allocations), as torch advises
+        ops.multiclass_nms(boxes, scores, *args, background_class=0)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = ops.multiclass_nms(boxes, scores, *args, background_class=0)
+    for seed in (6, 7):
+        new_boxes, new_scores = detector_output(8, 8732, 91, seed=seed)
+        boxes.copy_(new_boxes)
+        scores.copy_(new_scores)
+        graph.replay()
+        expected = ops.multiclass_nms(new_boxes, new_scores, *args, background_class=0)
+        for got, want in zip(captured, expected, strict=True):
+            assert_same(got.cpu(), want)
 
 
 @pytest.mark.slow
