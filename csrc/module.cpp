@@ -40,8 +40,11 @@ pybind11::dict build_info() {
   d["openmp"] = pybind11::none();
 #endif
   d["num_threads"] = at::get_num_threads();
-  d["cpu_kernel_variants"] = split_csv(pydet::simd::kCompiledVariants);
-  d["cpu_kernel_variant"] = pydet::simd::active_variant();
+  const pydet::simd::Capability& cpu = pydet::simd::capability();
+  d["cpu_kernel_variants"] = split_csv(pydet::simd::compiled_variants());
+  d["cpu_kernel_variant"] = cpu.level;
+  d["cpu_capability"] = cpu.name;
+  d["cpu_capability_warning"] = cpu.warning;
   return d;
 }
 
@@ -51,5 +54,5 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "pydet compiled core: registers torch.ops.pydet.* and reports how it was built";
   m.def("build_info", &build_info,
         "How this pydet was built: versions, CUDA kernels and architectures, compiler, OpenMP and threads, "
-        "and the CPU kernel variant (SIMD width) selected on this machine.");
+        "and the CPU kernel variant (SIMD width) this process runs.");
 }

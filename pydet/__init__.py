@@ -46,6 +46,10 @@ def _load_core():
 
 _C = _load_core()
 __version__: str = _C.build_info()["version"]
+if _C.build_info()["cpu_capability_warning"]:  # PYDET_CPU_CAPABILITY asked for what cannot run
+    import warnings
+
+    warnings.warn(f"pydet: {_C.build_info()['cpu_capability_warning']}", RuntimeWarning, stacklevel=2)
 
 # ops registers the fake kernels, autograd and autocast rules.
 from pydet import anchors, ops  # noqa: E402, F401
@@ -57,7 +61,10 @@ def build_info() -> dict:
     Keys: ``version``, ``torch_version`` (the torch it was compiled against), ``cuda`` (CUDA kernels
     included), ``cuda_version``, ``cuda_archs``, ``compiler``, ``build_type``, ``openmp`` (the
     ``_OPENMP`` version, or None), ``num_threads`` (ATen intra-op threads now),
-    ``cpu_kernel_variants`` (SIMD variants compiled) and ``cpu_kernel_variant`` (the one this CPU runs).
+    ``cpu_kernel_variants`` (the SIMD levels compiled, widest first), ``cpu_kernel_variant`` (the one
+    this process runs), ``cpu_capability`` (its name in ATen's spelling: ``avx512``, ``avx2`` or
+    ``default``; ``PYDET_CPU_CAPABILITY`` or ``ATEN_CPU_CAPABILITY`` narrow it) and
+    ``cpu_capability_warning`` (why a requested capability is not the one running, or empty).
     """
     return dict(_C.build_info())
 

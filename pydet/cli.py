@@ -40,7 +40,8 @@ def _bench(args: argparse.Namespace) -> int:
     min_time = args.min_time if args.min_time is not None else (0.05 if args.quick else 0.2)
     env.update(min_time=min_time, repeat=args.repeat)
     print(
-        f"pydet bench on {args.device} ({env['processor']}, {env['threads']} threads), torch {env['torch']}"
+        f"pydet bench on {args.device} ({env['processor']}, {env['threads']} threads, CPU variant "
+        f"{env['pydet']['cpu_capability']} = {env['pydet']['cpu_kernel_variant']}), torch {env['torch']}"
         f", torchvision {env['torchvision'] or 'not installed'}",
         flush=True,
     )

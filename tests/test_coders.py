@@ -5,10 +5,7 @@ deltas, gathered targets, gradients, devices."""
 from __future__ import annotations
 
 import math
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -296,24 +293,6 @@ def test_vectorised_runs_equal_the_strided_path(dtype, coding):
                 rtol=0,
                 equal_nan=True,
             )
-
-
-@pytest.mark.parametrize("vector_bytes", [16, 32])
-def test_narrower_vector_loops_equal_the_strided_path(vector_bytes, tmp_path):
-    """The dense loop's widths for AVX2 (32 bytes) and the baseline ISA (16), forced with
-    PYDET_VECTOR_BYTES in a fresh process (it is read once), pass the test above too."""
-    env = {**os.environ, "PYDET_VECTOR_BYTES": str(vector_bytes)}
-    test = f"{__file__}::test_vectorised_runs_equal_the_strided_path"
-    proc = subprocess.run(  # from tmp_path: `python -m` puts the working directory on sys.path
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "6 passed" in proc.stdout
 
 
 def test_gathered_targets_equal_indexing():

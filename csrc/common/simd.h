@@ -1,63 +1,104 @@
-// CPU SIMD dispatch. The hot loops of the CPU kernels are compiled several times (the x86-64-v4
-// level: AVX-512 F/BW/CD/DQ/VL; x86-64-v3: AVX2 + FMA; and the baseline x86-64 ISA) with GCC/Clang
-// function multi-versioning; the loader picks the best variant the machine supports. One wheel
-// therefore runs on any x86-64 CPU and still uses the widest vectors available, without compiling
-// whole files per ISA. Levels rather than single features because of FMA: exp_/log_ (dual.h) call
-// std::fma, one instruction from x86-64-v3 on. GCC < 12 and Clang do not take level names in
-// target_clones; they get avx512f (which implies FMA), avx2 (where std::fma is a libm call: slower,
-// same results) and the baseline.
+// CPU SIMD dispatch. The hot loops of the CPU kernels are compiled several times: for the
+// x86-64-v4 level (AVX-512 F/BW/CD/DQ/VL), for x86-64-v3 (AVX2 + FMA) and for the baseline x86-64
+// ISA. One wheel therefore runs on any x86-64 CPU and still uses the widest vectors available,
+// without compiling whole files per ISA. Levels rather than single features because of FMA:
+// exp_/log_ (dual.h) call std::fma, one instruction from x86-64-v3 on. GCC < 12 and Clang do not
+// take level names in target attributes; they get avx512f (which implies FMA), avx2 (where std::fma
+// is a libm call: slower, same results) and the baseline.
+//
+// The variant is chosen once per process, as ATen's DispatchStub chooses its own: the widest the
+// CPU supports, narrowed by PYDET_CPU_CAPABILITY (or, when that is unset, ATEN_CPU_CAPABILITY) =
+// avx512 | avx2 | default. A kernel runs its hot loop through simd::dispatch([&] { loop(...); }):
+// dispatch calls the lambda from one of three trampolines, each compiled for one ISA with
+// `flatten`, so the lambda and everything it calls is inlined and compiled for that ISA. (GCC's
+// target_clones resolver runs when the library loads and cannot be overridden; these can.)
 #pragma once
 
-#include <cstdlib>
+#include <string>
 
-// PYDET_SINGLE_ISA (sanitizer builds) compiles the baseline ISA only.
+namespace pydet::simd {
+
+enum class Isa : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
+
+struct Capability {
+  Isa isa;
+  const char* name;   // ATen's spelling: avx512, avx2, default
+  const char* level;  // what the compiler was told: x86-64-v4, x86-64-v3 (or avx512f, avx2), default
+  std::string warning;  // non-empty when the requested variant could not be honoured: what runs instead
+};
+
+// The variant this process runs (chosen on first use; see above), and the levels compiled
+// (comma-separated, widest first).
+const Capability& capability();
+const char* compiled_variants();
+
+inline Isa active_isa() {
+  static const Isa isa = capability().isa;
+  return isa;
+}
+
+// The vector width (bytes) of the running variant: AVX-512 64, AVX2 32, baseline 16. Loops built on
+// explicit two-source shuffles take their width from it (GCC lowers a 64-byte shuffle compiled for
+// AVX2 element by element, through memory).
+inline int vector_bytes() {
+  switch (active_isa()) {
+    case Isa::kAvx512:
+      return 64;
+    case Isa::kAvx2:
+      return 32;
+    default:
+      return 16;
+  }
+}
+
+// PYDET_SINGLE_ISA (sanitizer builds) compiles the baseline ISA only, and so do non-x86 targets.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__) && \
     !defined(PYDET_SINGLE_ISA)
+#define PYDET_MULTI_ISA 1
 #if !defined(__clang__) && __GNUC__ >= 12
 #define PYDET_ISA_WIDE "x86-64-v4"
 #define PYDET_ISA_MID "x86-64-v3"
-#define PYDET_TARGET_CLONES __attribute__((target_clones("arch=" PYDET_ISA_WIDE, "arch=" PYDET_ISA_MID, "default")))
+#define PYDET_TARGET_WIDE "arch=" PYDET_ISA_WIDE
+#define PYDET_TARGET_MID "arch=" PYDET_ISA_MID
 #else
 #define PYDET_ISA_WIDE "avx512f"
 #define PYDET_ISA_MID "avx2"
-#define PYDET_TARGET_CLONES __attribute__((target_clones(PYDET_ISA_WIDE, PYDET_ISA_MID, "default")))
+#define PYDET_TARGET_WIDE PYDET_ISA_WIDE
+#define PYDET_TARGET_MID PYDET_ISA_MID
 #endif
-namespace pydet::simd {
-inline constexpr const char* kCompiledVariants = PYDET_ISA_WIDE "," PYDET_ISA_MID ",default";
-// Mirrors the multi-versioning resolver's choice.
-inline const char* active_variant() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports(PYDET_ISA_WIDE)) return PYDET_ISA_WIDE;
-  if (__builtin_cpu_supports(PYDET_ISA_MID)) return PYDET_ISA_MID;
-  return "default";
+template <class F>
+__attribute__((target(PYDET_TARGET_WIDE), flatten)) decltype(auto) run_wide(F& f) {
+  return f();
 }
-// The vector width (bytes) of the variant the loader picks: AVX-512 64, AVX2 32, baseline 16. The
-// environment variable PYDET_VECTOR_BYTES (16 or 32) narrows it, read once: the tests run the
-// narrower loops that way on any machine.
-inline int vector_bytes() {
-  static const int bytes = [] {
-    __builtin_cpu_init();
-    const int widest =
-        __builtin_cpu_supports(PYDET_ISA_WIDE) ? 64 : __builtin_cpu_supports(PYDET_ISA_MID) ? 32 : 16;
-    const char* asked = std::getenv("PYDET_VECTOR_BYTES");
-    const int narrower = asked == nullptr ? 0 : std::atoi(asked);
-    return (narrower == 16 || narrower == 32) && narrower < widest ? narrower : widest;
-  }();
-  return bytes;
+template <class F>
+__attribute__((target(PYDET_TARGET_MID), flatten)) decltype(auto) run_mid(F& f) {
+  return f();
 }
-}  // namespace pydet::simd
 #else
-#define PYDET_TARGET_CLONES
-namespace pydet::simd {
-inline constexpr const char* kCompiledVariants = "default";
-inline const char* active_variant() {
-  return "default";
-}
-inline int vector_bytes() {
-  return 16;
-}
-}  // namespace pydet::simd
+#define PYDET_MULTI_ISA 0
 #endif
+template <class F>
+__attribute__((flatten)) decltype(auto) run_baseline(F& f) {
+  return f();
+}
+
+// f() compiled for the running variant's ISA.
+template <class F>
+inline decltype(auto) dispatch(F&& f) {
+#if PYDET_MULTI_ISA
+  switch (active_isa()) {
+    case Isa::kAvx512:
+      return run_wide(f);
+    case Isa::kAvx2:
+      return run_mid(f);
+    default:
+      break;
+  }
+#endif
+  return run_baseline(f);
+}
+
+}  // namespace pydet::simd
 
 #include <cstddef>
 #include <cstring>
@@ -103,7 +144,7 @@ inline void store64(T* p, const V64<T>& v) {
 // In-register transpose of a kV64 x kV64 tile (16 x 16 floats, 8 x 8 doubles): rows[i][j] becomes
 // rows[j][i]. log2(kV64) stages; stage B swaps the off-diagonal B x B blocks of every 2B x 2B block
 // with two-source shuffles (vpermt2ps/vshufps on AVX-512). always_inline: the callers are
-// multi-versioned, and the shuffles must be compiled for the caller's ISA. (-Wno-psabi: GCC warns
+// dispatched (see above), and the shuffles must be compiled for the caller's ISA. (-Wno-psabi: GCC warns
 // that 64-byte vectors change the ABI of non-AVX-512 functions; these are never called as such.)
 template <std::size_t B, class V, std::size_t... J>
 __attribute__((always_inline)) inline V swap_low(V a, V c, std::index_sequence<J...>) {

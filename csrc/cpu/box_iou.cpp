@@ -82,10 +82,10 @@ struct TermsSoA {
 // out[r * out_stride + j] = metric(a[r], column j) for r < R, j < n: the hot loop of every pairwise
 // op. R rows share each column load (register blocking); the j loop vectorises.
 template <BoxMetric M, class T, int R>
-PYDET_TARGET_CLONES void metric_rows(const BoxTerms<T>* a, const T* __restrict x1, const T* __restrict y1,
-                                     const T* __restrict x2, const T* __restrict y2, const T* __restrict area,
-                                     const T* __restrict cx, const T* __restrict cy, const T* __restrict aspect,
-                                     const MetricParams<T> p, T* __restrict out, int64_t out_stride, int64_t n) {
+void metric_rows(const BoxTerms<T>* a, const T* __restrict x1, const T* __restrict y1,
+                 const T* __restrict x2, const T* __restrict y2, const T* __restrict area,
+                 const T* __restrict cx, const T* __restrict cy, const T* __restrict aspect,
+                 const MetricParams<T> p, T* __restrict out, int64_t out_stride, int64_t n) {
   BoxTerms<T> rows[R];
   for (int r = 0; r < R; ++r) rows[r] = a[r];
   for (int64_t j = 0; j < n; ++j) {
@@ -137,15 +137,18 @@ void pairwise_impl(const at::Tensor& boxes1, const at::Tensor& boxes2, at::Tenso
       }
       const auto col = [&](int f) { return f < 0 ? nullptr : cols.field(b, f) + j0; };
       T* dst = o + (b * rows + i0) * N + j0;
-      if (nrows == kRows) {
-        metric_rows<M, T, kRows>(a, col(0), col(1), col(2), col(3), col(4), col(Soa::kCenter),
-                                 col(Soa::kCenter < 0 ? -1 : Soa::kCenter + 1), col(Soa::kAspect), p, dst, N, n);
-      } else {
-        for (int64_t r = 0; r < nrows; ++r) {
-          metric_rows<M, T, 1>(a + r, col(0), col(1), col(2), col(3), col(4), col(Soa::kCenter),
-                               col(Soa::kCenter < 0 ? -1 : Soa::kCenter + 1), col(Soa::kAspect), p, dst + r * N, N, n);
+      simd::dispatch([&] {
+        if (nrows == kRows) {
+          metric_rows<M, T, kRows>(a, col(0), col(1), col(2), col(3), col(4), col(Soa::kCenter),
+                                   col(Soa::kCenter < 0 ? -1 : Soa::kCenter + 1), col(Soa::kAspect), p, dst, N, n);
+        } else {
+          for (int64_t r = 0; r < nrows; ++r) {
+            metric_rows<M, T, 1>(a + r, col(0), col(1), col(2), col(3), col(4), col(Soa::kCenter),
+                                 col(Soa::kCenter < 0 ? -1 : Soa::kCenter + 1), col(Soa::kAspect), p, dst + r * N, N,
+                                 n);
+          }
         }
-      }
+      });
       if (++g == groups) {  // odometer: no division per task
         g = 0;
         if (++blk == blocks) {
@@ -221,8 +224,8 @@ void pairwise_backward_impl(const at::Tensor& grad, const at::Tensor& boxes1, co
 // out[k] = metric(boxes1[k], boxes2[k]) for k in [begin, end), boxes contiguous [K, 4] (constant
 // strides let the loop vectorise).
 template <BoxMetric M, class T>
-PYDET_TARGET_CLONES void aligned_chunk(const T* __restrict b1, const T* __restrict b2, const MetricParams<T> p,
-                                       T* __restrict out, int64_t begin, int64_t end) {
+void aligned_chunk(const T* __restrict b1, const T* __restrict b2, const MetricParams<T> p,
+                   T* __restrict out, int64_t begin, int64_t end) {
   for (int64_t k = begin; k < end; ++k) {
     const T* a = b1 + 4 * k;
     const T* b = b2 + 4 * k;
@@ -234,10 +237,10 @@ PYDET_TARGET_CLONES void aligned_chunk(const T* __restrict b1, const T* __restri
 // dual numbers with 8 partials. Boxes are contiguous [K, 4] and the body is branch-free (dual.h), so
 // the loop vectorises across pairs.
 template <BoxMetric M, class T>
-PYDET_TARGET_CLONES void aligned_backward_chunk(const T* __restrict b1, const T* __restrict b2,
-                                                const T* __restrict grad, const T grad_scale,
-                                                const MetricParams<T> p, T* __restrict g1, T* __restrict g2,
-                                                int64_t begin, int64_t end) {
+void aligned_backward_chunk(const T* __restrict b1, const T* __restrict b2,
+                            const T* __restrict grad, const T grad_scale,
+                            const MetricParams<T> p, T* __restrict g1, T* __restrict g2,
+                            int64_t begin, int64_t end) {
   using D = Dual<T, 8>;
   for (int64_t k = begin; k < end; ++k) {
     const T* q1 = b1 + 4 * k;
@@ -292,7 +295,7 @@ struct CpuKernels {
         const scalar_t* p2 = c2.const_data_ptr<scalar_t>();
         scalar_t* o = out.data_ptr<scalar_t>();
         at::parallel_for(0, c1.size(0), 8192, [&](int64_t begin, int64_t end) {
-          aligned_chunk<M, scalar_t>(p1, p2, p, o, begin, end);
+          simd::dispatch([&] { aligned_chunk<M, scalar_t>(p1, p2, p, o, begin, end); });
         });
       });
     });
@@ -313,7 +316,8 @@ struct CpuKernels {
         scalar_t* o1 = g1.data_ptr<scalar_t>();
         scalar_t* o2 = g2.data_ptr<scalar_t>();
         at::parallel_for(0, K, 2048, [&](int64_t begin, int64_t end) {
-          aligned_backward_chunk<M, scalar_t>(p1, p2, pg, scalar_t(grad_scale), p, o1, o2, begin, end);
+          simd::dispatch(
+              [&] { aligned_backward_chunk<M, scalar_t>(p1, p2, pg, scalar_t(grad_scale), p, o1, o2, begin, end); });
         });
       });
     });

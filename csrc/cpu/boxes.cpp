@@ -21,7 +21,7 @@ constexpr int64_t kGrain = 8192;
 // f(k, box k) for k in [begin, end). Instantiated per SIMD ISA (simd.h); with kContiguous the row
 // layout is a compile-time constant, which lets the compiler vectorise the loop.
 template <bool kContiguous, class T, class F>
-PYDET_TARGET_CLONES void box_range(const BoxRows<T> in, int64_t begin, int64_t end, const F& f) {
+void box_range(const BoxRows<T> in, int64_t begin, int64_t end, const F& f) {
   for (int64_t k = begin; k < end; ++k) {
     if constexpr (kContiguous) {
       const T* r = in.data + 4 * k;
@@ -38,11 +38,13 @@ void for_each_box(const at::Tensor& boxes, const F& f) {
   const BoxRows<T> in(boxes);
   const bool contiguous = in.col_stride == 1 && in.row_stride == 4;
   at::parallel_for(0, in.size, kGrain, [&](int64_t begin, int64_t end) {
-    if (contiguous) {
-      box_range<true>(in, begin, end, f);
-    } else {
-      box_range<false>(in, begin, end, f);
-    }
+    simd::dispatch([&] {
+      if (contiguous) {
+        box_range<true>(in, begin, end, f);
+      } else {
+        box_range<false>(in, begin, end, f);
+      }
+    });
   });
 }
 

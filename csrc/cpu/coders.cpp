@@ -110,9 +110,9 @@ __attribute__((always_inline)) inline void dense_rows(const T* rp, int64_t r0, c
 // kDense: C == 1, reference rows contiguous (any batch stride), input [B, N, 4] contiguous: the runs of
 // dense_rows, with the vector width of the CPU variant running (simd::vector_bytes).
 template <bool kDense, bool kExtra, class T, class F>
-PYDET_TARGET_CLONES void rows_range(const Rows3<T> ref, const Rows3<T> in, const T* extra, T* out,
-                                    const CoderParams<T>& params, int64_t n_boxes, int64_t classes, int64_t begin,
-                                    int64_t end, int vector_bytes, const F& f) {
+void rows_range(const Rows3<T> ref, const Rows3<T> in, const T* extra, T* out,
+                const CoderParams<T>& params, int64_t n_boxes, int64_t classes, int64_t begin,
+                int64_t end, int vector_bytes, const F& f) {
   if constexpr (kDense) {
     for (int64_t r = begin; r < end;) {
       const int64_t b = r / n_boxes, n0 = r - b * n_boxes, stop = std::min(end, (b + 1) * n_boxes);
@@ -143,11 +143,13 @@ void for_each_row(const at::Tensor& reference, const at::Tensor& input, const T*
   const bool dense = classes == 1 && ref.s1 == 4 && ref.s2 == 1 && input.is_contiguous();
   const int vector_bytes = simd::vector_bytes();
   at::parallel_for(0, rows, kGrain, [&](int64_t begin, int64_t end) {
-    if (dense) {
-      rows_range<true, kExtra>(ref, in, extra, out, params, n_boxes, classes, begin, end, vector_bytes, f);
-    } else {
-      rows_range<false, kExtra>(ref, in, extra, out, params, n_boxes, classes, begin, end, vector_bytes, f);
-    }
+    simd::dispatch([&] {
+      if (dense) {
+        rows_range<true, kExtra>(ref, in, extra, out, params, n_boxes, classes, begin, end, vector_bytes, f);
+      } else {
+        rows_range<false, kExtra>(ref, in, extra, out, params, n_boxes, classes, begin, end, vector_bytes, f);
+      }
+    });
   });
 }
 
@@ -219,8 +221,10 @@ void decode_gathered(const at::Tensor& reference, const at::Tensor& deltas, cons
           ++b;
         }
       }
-      rows_range<true, false, T>(Rows3<T>(ref_buf.data(), 0, 4, 1), Rows3<T>(in_buf.data(), 0, 4, 1), nullptr,
-                              o + 4 * r0 * classes, p, boxes, 1, 0, boxes, vector_bytes, Decoder<kC, kClip, T>{});
+      simd::dispatch([&] {
+        rows_range<true, false, T>(Rows3<T>(ref_buf.data(), 0, 4, 1), Rows3<T>(in_buf.data(), 0, 4, 1), nullptr,
+                                   o + 4 * r0 * classes, p, boxes, 1, 0, boxes, vector_bytes, Decoder<kC, kClip, T>{});
+      });
       for (int64_t r = r0; r < r1; ++r) {  // zero boxes decode to zeros; written out to be independent of that
         if (padding[r - r0]) std::fill_n(o + 4 * r * classes, 4 * classes, T(0));
       }

@@ -56,9 +56,9 @@ struct PlaneScratch {
 };
 
 template <Activation A, int64_t kK, class T>
-PYDET_TARGET_CLONES void forward_plane(const T* __restrict in, const T* __restrict w, T bias, const Geometry& g,
-                                       const PlaneScratch& sc, T* __restrict out, T* __restrict padded,
-                                       T* __restrict pre) {
+void forward_plane(const T* __restrict in, const T* __restrict w, T bias, const Geometry& g,
+                   const PlaneScratch& sc, T* __restrict out, T* __restrict padded,
+                   T* __restrict pre) {
   std::fill(padded, padded + sc.rows * sc.pitch, T(0));
   for (int64_t r = 0; r < g.h; ++r) std::copy(in + r * g.w, in + (r + 1) * g.w, padded + (r + g.ph) * sc.pitch + g.pw);
   int64_t offsets[kK * kK];
@@ -100,10 +100,10 @@ struct PlaneBackwardScratch {
 };
 
 template <Activation A, int64_t kK, class T>
-PYDET_TARGET_CLONES void backward_plane(const T* __restrict grad, const T* __restrict in, const T* __restrict w,
-                                        T bias, const Geometry& g, const PlaneBackwardScratch& sc, T* __restrict padded,
-                                        T* __restrict gp, T* __restrict gp_border, T* __restrict gi_span,
-                                        T* __restrict gi, T* __restrict gw_acc, T* __restrict gb_acc) {
+void backward_plane(const T* __restrict grad, const T* __restrict in, const T* __restrict w,
+                    T bias, const Geometry& g, const PlaneBackwardScratch& sc, T* __restrict padded,
+                    T* __restrict gp, T* __restrict gp_border, T* __restrict gi_span,
+                    T* __restrict gi, T* __restrict gw_acc, T* __restrict gb_acc) {
   const int64_t d = g.dh, pitch = sc.fwd.pitch, e = sc.extent;
   std::fill(padded, padded + sc.padded_size(), T(0));
   for (int64_t r = 0; r < g.h; ++r) std::copy(in + r * g.w, in + (r + 1) * g.w, padded + (r + g.ph) * pitch + g.pw);
@@ -197,8 +197,8 @@ __attribute__((always_inline)) inline RowTaps<T> row_taps(const T* __restrict pl
 }
 
 template <Activation A, class T>
-PYDET_TARGET_CLONES void forward_rows(const T* __restrict in, const T* __restrict w, T bias, int64_t rows,
-                                      int64_t width, T* __restrict out) {
+void forward_rows(const T* __restrict in, const T* __restrict w, T bias, int64_t rows,
+                  int64_t width, T* __restrict out) {
   using V = simd::V64<T>;
   constexpr int64_t L = kRowLanes<T>;
   constexpr auto lanes = std::make_index_sequence<L>{};
@@ -252,8 +252,8 @@ struct BlockedScratch {
 // of a [rows + 2 top][pitch][L] block, lanes l >= used zero. Only the interior is written: the
 // caller's buffer starts zeroed and keeps its geometry, so the padding stays zero.
 template <class T>
-PYDET_TARGET_CLONES void load_block(const T* __restrict planes, int64_t used, int64_t rows, int64_t width,
-                                    int64_t top, int64_t left, int64_t pitch, T* __restrict buf) {
+void load_block(const T* __restrict planes, int64_t used, int64_t rows, int64_t width,
+                int64_t top, int64_t left, int64_t pitch, T* __restrict buf) {
   constexpr int64_t L = kLanes<T>;
   using V = simd::V64<T>;
   const int64_t plane = rows * width;
@@ -283,8 +283,8 @@ PYDET_TARGET_CLONES void load_block(const T* __restrict planes, int64_t used, in
 // plane(l)[r, col] = src[(r src_pitch + col) L + l] for l < used: a transposed block back to
 // `used` planes of rows x width, dst_plane apart.
 template <class T>
-PYDET_TARGET_CLONES void store_block(const T* __restrict src, int64_t src_pitch, int64_t rows, int64_t width,
-                                     int64_t used, T* __restrict dst, int64_t dst_plane) {
+void store_block(const T* __restrict src, int64_t src_pitch, int64_t rows, int64_t width,
+                 int64_t used, T* __restrict dst, int64_t dst_plane) {
   constexpr int64_t L = kLanes<T>;
   using V = simd::V64<T>;
   const int64_t plane = rows * width;
@@ -394,8 +394,8 @@ PYDET_HD void forward_pixels_unit(const T* __restrict buf, const T* __restrict w
 // A row's pixels go in groups of 4, then 2, then 1 (14-wide rows: 4 + 4 + 4 + 2); with unit stride
 // and dilation and a 3x3/5x5 kernel, in groups of 8, 4, 2, 1 of forward_pixels_unit.
 template <Activation A, int64_t kK, class T>
-PYDET_TARGET_CLONES void forward_block(const T* __restrict buf, const T* __restrict wl, const T* __restrict bl,
-                                       const Geometry& g, const BlockedScratch& s, T* __restrict out_t) {
+void forward_block(const T* __restrict buf, const T* __restrict wl, const T* __restrict bl,
+                   const Geometry& g, const BlockedScratch& s, T* __restrict out_t) {
   const bool unit = kK > 0 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1;
   for (int64_t oh = 0; oh < g.oh; ++oh) {
     int64_t ow = 0;
@@ -421,9 +421,9 @@ PYDET_TARGET_CLONES void forward_block(const T* __restrict buf, const T* __restr
 // weight and bias gradients. The weight gradient of a tap sums over pixels in kChains interleaved
 // partial sums (independent add chains), combined in a fixed order.
 template <Activation A, int64_t kK, class T>
-PYDET_TARGET_CLONES void backward_block(T* __restrict grad_t, const T* __restrict buf, const T* __restrict wl,
-                                        const T* __restrict bl, const Geometry& g, const BlockedScratch& s,
-                                        T* __restrict gi_t, T* __restrict gw_acc, T* __restrict gb_acc) {
+void backward_block(T* __restrict grad_t, const T* __restrict buf, const T* __restrict wl,
+                    const T* __restrict bl, const Geometry& g, const BlockedScratch& s,
+                    T* __restrict gi_t, T* __restrict gw_acc, T* __restrict gb_acc) {
   constexpr int64_t L = kLanes<T>, kPix = 4, kChains = 4;
   const int64_t pixels = g.oh * g.ow;
   if constexpr (A != Activation::kNone) {
@@ -504,11 +504,13 @@ struct CpuKernels {
         const T* ip = in + p * g.h * g.w;
         const T* wp = w + c * g.kh * g.kw;
         T* op = o + p * g.oh * g.ow;
-        if (g.kh == 3) {
-          forward_plane<A, 3>(ip, wp, b[c], g, sc, op, padded.data(), pre.data());
-        } else {
-          forward_plane<A, 5>(ip, wp, b[c], g, sc, op, padded.data(), pre.data());
-        }
+        simd::dispatch([&] {
+          if (g.kh == 3) {
+            forward_plane<A, 3>(ip, wp, b[c], g, sc, op, padded.data(), pre.data());
+          } else {
+            forward_plane<A, 5>(ip, wp, b[c], g, sc, op, padded.data(), pre.data());
+          }
+        });
       }
     });
   }
@@ -518,7 +520,7 @@ struct CpuKernels {
     at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
         const int64_t c = p % g.c;
-        forward_rows<A>(in + p * g.h * g.w, w + c * 9, b[c], g.h, g.w, o + p * g.h * g.w);
+        simd::dispatch([&] { forward_rows<A>(in + p * g.h * g.w, w + c * 9, b[c], g.h, g.w, o + p * g.h * g.w); });
       }
     });
   }
@@ -536,15 +538,17 @@ struct CpuKernels {
       int64_t loaded = -1;
       for (int64_t task = begin; task < end; ++task) {
         const int64_t block = task / g.n, n = task % g.n, c0 = block * L, used = std::min(L, g.c - c0);
-        load_block(in + (n * g.c + c0) * g.h * g.w, used, g.h, g.w, g.ph, g.pw, s.pitch, buf.data());
         if (block != loaded) {
           load_block_weights(w, b, c0, used, taps, wl.data(), bl.data());
           loaded = block;
         }
-        with_square_kernel(g, [&](auto k) {
-          forward_block<A, decltype(k)::value>(buf.data(), wl.data(), bl.data(), g, s, out_t.data());
+        simd::dispatch([&] {
+          load_block(in + (n * g.c + c0) * g.h * g.w, used, g.h, g.w, g.ph, g.pw, s.pitch, buf.data());
+          with_square_kernel(g, [&](auto k) {
+            forward_block<A, decltype(k)::value>(buf.data(), wl.data(), bl.data(), g, s, out_t.data());
+          });
+          store_block(out_t.data(), g.ow, g.oh, g.ow, used, o + (n * g.c + c0) * out_plane, out_plane);
         });
-        store_block(out_t.data(), g.ow, g.oh, g.ow, used, o + (n * g.c + c0) * out_plane, out_plane);
       }
     });
   }
@@ -586,13 +590,15 @@ struct CpuKernels {
         for (int64_t n = 0; n < g.n; ++n) {
           const int64_t p = n * g.c + c;
           const T* wp = w + c * taps;
-          if (g.kh == 3) {
-            backward_plane<A, 3>(go + p * out_plane, in + p * in_plane, wp, b[c], g, sc, padded.data(), gp.data(),
-                                 gp_border.data(), gi_span.data(), gi + p * in_plane, gw_acc.data(), &gb_acc);
-          } else {
-            backward_plane<A, 5>(go + p * out_plane, in + p * in_plane, wp, b[c], g, sc, padded.data(), gp.data(),
-                                 gp_border.data(), gi_span.data(), gi + p * in_plane, gw_acc.data(), &gb_acc);
-          }
+          simd::dispatch([&] {
+            if (g.kh == 3) {
+              backward_plane<A, 3>(go + p * out_plane, in + p * in_plane, wp, b[c], g, sc, padded.data(), gp.data(),
+                                   gp_border.data(), gi_span.data(), gi + p * in_plane, gw_acc.data(), &gb_acc);
+            } else {
+              backward_plane<A, 5>(go + p * out_plane, in + p * in_plane, wp, b[c], g, sc, padded.data(), gp.data(),
+                                   gp_border.data(), gi_span.data(), gi + p * in_plane, gw_acc.data(), &gb_acc);
+            }
+          });
         }
         std::copy(gw_acc.begin(), gw_acc.end(), gw + c * taps);
         gb[c] = gb_acc;
@@ -617,14 +623,16 @@ struct CpuKernels {
         std::fill(gb_acc.begin(), gb_acc.end(), T(0));
         for (int64_t n = 0; n < g.n; ++n) {
           const int64_t first = n * g.c + c0;
-          load_block(in + first * g.h * g.w, used, g.h, g.w, g.ph, g.pw, s.pitch, buf.data());
-          load_block(go + first * out_plane, used, g.oh, g.ow, 0, 0, g.ow, grad_t.data());
-          with_square_kernel(g, [&](auto k) {
-            backward_block<A, decltype(k)::value>(grad_t.data(), buf.data(), wl.data(), bl.data(), g, s, gi_t.data(),
-                                                  gw_acc.data(), gb_acc.data());
+          simd::dispatch([&] {
+            load_block(in + first * g.h * g.w, used, g.h, g.w, g.ph, g.pw, s.pitch, buf.data());
+            load_block(go + first * out_plane, used, g.oh, g.ow, 0, 0, g.ow, grad_t.data());
+            with_square_kernel(g, [&](auto k) {
+              backward_block<A, decltype(k)::value>(grad_t.data(), buf.data(), wl.data(), bl.data(), g, s,
+                                                    gi_t.data(), gw_acc.data(), gb_acc.data());
+            });
+            store_block(gi_t.data() + (g.ph * s.pitch + g.pw) * L, s.pitch, g.h, g.w, used, gi + first * g.h * g.w,
+                        g.h * g.w);
           });
-          store_block(gi_t.data() + (g.ph * s.pitch + g.pw) * L, s.pitch, g.h, g.w, used, gi + first * g.h * g.w,
-                      g.h * g.w);
         }
         for (int64_t l = 0; l < used; ++l) {
           for (int64_t t = 0; t < taps; ++t) gw[(c0 + l) * taps + t] = gw_acc[t * L + l];

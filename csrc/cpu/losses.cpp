@@ -25,12 +25,12 @@ FocalParams<T> cast(const FocalParams<double>& p) {
 }
 
 template <Gamma G, class T>
-PYDET_TARGET_CLONES void focal_range(const T* x, const T* t, T* out, int64_t n, FocalParams<T> f) {
+void focal_range(const T* x, const T* t, T* out, int64_t n, FocalParams<T> f) {
   for (int64_t i = 0; i < n; ++i) out[i] = focal_loss<G>(x[i], t[i], f);
 }
 
 template <Gamma G, class T>
-PYDET_TARGET_CLONES double focal_block_sum(const T* x, const T* t, int64_t n, FocalParams<T> f) {
+double focal_block_sum(const T* x, const T* t, int64_t n, FocalParams<T> f) {
   T buffer[kBlock];
   for (int64_t i = 0; i < n; ++i) buffer[i] = focal_loss<G>(x[i], t[i], f);
   double s = 0;
@@ -39,8 +39,8 @@ PYDET_TARGET_CLONES double focal_block_sum(const T* x, const T* t, int64_t n, Fo
 }
 
 template <Gamma G, bool kTargets, class T>
-PYDET_TARGET_CLONES void focal_grad_range(const T* g, int64_t g_stride, T scale, const T* x, const T* t, T* gx,
-                                          T* gt, int64_t n, FocalParams<T> f) {
+void focal_grad_range(const T* g, int64_t g_stride, T scale, const T* x, const T* t, T* gx,
+                      T* gt, int64_t n, FocalParams<T> f) {
   for (int64_t i = 0; i < n; ++i) {
     const FocalGrad<T> d = focal_loss_grad<G, kTargets>(x[i], t[i], f);
     const T w = g[i * g_stride] * scale;
@@ -56,7 +56,7 @@ struct CpuKernels {
       scalar_t* op = out.data_ptr<scalar_t>();
       dispatch_gamma(p.gamma, [&]<Gamma G>() {
         at::parallel_for(0, x.numel(), kBlock, [&](int64_t begin, int64_t end) {
-          focal_range<G>(xp + begin, tp + begin, op + begin, end - begin, cast<scalar_t>(p));
+          simd::dispatch([&] { focal_range<G>(xp + begin, tp + begin, op + begin, end - begin, cast<scalar_t>(p)); });
         });
       });
     });
@@ -71,7 +71,7 @@ struct CpuKernels {
         at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
           for (int64_t b = begin; b < end; ++b) {
             const int64_t lo = b * kBlock, len = std::min(n, lo + kBlock) - lo;
-            partial[size_t(b)] = focal_block_sum<G>(xp + lo, tp + lo, len, cast<scalar_t>(p));
+            partial[size_t(b)] = simd::dispatch([&] { return focal_block_sum<G>(xp + lo, tp + lo, len, cast<scalar_t>(p)); });
           }
         });
       });
@@ -92,13 +92,15 @@ struct CpuKernels {
       dispatch_gamma(p.gamma, [&]<Gamma G>() {
         at::parallel_for(0, x.numel(), kBlock, [&](int64_t begin, int64_t end) {
           const scalar_t* g = gp + begin * g_stride;
-          if (gtp) {
-            focal_grad_range<G, true>(g, g_stride, scalar_t(scale), xp + begin, tp + begin, gxp + begin,
-                                      gtp + begin, end - begin, cast<scalar_t>(p));
-          } else {
-            focal_grad_range<G, false>(g, g_stride, scalar_t(scale), xp + begin, tp + begin, gxp + begin,
-                                       gtp, end - begin, cast<scalar_t>(p));  // gtp is null here
-          }
+          simd::dispatch([&] {
+            if (gtp) {
+              focal_grad_range<G, true>(g, g_stride, scalar_t(scale), xp + begin, tp + begin, gxp + begin,
+                                        gtp + begin, end - begin, cast<scalar_t>(p));
+            } else {
+              focal_grad_range<G, false>(g, g_stride, scalar_t(scale), xp + begin, tp + begin, gxp + begin,
+                                         gtp, end - begin, cast<scalar_t>(p));  // gtp is null here
+            }
+          });
         });
       });
     });

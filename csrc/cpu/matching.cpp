@@ -86,9 +86,9 @@ PYDET_HD T chunk_quality(const BoxTerms<T>& g, const ChunkTerms<T>& c, int64_t j
 // One task: anchors [start, start + count) of one image against its `m` ground-truth boxes.
 // Writes per-anchor results and this task's per-gt partial (value, index) into gt_part/gt_part_idx.
 template <BoxMetric M, class T>
-PYDET_TARGET_CLONES void max_task(const BoxRows<T> gt, int64_t m, const ChunkTerms<T>& c, int64_t start,
-                                  int64_t count, bool anchors_first, const MetricParams<T> mp, T* anchor_max,
-                                  int64_t* anchor_argmax, T* gt_part, int64_t* gt_part_idx) {
+void max_task(const BoxRows<T> gt, int64_t m, const ChunkTerms<T>& c, int64_t start,
+              int64_t count, bool anchors_first, const MetricParams<T> mp, T* anchor_max,
+              int64_t* anchor_argmax, T* gt_part, int64_t* gt_part_idx) {
   alignas(64) T best[kChunk];
   alignas(64) int32_t arg[kChunk];
   alignas(64) T row[kChunk];
@@ -142,9 +142,9 @@ PYDET_TARGET_CLONES void max_task(const BoxRows<T> gt, int64_t m, const ChunkTer
 
 // Last ground-truth box g (in increasing order) with best[g] >= min_best and quality == best[g].
 template <BoxMetric M, class T>
-PYDET_TARGET_CLONES void ties_task(const BoxRows<T> gt, int64_t m, const T* gt_best, T min_best,
-                                   const ChunkTerms<T>& c, int64_t start, int64_t count, bool anchors_first,
-                                   const MetricParams<T> mp, int64_t* out) {
+void ties_task(const BoxRows<T> gt, int64_t m, const T* gt_best, T min_best,
+               const ChunkTerms<T>& c, int64_t start, int64_t count, bool anchors_first,
+               const MetricParams<T> mp, int64_t* out) {
   alignas(64) int32_t last[kChunk];
   for (int64_t j = 0; j < kChunk; ++j) last[j] = -1;
   for (int64_t g = 0; g < m; ++g) {
@@ -206,8 +206,11 @@ struct CpuKernels {
         constexpr BoxMetric kM = decltype(metric)::value;
         for_each_task<kM, T>(p, mp, "box_overlap_max", [&](int64_t t, int64_t b, int64_t start, int64_t count,
                                                             const ChunkTerms<T>& terms) {
-          max_task<kM>(BoxRows<T>(p.gt.select(0, b)), counts[b], terms, start, count, q.anchors_first, mp,
-                       amax + b * n, aarg + b * n, part.data() + t * m_max, part_idx.data() + t * m_max);
+          const BoxRows<T> gt(p.gt.select(0, b));
+          simd::dispatch([&] {
+            max_task<kM>(gt, counts[b], terms, start, count, q.anchors_first, mp, amax + b * n, aarg + b * n,
+                         part.data() + t * m_max, part_idx.data() + t * m_max);
+          });
         });
       });
       // Merge the per-task partials in anchor order.
@@ -247,8 +250,11 @@ struct CpuKernels {
         constexpr BoxMetric kM = decltype(metric)::value;
         for_each_task<kM, T>(p, mp, "box_overlap_ties", [&](int64_t, int64_t b, int64_t start, int64_t count,
                                                              const ChunkTerms<T>& terms) {
-          ties_task<kM>(BoxRows<T>(p.gt.select(0, b)), counts[b], best + b * m_max, T(min_best), terms, start, count,
-                        q.anchors_first, mp, o + b * n);
+          const BoxRows<T> gt(p.gt.select(0, b));
+          simd::dispatch([&] {
+            ties_task<kM>(gt, counts[b], best + b * m_max, T(min_best), terms, start, count, q.anchors_first, mp,
+                          o + b * n);
+          });
         });
       });
     });

@@ -158,9 +158,9 @@ struct SoaBoxes {
 // Does any of the n boxes (SoA, starting at offset) have IoU > t with b? No early exit inside, so the
 // loop vectorises; callers pass short runs.
 template <class T>
-PYDET_TARGET_CLONES bool any_iou_above(const BoxTerms<T> b, const T* __restrict x1, const T* __restrict y1,
-                                       const T* __restrict x2, const T* __restrict y2, const T* __restrict area,
-                                       int64_t n, T t) {
+bool any_iou_above(const BoxTerms<T> b, const T* __restrict x1, const T* __restrict y1,
+                   const T* __restrict x2, const T* __restrict y2, const T* __restrict area,
+                   int64_t n, T t) {
   int hit = 0;
   for (int64_t j = 0; j < n; ++j) {
     BoxTerms<T> a;
@@ -178,15 +178,17 @@ PYDET_TARGET_CLONES bool any_iou_above(const BoxTerms<T> b, const T* __restrict 
 template <class T>
 bool any_iou_above(const BoxTerms<T>& b, const SoaBoxes<T>& s, size_t begin, size_t n, T t) {
   constexpr size_t kRun = 64;  // early exit between runs
-  for (size_t k = 0; k < n; k += kRun) {
-    const size_t m = std::min(kRun, n - k);
-    const size_t o = begin + k;
-    if (any_iou_above<T>(b, s.x1.data() + o, s.y1.data() + o, s.x2.data() + o, s.y2.data() + o, s.area.data() + o,
-                         static_cast<int64_t>(m), t)) {
-      return true;
+  return simd::dispatch([&] {
+    for (size_t k = 0; k < n; k += kRun) {
+      const size_t m = std::min(kRun, n - k);
+      const size_t o = begin + k;
+      if (any_iou_above<T>(b, s.x1.data() + o, s.y1.data() + o, s.x2.data() + o, s.y2.data() + o,
+                           s.area.data() + o, static_cast<int64_t>(m), t)) {
+        return true;
+      }
     }
-  }
-  return false;
+    return false;
+  });
 }
 
 // ---- the spatial index of kept boxes -----------------------------------------------------------
@@ -418,7 +420,7 @@ __attribute__((always_inline)) inline uint64_t hit_mask(const S* p, A lo) {
 // of the partial last block (n rounded down to a block) when there is none. Blocks without one, the
 // common case under a selective threshold, cost one vectorised comparison.
 template <class S, class A>
-PYDET_TARGET_CLONES int64_t next_hit_block(const S* __restrict p, int64_t n, A lo, uint64_t& mask) {
+int64_t next_hit_block(const S* __restrict p, int64_t n, A lo, uint64_t& mask) {
   int64_t i = 0;
   for (; i + kScanBlock <= n; i += kScanBlock) {
     int hit = 0;
@@ -436,7 +438,10 @@ PYDET_TARGET_CLONES int64_t next_hit_block(const S* __restrict p, int64_t n, A l
 template <class S, class A, class Visit>
 void for_each_at_least(const S* p, int64_t n, const A& lo, Visit&& visit) {
   int64_t i = 0;
-  for (uint64_t mask = 0; (i += next_hit_block<S, A>(p + i, n - i, lo, mask)) + kScanBlock <= n; i += kScanBlock) {
+  const auto next_hit = [&](uint64_t& mask) {
+    return simd::dispatch([&] { return next_hit_block<S, A>(p + i, n - i, lo, mask); });
+  };
+  for (uint64_t mask = 0; (i += next_hit(mask)) + kScanBlock <= n; i += kScanBlock) {
     for (; mask != 0; mask &= mask - 1) visit(i + __builtin_ctzll(mask));
   }
   for (; i < n; ++i) {
@@ -613,9 +618,9 @@ void multiclass_impl(const at::Tensor& boxes, const at::Tensor& scores_in, const
 // Decays scores sc[0..n) by the overlap of box a with each box (mmcv's soft-NMS weights). The
 // weights depend only on the box, so all of them are applied in one vectorisable pass.
 template <class T, SoftNmsMethod kMethod>
-PYDET_TARGET_CLONES void soft_decay(const BoxTerms<T> a, const T* __restrict x1, const T* __restrict y1,
-                                    const T* __restrict x2, const T* __restrict y2, const T* __restrict area,
-                                    T* __restrict sc, int64_t n, T t, T sigma, T offset) {
+void soft_decay(const BoxTerms<T> a, const T* __restrict x1, const T* __restrict y1,
+                const T* __restrict x2, const T* __restrict y2, const T* __restrict area,
+                T* __restrict sc, int64_t n, T t, T sigma, T offset) {
   // mmcv's overlap: widths with the legacy +offset, no eps (an eps of -inf disables the clamp).
   const MetricParams<T> p{-std::numeric_limits<T>::infinity(), offset};
   for (int64_t k = 0; k < n; ++k) {
@@ -689,8 +694,10 @@ std::tuple<at::Tensor, at::Tensor> soft_nms_impl(const at::Tensor& boxes, const 
     a.cx = a.cy = a.aspect = T(0);
     const size_t o = i + 1;
     const auto decay = [&](auto kind) {
-      soft_decay<T, decltype(kind)::value>(a, x1.data() + o, y1.data() + o, x2.data() + o, y2.data() + o,
-                                           area.data() + o, sc.data() + o, int64_t(n - o), t, sigma, T(offset));
+      simd::dispatch([&] {
+        soft_decay<T, decltype(kind)::value>(a, x1.data() + o, y1.data() + o, x2.data() + o, y2.data() + o,
+                                             area.data() + o, sc.data() + o, int64_t(n - o), t, sigma, T(offset));
+      });
     };
     if (method == SoftNmsMethod::kNaive) {
       decay(std::integral_constant<SoftNmsMethod, SoftNmsMethod::kNaive>{});

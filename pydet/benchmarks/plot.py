@@ -45,7 +45,7 @@ def plot_speedups(rows: list[dict], env: dict, path: str) -> None:
     ax.grid(axis="y", which="both", alpha=0.3)
     if series:
         ax.legend()
-    where = env.get("gpu") or env["processor"]
+    where = env.get("gpu") or f"{env['processor']}, CPU variant {env['pydet'].get('cpu_capability', '?')}"
     ax.set_title(
         f"pydet bench on {env['device']} ({where}), {env['threads']} threads\n"
         f"torch {env['torch']}, torchvision {env.get('torchvision') or 'not installed'}, {env['date'][:10]}",

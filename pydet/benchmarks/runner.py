@@ -38,6 +38,8 @@ def run_case(case: Case, device: str, min_time: float) -> dict:
     inputs = case.make(device)
     out = case.pydet(*inputs)
     row = {"op": case.name, "size": case.size, "device": device}
+    if device == "cpu":  # the SIMD variant the kernels ran (PYDET_CPU_CAPABILITY narrows it)
+        row["cpu_capability"] = pydet.build_info()["cpu_capability"]
     # pydet and its baselines are timed in alternation, so they share the machine's drifts.
     fns = [lambda: case.pydet(*inputs)]
     row["agrees_with_reference"] = True
