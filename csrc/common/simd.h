@@ -10,11 +10,19 @@
 // CPU supports, narrowed by PYDET_CPU_CAPABILITY (or, when that is unset, ATEN_CPU_CAPABILITY) =
 // avx512 | avx2 | default. A kernel runs its hot loop through simd::dispatch([&] { loop(...); }):
 // dispatch calls the lambda from one of three trampolines, each compiled for one ISA with
-// `flatten`, so the lambda and everything it calls is inlined and compiled for that ISA. (GCC's
-// target_clones resolver runs when the library loads and cannot be overridden; these can.)
+// `flatten`, so the lambda and what it calls is inlined and compiled for that ISA. The loop
+// functions themselves are PYDET_SIMD_INLINE (always_inline): flatten alone gives up on a callee
+// whose inlining would grow the stack frame past GCC's limits (the depthwise transposes' tiles),
+// and that callee then runs baseline code on every variant. A lambda taking one argument receives
+// IsaTag<I>, to specialise on the ISA at compile time. (GCC's target_clones resolver runs when the
+// library loads and cannot be overridden; these can.)
 #pragma once
 
 #include <string>
+#include <type_traits>
+
+// A function a dispatched lambda calls for its hot loop: inlined into each ISA's trampoline.
+#define PYDET_SIMD_INLINE __attribute__((always_inline)) inline
 
 namespace pydet::simd {
 
@@ -66,23 +74,41 @@ inline int vector_bytes() {
 #define PYDET_TARGET_WIDE PYDET_ISA_WIDE
 #define PYDET_TARGET_MID PYDET_ISA_MID
 #endif
-template <class F>
-__attribute__((target(PYDET_TARGET_WIDE), flatten)) decltype(auto) run_wide(F& f) {
-  return f();
-}
-template <class F>
-__attribute__((target(PYDET_TARGET_MID), flatten)) decltype(auto) run_mid(F& f) {
-  return f();
-}
 #else
 #define PYDET_MULTI_ISA 0
 #endif
+
+// What a dispatched lambda may take as its argument, to specialise on the ISA at compile time (the
+// width of explicit shuffles, say): IsaTag<I>::kVectorBytes is the width of I's vectors.
+template <Isa I>
+struct IsaTag {
+  static constexpr Isa kIsa = I;
+  static constexpr int kVectorBytes = I == Isa::kAvx512 ? 64 : I == Isa::kAvx2 ? 32 : 16;
+};
+template <Isa I, class F>
+__attribute__((always_inline)) inline decltype(auto) call_for(F& f) {
+  if constexpr (std::is_invocable_v<F&, IsaTag<I>>) {
+    return f(IsaTag<I>{});
+  } else {
+    return f();
+  }
+}
+#if PYDET_MULTI_ISA
+template <class F>
+__attribute__((target(PYDET_TARGET_WIDE), flatten)) decltype(auto) run_wide(F& f) {
+  return call_for<Isa::kAvx512>(f);
+}
+template <class F>
+__attribute__((target(PYDET_TARGET_MID), flatten)) decltype(auto) run_mid(F& f) {
+  return call_for<Isa::kAvx2>(f);
+}
+#endif
 template <class F>
 __attribute__((flatten)) decltype(auto) run_baseline(F& f) {
-  return f();
+  return call_for<Isa::kBaseline>(f);
 }
 
-// f() compiled for the running variant's ISA.
+// f() (or f(IsaTag<I>{})) compiled for the running variant's ISA I.
 template <class F>
 inline decltype(auto) dispatch(F&& f) {
 #if PYDET_MULTI_ISA
@@ -171,17 +197,50 @@ __attribute__((always_inline)) inline U or_lanes(V64<U> v) {
   }
 }
 
-template <class T, std::size_t B = 1>
-__attribute__((always_inline)) inline void transpose_tile(V64<T>* rows) {
-  constexpr std::size_t N = kV64<T>;
+// transpose_tile<T, kNative>: the same transpose for a machine whose vectors hold kNative bytes.
+// Each row is handled as 64 / kNative native vectors ("chunks"): the stages that move blocks smaller
+// than a chunk shuffle chunk by chunk, the larger ones only swap whole chunks between rows. Compiled
+// for AVX2 or SSE, a 64-byte two-source shuffle is lowered element by element through memory; this
+// keeps every shuffle native.
+template <class V, std::size_t B, std::size_t N, std::size_t C>
+__attribute__((always_inline)) inline void transpose_chunks(V (&rows)[N][C]) {
+  constexpr std::size_t W = N / C;  // lanes per chunk
   if constexpr (B < N) {
     for (std::size_t r = 0; r < N; ++r) {
       if (r & B) continue;
-      const V64<T> a = rows[r], c = rows[r | B];
-      rows[r] = swap_low<B>(a, c, std::make_index_sequence<N>{});
-      rows[r | B] = swap_high<B>(a, c, std::make_index_sequence<N>{});
+      for (std::size_t k = 0; k < C; ++k) {
+        if constexpr (B < W) {
+          const V a = rows[r][k], c = rows[r | B][k];
+          rows[r][k] = swap_low<B>(a, c, std::make_index_sequence<W>{});
+          rows[r | B][k] = swap_high<B>(a, c, std::make_index_sequence<W>{});
+        } else if (k & (B / W)) {
+          std::swap(rows[r][k], rows[r | B][k - B / W]);
+        }
+      }
     }
-    transpose_tile<T, 2 * B>(rows);
+    transpose_chunks<V, 2 * B>(rows);
+  }
+}
+
+template <class T, int kNative = 64, std::size_t B = 1>
+__attribute__((always_inline)) inline void transpose_tile(V64<T>* rows) {
+  constexpr std::size_t N = kV64<T>, C = 64 / kNative;
+  if constexpr (C == 1) {
+    if constexpr (B < N) {
+      for (std::size_t r = 0; r < N; ++r) {
+        if (r & B) continue;
+        const V64<T> a = rows[r], c = rows[r | B];
+        rows[r] = swap_low<B>(a, c, std::make_index_sequence<N>{});
+        rows[r | B] = swap_high<B>(a, c, std::make_index_sequence<N>{});
+      }
+      transpose_tile<T, kNative, 2 * B>(rows);
+    }
+  } else {
+    using V = Vec<T, kNative>;
+    V chunks[N][C];
+    std::memcpy(chunks, rows, sizeof(chunks));
+    transpose_chunks<V, 1>(chunks);
+    std::memcpy(rows, chunks, sizeof(chunks));
   }
 }
 

@@ -101,9 +101,9 @@ PYDET_HD void write_cell(const T* base, const T* fixed, const LaneInt<T>* mask, 
 // fixed[4a + c] holds anchor a's coordinates that do not depend on x (y coordinates, unshifted x2).
 // Only a task's first and last cells can be partial; the cells between are whole.
 template <class T>
-void location_major_line(const T* __restrict base, const T* __restrict fixed,
-                         const LaneInt<T>* __restrict mask, int64_t A, const T* __restrict sx,
-                         at::opmath_type<T> scale_x, int64_t j0, int64_t j1, T* __restrict out) {
+PYDET_SIMD_INLINE void location_major_line(const T* __restrict base, const T* __restrict fixed,
+                                           const LaneInt<T>* __restrict mask, int64_t A, const T* __restrict sx,
+                                           at::opmath_type<T> scale_x, int64_t j0, int64_t j1, T* __restrict out) {
   int64_t x = j0 / A, j = j0;
   if (j > x * A) {  // partial first cell: anchors [j - x A, a1), written from row j on
     const int64_t a0 = j - x * A, a1 = std::min(A, j1 - x * A);
@@ -117,9 +117,9 @@ void location_major_line(const T* __restrict base, const T* __restrict fixed,
 
 // Anchor-major line (anchor a, feature-map row y): rows j = x for j in [j0, j1).
 template <class T>
-void anchor_major_line(const T* __restrict b, const T* __restrict fixed,
-                       const LaneInt<T>* __restrict mask, const T* __restrict sx,
-                       at::opmath_type<T> scale_x, int64_t j0, int64_t j1, T* __restrict out) {
+PYDET_SIMD_INLINE void anchor_major_line(const T* __restrict b, const T* __restrict fixed,
+                                         const LaneInt<T>* __restrict mask, const T* __restrict sx,
+                                         at::opmath_type<T> scale_x, int64_t j0, int64_t j1, T* __restrict out) {
   for (int64_t x = j0; x < j1; ++x) write_boxes<T, 1>(b, fixed, mask, sx[x], scale_x, out + (x - j0) * 4);
 }
 

@@ -82,10 +82,10 @@ struct TermsSoA {
 // out[r * out_stride + j] = metric(a[r], column j) for r < R, j < n: the hot loop of every pairwise
 // op. R rows share each column load (register blocking); the j loop vectorises.
 template <BoxMetric M, class T, int R>
-void metric_rows(const BoxTerms<T>* a, const T* __restrict x1, const T* __restrict y1,
-                 const T* __restrict x2, const T* __restrict y2, const T* __restrict area,
-                 const T* __restrict cx, const T* __restrict cy, const T* __restrict aspect,
-                 const MetricParams<T> p, T* __restrict out, int64_t out_stride, int64_t n) {
+PYDET_SIMD_INLINE void metric_rows(const BoxTerms<T>* a, const T* __restrict x1, const T* __restrict y1,
+                                   const T* __restrict x2, const T* __restrict y2, const T* __restrict area,
+                                   const T* __restrict cx, const T* __restrict cy, const T* __restrict aspect,
+                                   const MetricParams<T> p, T* __restrict out, int64_t out_stride, int64_t n) {
   BoxTerms<T> rows[R];
   for (int r = 0; r < R; ++r) rows[r] = a[r];
   for (int64_t j = 0; j < n; ++j) {
@@ -224,8 +224,8 @@ void pairwise_backward_impl(const at::Tensor& grad, const at::Tensor& boxes1, co
 // out[k] = metric(boxes1[k], boxes2[k]) for k in [begin, end), boxes contiguous [K, 4] (constant
 // strides let the loop vectorise).
 template <BoxMetric M, class T>
-void aligned_chunk(const T* __restrict b1, const T* __restrict b2, const MetricParams<T> p,
-                   T* __restrict out, int64_t begin, int64_t end) {
+PYDET_SIMD_INLINE void aligned_chunk(const T* __restrict b1, const T* __restrict b2, const MetricParams<T> p,
+                                     T* __restrict out, int64_t begin, int64_t end) {
   for (int64_t k = begin; k < end; ++k) {
     const T* a = b1 + 4 * k;
     const T* b = b2 + 4 * k;
@@ -237,10 +237,10 @@ void aligned_chunk(const T* __restrict b1, const T* __restrict b2, const MetricP
 // dual numbers with 8 partials. Boxes are contiguous [K, 4] and the body is branch-free (dual.h), so
 // the loop vectorises across pairs.
 template <BoxMetric M, class T>
-void aligned_backward_chunk(const T* __restrict b1, const T* __restrict b2,
-                            const T* __restrict grad, const T grad_scale,
-                            const MetricParams<T> p, T* __restrict g1, T* __restrict g2,
-                            int64_t begin, int64_t end) {
+PYDET_SIMD_INLINE void aligned_backward_chunk(const T* __restrict b1, const T* __restrict b2,
+                                              const T* __restrict grad, const T grad_scale,
+                                              const MetricParams<T> p, T* __restrict g1, T* __restrict g2,
+                                              int64_t begin, int64_t end) {
   using D = Dual<T, 8>;
   for (int64_t k = begin; k < end; ++k) {
     const T* q1 = b1 + 4 * k;

@@ -21,7 +21,7 @@ constexpr int64_t kGrain = 8192;
 // f(k, box k) for k in [begin, end). Instantiated per SIMD ISA (simd.h); with kContiguous the row
 // layout is a compile-time constant, which lets the compiler vectorise the loop.
 template <bool kContiguous, class T, class F>
-void box_range(const BoxRows<T> in, int64_t begin, int64_t end, const F& f) {
+PYDET_SIMD_INLINE void box_range(const BoxRows<T> in, int64_t begin, int64_t end, const F& f) {
   for (int64_t k = begin; k < end; ++k) {
     if constexpr (kContiguous) {
       const T* r = in.data + 4 * k;

@@ -110,9 +110,9 @@ __attribute__((always_inline)) inline void dense_rows(const T* rp, int64_t r0, c
 // kDense: C == 1, reference rows contiguous (any batch stride), input [B, N, 4] contiguous: the runs of
 // dense_rows, with the vector width of the CPU variant running (simd::vector_bytes).
 template <bool kDense, bool kExtra, class T, class F>
-void rows_range(const Rows3<T> ref, const Rows3<T> in, const T* extra, T* out,
-                const CoderParams<T>& params, int64_t n_boxes, int64_t classes, int64_t begin,
-                int64_t end, int vector_bytes, const F& f) {
+PYDET_SIMD_INLINE void rows_range(const Rows3<T> ref, const Rows3<T> in, const T* extra, T* out,
+                                  const CoderParams<T>& params, int64_t n_boxes, int64_t classes, int64_t begin,
+                                  int64_t end, int vector_bytes, const F& f) {
   if constexpr (kDense) {
     for (int64_t r = begin; r < end;) {
       const int64_t b = r / n_boxes, n0 = r - b * n_boxes, stop = std::min(end, (b + 1) * n_boxes);

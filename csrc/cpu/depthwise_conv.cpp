@@ -56,9 +56,9 @@ struct PlaneScratch {
 };
 
 template <Activation A, int64_t kK, class T>
-void forward_plane(const T* __restrict in, const T* __restrict w, T bias, const Geometry& g,
-                   const PlaneScratch& sc, T* __restrict out, T* __restrict padded,
-                   T* __restrict pre) {
+PYDET_SIMD_INLINE void forward_plane(const T* __restrict in, const T* __restrict w, T bias, const Geometry& g,
+                                     const PlaneScratch& sc, T* __restrict out, T* __restrict padded,
+                                     T* __restrict pre) {
   std::fill(padded, padded + sc.rows * sc.pitch, T(0));
   for (int64_t r = 0; r < g.h; ++r) std::copy(in + r * g.w, in + (r + 1) * g.w, padded + (r + g.ph) * sc.pitch + g.pw);
   int64_t offsets[kK * kK];
@@ -100,10 +100,10 @@ struct PlaneBackwardScratch {
 };
 
 template <Activation A, int64_t kK, class T>
-void backward_plane(const T* __restrict grad, const T* __restrict in, const T* __restrict w,
-                    T bias, const Geometry& g, const PlaneBackwardScratch& sc, T* __restrict padded,
-                    T* __restrict gp, T* __restrict gp_border, T* __restrict gi_span,
-                    T* __restrict gi, T* __restrict gw_acc, T* __restrict gb_acc) {
+PYDET_SIMD_INLINE void backward_plane(const T* __restrict grad, const T* __restrict in, const T* __restrict w,
+                                      T bias, const Geometry& g, const PlaneBackwardScratch& sc, T* __restrict padded,
+                                      T* __restrict gp, T* __restrict gp_border, T* __restrict gi_span,
+                                      T* __restrict gi, T* __restrict gw_acc, T* __restrict gb_acc) {
   const int64_t d = g.dh, pitch = sc.fwd.pitch, e = sc.extent;
   std::fill(padded, padded + sc.padded_size(), T(0));
   for (int64_t r = 0; r < g.h; ++r) std::copy(in + r * g.w, in + (r + 1) * g.w, padded + (r + g.ph) * pitch + g.pw);
@@ -161,10 +161,12 @@ void backward_plane(const T* __restrict grad, const T* __restrict in, const T* _
 template <class T>
 constexpr int64_t kRowLanes = simd::kV64<T>;
 
+// Only where the running variant's vectors are 64 bytes: the row shifts are 64-byte shuffles, which
+// GCC lowers element by element for AVX2 and SSE (the blocked path then runs: 4x faster there).
 template <class T>
 bool row_path_fits(const Geometry& g) {
-  return g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.ph == 1 && g.pw == 1 &&
-         g.w + 2 <= kRowLanes<T> && 2 * g.w > kRowLanes<T>;
+  return simd::vector_bytes() == 64 && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 &&
+         g.dw == 1 && g.ph == 1 && g.pw == 1 && g.w + 2 <= kRowLanes<T> && 2 * g.w > kRowLanes<T>;
 }
 
 template <class T>
@@ -197,8 +199,8 @@ __attribute__((always_inline)) inline RowTaps<T> row_taps(const T* __restrict pl
 }
 
 template <Activation A, class T>
-void forward_rows(const T* __restrict in, const T* __restrict w, T bias, int64_t rows,
-                  int64_t width, T* __restrict out) {
+PYDET_SIMD_INLINE void forward_rows(const T* __restrict in, const T* __restrict w, T bias, int64_t rows,
+                                    int64_t width, T* __restrict out) {
   using V = simd::V64<T>;
   constexpr int64_t L = kRowLanes<T>;
   constexpr auto lanes = std::make_index_sequence<L>{};
@@ -251,9 +253,9 @@ struct BlockedScratch {
 // `used` planes of rows x width (plane stride rows * width) -> buf[((r + top) pitch + col + left) L + l]
 // of a [rows + 2 top][pitch][L] block, lanes l >= used zero. Only the interior is written: the
 // caller's buffer starts zeroed and keeps its geometry, so the padding stays zero.
-template <class T>
-void load_block(const T* __restrict planes, int64_t used, int64_t rows, int64_t width,
-                int64_t top, int64_t left, int64_t pitch, T* __restrict buf) {
+template <int kNative, class T>
+PYDET_SIMD_INLINE void load_block(const T* __restrict planes, int64_t used, int64_t rows, int64_t width,
+                                  int64_t top, int64_t left, int64_t pitch, T* __restrict buf) {
   constexpr int64_t L = kLanes<T>;
   using V = simd::V64<T>;
   const int64_t plane = rows * width;
@@ -269,7 +271,7 @@ void load_block(const T* __restrict planes, int64_t used, int64_t rows, int64_t 
         if (l < used) std::memcpy(&tile[l], planes + l * plane + i0, count * sizeof(T));
       }
     }
-    simd::transpose_tile<T>(tile);  // tile[k] = pixel i0 + k, one lane per plane
+    simd::transpose_tile<T, kNative>(tile);  // tile[k] = pixel i0 + k, one lane per plane
     for (int64_t k = 0; k < count; ++k) {
       simd::store64(buf + ((r + top) * pitch + col + left) * L, tile[k]);
       if (++col == width) {
@@ -282,9 +284,9 @@ void load_block(const T* __restrict planes, int64_t used, int64_t rows, int64_t 
 
 // plane(l)[r, col] = src[(r src_pitch + col) L + l] for l < used: a transposed block back to
 // `used` planes of rows x width, dst_plane apart.
-template <class T>
-void store_block(const T* __restrict src, int64_t src_pitch, int64_t rows, int64_t width,
-                 int64_t used, T* __restrict dst, int64_t dst_plane) {
+template <int kNative, class T>
+PYDET_SIMD_INLINE void store_block(const T* __restrict src, int64_t src_pitch, int64_t rows, int64_t width,
+                                   int64_t used, T* __restrict dst, int64_t dst_plane) {
   constexpr int64_t L = kLanes<T>;
   using V = simd::V64<T>;
   const int64_t plane = rows * width;
@@ -299,7 +301,7 @@ void store_block(const T* __restrict src, int64_t src_pitch, int64_t rows, int64
         ++r;
       }
     }
-    simd::transpose_tile<T>(tile);  // tile[l] = plane l's pixels i0 .. i0 + kLanes - 1
+    simd::transpose_tile<T, kNative>(tile);  // tile[l] = plane l's pixels i0 .. i0 + kLanes - 1
     for (int64_t l = 0; l < used; ++l) {
       if (count == L) {
         simd::store64(dst + l * dst_plane + i0, tile[l]);
@@ -394,8 +396,8 @@ PYDET_HD void forward_pixels_unit(const T* __restrict buf, const T* __restrict w
 // A row's pixels go in groups of 4, then 2, then 1 (14-wide rows: 4 + 4 + 4 + 2); with unit stride
 // and dilation and a 3x3/5x5 kernel, in groups of 8, 4, 2, 1 of forward_pixels_unit.
 template <Activation A, int64_t kK, class T>
-void forward_block(const T* __restrict buf, const T* __restrict wl, const T* __restrict bl,
-                   const Geometry& g, const BlockedScratch& s, T* __restrict out_t) {
+PYDET_SIMD_INLINE void forward_block(const T* __restrict buf, const T* __restrict wl, const T* __restrict bl,
+                                     const Geometry& g, const BlockedScratch& s, T* __restrict out_t) {
   const bool unit = kK > 0 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1;
   for (int64_t oh = 0; oh < g.oh; ++oh) {
     int64_t ow = 0;
@@ -421,9 +423,9 @@ void forward_block(const T* __restrict buf, const T* __restrict wl, const T* __r
 // weight and bias gradients. The weight gradient of a tap sums over pixels in kChains interleaved
 // partial sums (independent add chains), combined in a fixed order.
 template <Activation A, int64_t kK, class T>
-void backward_block(T* __restrict grad_t, const T* __restrict buf, const T* __restrict wl,
-                    const T* __restrict bl, const Geometry& g, const BlockedScratch& s,
-                    T* __restrict gi_t, T* __restrict gw_acc, T* __restrict gb_acc) {
+PYDET_SIMD_INLINE void backward_block(T* __restrict grad_t, const T* __restrict buf, const T* __restrict wl,
+                                      const T* __restrict bl, const Geometry& g, const BlockedScratch& s,
+                                      T* __restrict gi_t, T* __restrict gw_acc, T* __restrict gb_acc) {
   constexpr int64_t L = kLanes<T>, kPix = 4, kChains = 4;
   const int64_t pixels = g.oh * g.ow;
   if constexpr (A != Activation::kNone) {
@@ -542,12 +544,13 @@ struct CpuKernels {
           load_block_weights(w, b, c0, used, taps, wl.data(), bl.data());
           loaded = block;
         }
-        simd::dispatch([&] {
-          load_block(in + (n * g.c + c0) * g.h * g.w, used, g.h, g.w, g.ph, g.pw, s.pitch, buf.data());
+        simd::dispatch([&](auto isa) {
+          constexpr int kNative = decltype(isa)::kVectorBytes;
+          load_block<kNative>(in + (n * g.c + c0) * g.h * g.w, used, g.h, g.w, g.ph, g.pw, s.pitch, buf.data());
           with_square_kernel(g, [&](auto k) {
             forward_block<A, decltype(k)::value>(buf.data(), wl.data(), bl.data(), g, s, out_t.data());
           });
-          store_block(out_t.data(), g.ow, g.oh, g.ow, used, o + (n * g.c + c0) * out_plane, out_plane);
+          store_block<kNative>(out_t.data(), g.ow, g.oh, g.ow, used, o + (n * g.c + c0) * out_plane, out_plane);
         });
       }
     });
@@ -623,15 +626,16 @@ struct CpuKernels {
         std::fill(gb_acc.begin(), gb_acc.end(), T(0));
         for (int64_t n = 0; n < g.n; ++n) {
           const int64_t first = n * g.c + c0;
-          simd::dispatch([&] {
-            load_block(in + first * g.h * g.w, used, g.h, g.w, g.ph, g.pw, s.pitch, buf.data());
-            load_block(go + first * out_plane, used, g.oh, g.ow, 0, 0, g.ow, grad_t.data());
+          simd::dispatch([&](auto isa) {
+            constexpr int kNative = decltype(isa)::kVectorBytes;
+            load_block<kNative>(in + first * g.h * g.w, used, g.h, g.w, g.ph, g.pw, s.pitch, buf.data());
+            load_block<kNative>(go + first * out_plane, used, g.oh, g.ow, 0, 0, g.ow, grad_t.data());
             with_square_kernel(g, [&](auto k) {
               backward_block<A, decltype(k)::value>(grad_t.data(), buf.data(), wl.data(), bl.data(), g, s,
                                                     gi_t.data(), gw_acc.data(), gb_acc.data());
             });
-            store_block(gi_t.data() + (g.ph * s.pitch + g.pw) * L, s.pitch, g.h, g.w, used, gi + first * g.h * g.w,
-                        g.h * g.w);
+            store_block<kNative>(gi_t.data() + (g.ph * s.pitch + g.pw) * L, s.pitch, g.h, g.w, used,
+                                 gi + first * g.h * g.w, g.h * g.w);
           });
         }
         for (int64_t l = 0; l < used; ++l) {

@@ -25,12 +25,12 @@ FocalParams<T> cast(const FocalParams<double>& p) {
 }
 
 template <Gamma G, class T>
-void focal_range(const T* x, const T* t, T* out, int64_t n, FocalParams<T> f) {
+PYDET_SIMD_INLINE void focal_range(const T* x, const T* t, T* out, int64_t n, FocalParams<T> f) {
   for (int64_t i = 0; i < n; ++i) out[i] = focal_loss<G>(x[i], t[i], f);
 }
 
 template <Gamma G, class T>
-double focal_block_sum(const T* x, const T* t, int64_t n, FocalParams<T> f) {
+PYDET_SIMD_INLINE double focal_block_sum(const T* x, const T* t, int64_t n, FocalParams<T> f) {
   T buffer[kBlock];
   for (int64_t i = 0; i < n; ++i) buffer[i] = focal_loss<G>(x[i], t[i], f);
   double s = 0;
@@ -39,8 +39,8 @@ double focal_block_sum(const T* x, const T* t, int64_t n, FocalParams<T> f) {
 }
 
 template <Gamma G, bool kTargets, class T>
-void focal_grad_range(const T* g, int64_t g_stride, T scale, const T* x, const T* t, T* gx,
-                      T* gt, int64_t n, FocalParams<T> f) {
+PYDET_SIMD_INLINE void focal_grad_range(const T* g, int64_t g_stride, T scale, const T* x, const T* t, T* gx,
+                                        T* gt, int64_t n, FocalParams<T> f) {
   for (int64_t i = 0; i < n; ++i) {
     const FocalGrad<T> d = focal_loss_grad<G, kTargets>(x[i], t[i], f);
     const T w = g[i * g_stride] * scale;

@@ -86,9 +86,9 @@ PYDET_HD T chunk_quality(const BoxTerms<T>& g, const ChunkTerms<T>& c, int64_t j
 // One task: anchors [start, start + count) of one image against its `m` ground-truth boxes.
 // Writes per-anchor results and this task's per-gt partial (value, index) into gt_part/gt_part_idx.
 template <BoxMetric M, class T>
-void max_task(const BoxRows<T> gt, int64_t m, const ChunkTerms<T>& c, int64_t start,
-              int64_t count, bool anchors_first, const MetricParams<T> mp, T* anchor_max,
-              int64_t* anchor_argmax, T* gt_part, int64_t* gt_part_idx) {
+PYDET_SIMD_INLINE void max_task(const BoxRows<T> gt, int64_t m, const ChunkTerms<T>& c, int64_t start,
+                                int64_t count, bool anchors_first, const MetricParams<T> mp, T* anchor_max,
+                                int64_t* anchor_argmax, T* gt_part, int64_t* gt_part_idx) {
   alignas(64) T best[kChunk];
   alignas(64) int32_t arg[kChunk];
   alignas(64) T row[kChunk];
@@ -142,9 +142,9 @@ void max_task(const BoxRows<T> gt, int64_t m, const ChunkTerms<T>& c, int64_t st
 
 // Last ground-truth box g (in increasing order) with best[g] >= min_best and quality == best[g].
 template <BoxMetric M, class T>
-void ties_task(const BoxRows<T> gt, int64_t m, const T* gt_best, T min_best,
-               const ChunkTerms<T>& c, int64_t start, int64_t count, bool anchors_first,
-               const MetricParams<T> mp, int64_t* out) {
+PYDET_SIMD_INLINE void ties_task(const BoxRows<T> gt, int64_t m, const T* gt_best, T min_best,
+                                 const ChunkTerms<T>& c, int64_t start, int64_t count, bool anchors_first,
+                                 const MetricParams<T> mp, int64_t* out) {
   alignas(64) int32_t last[kChunk];
   for (int64_t j = 0; j < kChunk; ++j) last[j] = -1;
   for (int64_t g = 0; g < m; ++g) {

@@ -158,9 +158,9 @@ struct SoaBoxes {
 // Does any of the n boxes (SoA, starting at offset) have IoU > t with b? No early exit inside, so the
 // loop vectorises; callers pass short runs.
 template <class T>
-bool any_iou_above(const BoxTerms<T> b, const T* __restrict x1, const T* __restrict y1,
-                   const T* __restrict x2, const T* __restrict y2, const T* __restrict area,
-                   int64_t n, T t) {
+PYDET_SIMD_INLINE bool any_iou_above(const BoxTerms<T> b, const T* __restrict x1, const T* __restrict y1,
+                                     const T* __restrict x2, const T* __restrict y2, const T* __restrict area,
+                                     int64_t n, T t) {
   int hit = 0;
   for (int64_t j = 0; j < n; ++j) {
     BoxTerms<T> a;
@@ -420,7 +420,7 @@ __attribute__((always_inline)) inline uint64_t hit_mask(const S* p, A lo) {
 // of the partial last block (n rounded down to a block) when there is none. Blocks without one, the
 // common case under a selective threshold, cost one vectorised comparison.
 template <class S, class A>
-int64_t next_hit_block(const S* __restrict p, int64_t n, A lo, uint64_t& mask) {
+PYDET_SIMD_INLINE int64_t next_hit_block(const S* __restrict p, int64_t n, A lo, uint64_t& mask) {
   int64_t i = 0;
   for (; i + kScanBlock <= n; i += kScanBlock) {
     int hit = 0;
@@ -618,9 +618,9 @@ void multiclass_impl(const at::Tensor& boxes, const at::Tensor& scores_in, const
 // Decays scores sc[0..n) by the overlap of box a with each box (mmcv's soft-NMS weights). The
 // weights depend only on the box, so all of them are applied in one vectorisable pass.
 template <class T, SoftNmsMethod kMethod>
-void soft_decay(const BoxTerms<T> a, const T* __restrict x1, const T* __restrict y1,
-                const T* __restrict x2, const T* __restrict y2, const T* __restrict area,
-                T* __restrict sc, int64_t n, T t, T sigma, T offset) {
+PYDET_SIMD_INLINE void soft_decay(const BoxTerms<T> a, const T* __restrict x1, const T* __restrict y1,
+                                  const T* __restrict x2, const T* __restrict y2, const T* __restrict area,
+                                  T* __restrict sc, int64_t n, T t, T sigma, T offset) {
   // mmcv's overlap: widths with the legacy +offset, no eps (an eps of -inf disables the clamp).
   const MetricParams<T> p{-std::numeric_limits<T>::infinity(), offset};
   for (int64_t k = 0; k < n; ++k) {
