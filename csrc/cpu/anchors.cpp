@@ -23,31 +23,21 @@ namespace {
 // 256 KiB of float output per task at least: below that, waking a second thread costs more than it saves.
 constexpr int64_t kGrainRows = 16384;
 
+template <class T>
+using LaneInt = std::conditional_t<sizeof(T) == 8, int64_t, std::conditional_t<sizeof(T) == 4, int32_t, int16_t>>;
+
 // kBoxes boxes of T (4 * kBoxes lanes) and the matching lane mask, as GCC/Clang vector-extension
-// types. Sizes beyond the machine's widest vector are split by the compiler into several registers,
-// so one source serves the SSE2, AVX2 and AVX-512 builds of simd.h.
+// types. The location-major lines take kBoxes from the running variant's vector width (kGroup):
+// a vector wider than the ISA's is split by the compiler, but a broadcast of the shift into it was
+// built lane by lane through the stack for AVX2 and SSE, once per cell, which cost more than the
+// cell's stores (the AVX2 variant ran 14x slower than AVX-512).
 template <class T, int kBoxes>
-struct BoxLanes;
-template <>
-struct BoxLanes<float, 1> {
-  typedef float Values __attribute__((vector_size(16)));
-  typedef int32_t Mask __attribute__((vector_size(16)));
+struct BoxLanes {
+  using Values = simd::Vec<T, int(4 * kBoxes * sizeof(T))>;
+  using Mask = simd::Vec<LaneInt<T>, int(4 * kBoxes * sizeof(T))>;
 };
-template <>
-struct BoxLanes<float, 4> {
-  typedef float Values __attribute__((vector_size(64)));
-  typedef int32_t Mask __attribute__((vector_size(64)));
-};
-template <>
-struct BoxLanes<double, 1> {
-  typedef double Values __attribute__((vector_size(32)));
-  typedef int64_t Mask __attribute__((vector_size(32)));
-};
-template <>
-struct BoxLanes<double, 4> {
-  typedef double Values __attribute__((vector_size(128)));
-  typedef int64_t Mask __attribute__((vector_size(128)));
-};
+template <class T, int kVectorBytes>
+constexpr int kGroup = std::max<int>(1, kVectorBytes / int(4 * sizeof(T)));
 
 // Lane masks: all ones in the lanes shifted along x (x1, and x2 for corner boxes), for 4 boxes.
 // They reach the kernels as data, not as compile-time constants: given a constant mask, GCC rewrites
@@ -59,8 +49,6 @@ struct LaneMask {
     for (int k = 0; k < 16; ++k) lanes[k] = (corners ? k % 2 == 0 : k % 4 == 0) ? I(-1) : I(0);
   }
 };
-template <class T>
-using LaneInt = std::conditional_t<sizeof(T) == 8, int64_t, std::conditional_t<sizeof(T) == 4, int32_t, int16_t>>;
 
 // kBoxes consecutive anchor boxes sharing the shift s: lanes shifted along x are (b + s) * scale_x,
 // the others are the line's constants f. float and double run as lane-wise vector operations (the
@@ -70,49 +58,62 @@ PYDET_HD void write_boxes(const T* b, const T* f, const LaneInt<T>* mask, T s, a
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
     using V = typename BoxLanes<T, kBoxes>::Values;
     using Mask = typename BoxLanes<T, kBoxes>::Mask;
-    V base, fixed;
-    Mask shifted;
+    V base;
+    Mask shifted, fixed;
     std::memcpy(&base, b, sizeof(V));
     std::memcpy(&fixed, f, sizeof(V));
     std::memcpy(&shifted, mask, sizeof(Mask));
-    const V boxes = shifted ? (base + s) * scale_x : fixed;
-    std::memcpy(o, &boxes, sizeof(V));
+    const V moved = (base + s) * scale_x;
+    Mask moved_bits;
+    std::memcpy(&moved_bits, &moved, sizeof(V));
+    // The select as bit operations on the all-ones/zero lane mask: a vector ?: wider than the ISA's
+    // vectors (64 bytes on AVX2 and SSE) is lowered lane by lane, with a branch per lane.
+    // Stored as one unaligned vector: a 64-byte memcpy compiled for AVX2 went through the stack in
+    // 16-byte pieces (ymm stored, xmm halves reloaded, which store forwarding cannot serve).
+    typedef Mask Unaligned __attribute__((aligned(alignof(T))));
+    *reinterpret_cast<Unaligned*>(o) = (moved_bits & shifted) | (fixed & ~shifted);
   } else {
     for (int k = 0; k < 4 * kBoxes; ++k) o[k] = mask[k] ? anchor_coord<T, true>(b[k], s, scale_x) : f[k];
   }
 }
 
-// One location-major cell (x): anchors [a0, a1) with shift s. Anchors go four at a time (one
-// 512-bit vector of floats); with at least four, a remainder is covered by a last group that
-// overlaps the previous one (it rewrites the same values), so no scalar tail is left.
-template <class T>
+// One location-major cell (x): anchors [a0, a1) with shift s. Anchors go kGroup at a time (one
+// vector of the running variant: four floats' boxes with AVX-512); with at least kGroup, a
+// remainder is covered by a last group that overlaps the previous one (it rewrites the same
+// values), so no scalar tail is left.
+template <class T, int kGroup>
 PYDET_HD void write_cell(const T* base, const T* fixed, const LaneInt<T>* mask, int64_t a0, int64_t a1, T s,
                          at::opmath_type<T> scale_x, T* o) {
-  if (a1 - a0 < 4) {
+  if (a1 - a0 < kGroup) {
     for (int64_t a = a0; a < a1; ++a) write_boxes<T, 1>(base + 4 * a, fixed + 4 * a, mask, s, scale_x, o + 4 * a);
     return;
   }
   int64_t a = a0;
-  for (; a + 4 <= a1; a += 4) write_boxes<T, 4>(base + 4 * a, fixed + 4 * a, mask, s, scale_x, o + 4 * a);
-  if (a < a1) write_boxes<T, 4>(base + 4 * (a1 - 4), fixed + 4 * (a1 - 4), mask, s, scale_x, o + 4 * (a1 - 4));
+  for (; a + kGroup <= a1; a += kGroup) {
+    write_boxes<T, kGroup>(base + 4 * a, fixed + 4 * a, mask, s, scale_x, o + 4 * a);
+  }
+  if (a < a1) {
+    const int64_t last = a1 - kGroup;
+    write_boxes<T, kGroup>(base + 4 * last, fixed + 4 * last, mask, s, scale_x, o + 4 * last);
+  }
 }
 
 // Location-major line of feature-map row y: rows j = x * A + a for j in [j0, j1), written to out.
 // fixed[4a + c] holds anchor a's coordinates that do not depend on x (y coordinates, unshifted x2).
 // Only a task's first and last cells can be partial; the cells between are whole.
-template <class T>
+template <int kGroup, class T>
 PYDET_SIMD_INLINE void location_major_line(const T* __restrict base, const T* __restrict fixed,
                                            const LaneInt<T>* __restrict mask, int64_t A, const T* __restrict sx,
                                            at::opmath_type<T> scale_x, int64_t j0, int64_t j1, T* __restrict out) {
   int64_t x = j0 / A, j = j0;
   if (j > x * A) {  // partial first cell: anchors [j - x A, a1), written from row j on
     const int64_t a0 = j - x * A, a1 = std::min(A, j1 - x * A);
-    write_cell<T>(base, fixed, mask, a0, a1, sx[x], scale_x, out - 4 * a0);
+    write_cell<T, kGroup>(base, fixed, mask, a0, a1, sx[x], scale_x, out - 4 * a0);
     j = x * A + a1;
     ++x;
   }
-  for (; j + A <= j1; j += A, ++x) write_cell<T>(base, fixed, mask, 0, A, sx[x], scale_x, out + 4 * (j - j0));
-  if (j < j1) write_cell<T>(base, fixed, mask, 0, j1 - j, sx[x], scale_x, out + 4 * (j - j0));  // partial last
+  for (; j + A <= j1; j += A, ++x) write_cell<T, kGroup>(base, fixed, mask, 0, A, sx[x], scale_x, out + 4 * (j - j0));
+  if (j < j1) write_cell<T, kGroup>(base, fixed, mask, 0, j1 - j, sx[x], scale_x, out + 4 * (j - j0));  // partial last
 }
 
 // Anchor-major line (anchor a, feature-map row y): rows j = x for j in [j0, j1).
@@ -154,7 +155,10 @@ void write_rows(const Level& L, int64_t begin, int64_t end, bool anchor_major, b
     T* o = out + (line * line_rows + j0) * 4;
     if (!anchor_major) {
       fixed_coords(base, A, sy[line], scale_x, scale_y, corners, fixed.data());
-      simd::dispatch([&] { location_major_line<T>(base, fixed.data(), mask.lanes, A, sx, scale_x, j0, j1, o); });
+      simd::dispatch([&](auto isa) {
+        location_major_line<kGroup<T, decltype(isa)::kVectorBytes>>(base, fixed.data(), mask.lanes, A, sx, scale_x, j0,
+                                                                    j1, o);
+      });
     } else {
       const T* b = base + 4 * (line / H);
       fixed_coords(b, 1, sy[line % H], scale_x, scale_y, corners, fixed.data());
