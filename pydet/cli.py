@@ -5,6 +5,7 @@ detector, see :mod:`pydet.train`), ``pydet detect`` (run a trained checkpoint on
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -45,7 +46,23 @@ def _bench(args: argparse.Namespace) -> int:
         f", torchvision {env['torchvision'] or 'not installed'}",
         flush=True,
     )
-    rows = _run_with_progress(cases, args.device, min_time, args.repeat)
+    if args.contended:
+        from pydet.benchmarks import contention
+
+        rows = _run_with_progress(
+            functools.partial(contention.run, device=args.device, min_time=min_time), cases
+        )
+        print(contention.format_table(rows))
+        print(
+            "contended: a busy-loop process occupies one core; pydet at the default thread count against its "
+            "own quiet single-thread time (slowdown) and against the baseline under the same contention."
+        )
+        if args.json:
+            runner.write_json(args.json, {**env, "contended": True}, rows)
+            print(f"wrote {args.json}")
+        return 0
+    run = functools.partial(runner.run, device=args.device, min_time=min_time, repeat=args.repeat)
+    rows = _run_with_progress(run, cases)
     print(runner.markdown_table(rows) if args.markdown else runner.format_table(rows))
     print(
         "speed-up: baseline / pydet, medians in one process"
@@ -81,20 +98,17 @@ def _bench(args: argparse.Namespace) -> int:
     return 1 if not all(r["agrees_with_reference"] for r in rows) else 0
 
 
-def _run_with_progress(cases: list, device: str, min_time: float, repeat: int) -> list[dict]:
-    """``runner.run`` with a progress bar on stderr naming the case being timed. Where stderr is not a
-    terminal (CI logs, redirects) the bar is off and each case gets one line instead of a stream of
-    redrawn bars."""
+def _run_with_progress(run, cases: list) -> list[dict]:
+    """``run(cases, progress=...)`` (``runner.run`` or ``contention.run`` with their settings bound)
+    with a progress bar on stderr naming the case being timed. Where stderr is not a terminal (CI
+    logs, redirects) the bar is off and each case gets one line instead of a stream of redrawn bars."""
     from tqdm import tqdm
 
-    from pydet.benchmarks import runner
-
     start = time.perf_counter()
-    with tqdm(
-        total=repeat * len(cases), unit="case", file=sys.stderr, disable=None, dynamic_ncols=True
-    ) as bar:
+    with tqdm(total=len(cases), unit="case", file=sys.stderr, disable=None, dynamic_ncols=True) as bar:
 
         def progress(k: int, total: int, case) -> None:
+            bar.total = total
             bar.update(k - bar.n)
             if not bar.disable:
                 bar.set_postfix_str(case.id if case else "")
@@ -102,7 +116,7 @@ def _run_with_progress(cases: list, device: str, min_time: float, repeat: int) -
                 elapsed = tqdm.format_interval(time.perf_counter() - start)
                 print(f"[{k + 1}/{total} {elapsed}] {case.id}", file=sys.stderr, flush=True)
 
-        return runner.run(cases, device, min_time, repeat=repeat, progress=progress)
+        return run(cases, progress=progress)
 
 
 def _detect(args: argparse.Namespace) -> int:
@@ -150,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         "--plot", metavar="PNG", help="also plot the speed-ups per case, log scale (needs matplotlib)"
     )
     bench.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    bench.add_argument(
+        "--contended",
+        action="store_true",
+        help="time every case while a busy-loop process occupies one core, against its quiet single-thread time",
+    )
     bench.add_argument(
         "--memory", action="store_true", help="also measure peak memory of matching 1000 GT x 200,000 anchors"
     )

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+import pydet
 from pydet.cli import main
 
 
@@ -61,6 +62,24 @@ def test_bench_repeat_reports_the_spread_of_the_speedup(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert f"({row['speedup_min']:.1f}–{row['speedup_max']:.1f})" in out
     assert "[2/2" in err  # one progress line per timing where stderr is not a terminal
+
+
+def test_bench_contended_times_against_the_quiet_single_thread(tmp_path, capsys):
+    json_path = tmp_path / "contended.json"
+    args = ["bench", "--contended", "--filter", "box_area", "--min-time", "0.01", "--json", str(json_path)]
+    assert main(args) == 0
+    doc = json.loads(json_path.read_text())
+    assert doc["environment"]["contended"] is True
+    (row,) = doc["results"]
+    assert row["slowdown"] == pytest.approx(row["contended_ms"] / row["quiet_1t_ms"])
+    assert row["baseline"] == "eager formula" and row["vs_baseline"] > 0
+    assert "quiet 1-thread ms" in capsys.readouterr().out
+
+
+def test_bench_header_names_the_cpu_variant(capsys):
+    assert main(["bench", "--filter", "box_area", "--min-time", "0.01"]) == 0
+    info = pydet.build_info()
+    assert f"CPU variant {info['cpu_capability']} = {info['cpu_kernel_variant']}" in capsys.readouterr().out
 
 
 def test_bench_plot_writes_a_png(tmp_path):
