@@ -41,6 +41,7 @@ def larger_calls(device: str) -> list:
     w5 = torch.randn(24, 1, 5, 5, generator=g).to(device)
     bias = torch.randn(40, generator=g).to(device)
     base = torch.tensor([[-8.0, -8.0, 8.0, 8.0], [-16.0, -4.0, 16.0, 4.0]], device=device)
+    base9 = (torch.randn(9, 4, generator=g) * 30).to(device)  # 9 anchors: groups and an overlapping tail
 
     def grad(t):
         return t.clone().requires_grad_()
@@ -75,6 +76,15 @@ def larger_calls(device: str) -> list:
                 [base, base * 2],
                 [torch.arange(50.0, device=device)] * 2,
                 [torch.arange(30.0, device=device)] * 2,
+            ),
+        ),
+        (ops.anchor_grid, ([base9], [torch.arange(13.0, device=device)], [torch.arange(5.0, device=device)])),
+        (
+            ops.anchor_grid,
+            (
+                [base9.half(), base9[:5].half()],
+                [torch.arange(7.0, device=device).half()] * 2,
+                [torch.arange(3.0, device=device).half()] * 2,
             ),
         ),
     ]

@@ -36,8 +36,9 @@ struct BoxLanes {
   using Values = simd::Vec<T, int(4 * kBoxes * sizeof(T))>;
   using Mask = simd::Vec<LaneInt<T>, int(4 * kBoxes * sizeof(T))>;
 };
+// At most 4: the lane mask (LaneMask) holds four boxes.
 template <class T, int kVectorBytes>
-constexpr int kGroup = std::max<int>(1, kVectorBytes / int(4 * sizeof(T)));
+constexpr int kGroup = std::clamp<int>(kVectorBytes / int(4 * sizeof(T)), 1, 4);
 
 // Lane masks: all ones in the lanes shifted along x (x1, and x2 for corner boxes), for 4 boxes.
 // They reach the kernels as data, not as compile-time constants: given a constant mask, GCC rewrites
