@@ -176,8 +176,8 @@ PYDET_HD S detach(S x) {
 // atan in float32. On the CPU, libm's atanf is an opaque call that stops a loop from vectorising, so
 // this is the classic fdlibm reduction (five intervals, |x| -> a small argument with one division)
 // and odd polynomial, written branch-free. Checked over all 2^32 inputs (tests/math/ulp_check.cpp;
-// CI runs a strided sweep): at most 0.86 ulp from the exact value (PyTorch's vectorised atan, Sleef u10, promises 1.0 ulp); inf gives
-// +-pi/2, NaN stays NaN, -0 stays -0. CUDA uses its own atanf.
+// CI runs a strided sweep): at most 0.86 ulp from the exact value (PyTorch's vectorised atan, Sleef
+// u10, promises 1.0 ulp); inf gives +-pi/2, NaN stays NaN, -0 stays -0. CUDA uses its own atanf.
 PYDET_HD float atan_(float x) {
 #if defined(__CUDA_ARCH__)
   return ::atanf(x);
@@ -212,16 +212,16 @@ PYDET_HD float atan_(float x) {
 }
 template <class S>
 PYDET_HD S select(bool c, S x, S y);  // below
-// exp in float32, for the same reason as atan_: a branch-free Cephes-style reduction
-// (x = n ln2 + r, degree-5 polynomial for e^r, times 2^n) that vectorises. Checked over all floats
-// (tests/math/ulp_check.cpp): at most 0.9994 ulp from the exact value over the whole non-overflowing range; results below the
-// smallest normal float (x <= kLo) flush to 0, beyond the largest (x >= kHi) give inf, NaN stays
-// NaN. CUDA uses expf. The steps are fused multiply-adds (std::fma): one instruction each on every
-// CPU variant the kernels are compiled for (simd.h), and the same correctly rounded result where a
-// build has no FMA instruction (libm's fmaf). The polynomial is evaluated in Estrin's order: its
-// dependency chain is 3 multiply-adds deep instead of Horner's 5, and in a vectorised loop the
-// latency of that chain, not the count of operations, bounds the throughput (the out-of-order
-// window fills with operations waiting on it).
+// exp in float32, for the same reason as atan_: a branch-free Cephes-style reduction (x = n ln2 +
+// r, degree-5 polynomial for e^r, times 2^n) that vectorises. Checked over all floats
+// (tests/math/ulp_check.cpp): at most 0.9994 ulp from the exact value over the whole
+// non-overflowing range; results below the smallest normal float (x <= kLo) flush to 0, beyond the
+// largest (x >= kHi) give inf, NaN stays NaN. CUDA uses expf. The steps are fused multiply-adds
+// (std::fma): one instruction each on the AVX2 and AVX-512 variants (simd.h); on the baseline
+// variant a libm fmaf call, the same correctly rounded result but a call that stops vectorisation. The
+// polynomial is evaluated in Estrin's order: its dependency chain is 3 multiply-adds deep instead
+// of Horner's 5, and in a vectorised loop the latency of that chain, not the count of operations,
+// bounds the throughput (the out-of-order window fills with operations waiting on it).
 PYDET_HD float exp_(float x) {
 #if defined(__CUDA_ARCH__)
   return ::expf(x);

@@ -17,7 +17,9 @@ struct Variant {
 // Widest first. Only what this build compiled.
 #if PYDET_MULTI_ISA
 constexpr Variant kVariants[] = {
-    {Isa::kAvx512, "avx512", PYDET_ISA_WIDE}, {Isa::kAvx2, "avx2", PYDET_ISA_MID}, {Isa::kBaseline, "default", "default"}};
+    {Isa::kAvx512, "avx512", PYDET_ISA_WIDE},
+    {Isa::kAvx2, "avx2", PYDET_ISA_MID},
+    {Isa::kBaseline, "default", "default"}};
 #else
 constexpr Variant kVariants[] = {{Isa::kBaseline, "default", "default"}};
 #endif
@@ -50,7 +52,8 @@ Capability choose() {
   const std::string want(asked);
   const std::string runs = std::string("; running ") + c.name + " (" + c.level + ") instead";
   if (want != "avx512" && want != "avx2" && want != "default") {
-    c.warning = std::string(variable) + "=" + want + " is not a CPU capability pydet knows (avx512, avx2, default)" + runs;
+    c.warning = std::string(variable) + "=" + want + " is not a CPU capability pydet knows (avx512, avx2, default)";
+    c.warning += runs;
     return c;
   }
   for (const Variant& v : kVariants) {

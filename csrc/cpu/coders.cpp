@@ -87,7 +87,7 @@ __attribute__((always_inline)) inline void dense_rows(const T* rp, int64_t r0, c
     if (k + kPrefetchRows < stop) {
       prefetch_rows<T>(rp + 4 * (k - r0 + kPrefetchRows), in + 4 * (k + kPrefetchRows), kRun);
     }
-    V r_ab, r_cd, i_ab, i_cd, e_ab{}, e_cd{}, o_ab, o_cd;
+    V r_ab, r_cd, i_ab, i_cd, e_ab{}, e_cd{}, o_ab{}, o_cd{};  // o_*: every lane is written below
     simd::deinterleave_pairs(rp + 4 * (k - r0), r_ab, r_cd);
     simd::deinterleave_pairs(in + 4 * k, i_ab, i_cd);
     if constexpr (kExtra) simd::deinterleave_pairs(extra + 4 * k, e_ab, e_cd);
@@ -108,22 +108,16 @@ __attribute__((always_inline)) inline void dense_rows(const T* rp, int64_t r0, c
 // [begin, end) of the [B, N, C] problem, r = (b N + n) C + c; out is contiguous [B N C, 4], and so is
 // extra, read only with kExtra (the upstream gradient of the backward).
 // kDense: C == 1, reference rows contiguous (any batch stride), input [B, N, 4] contiguous: the runs of
-// dense_rows, with the vector width of the CPU variant running (simd::vector_bytes).
-template <bool kDense, bool kExtra, class T, class F>
+// dense_rows, with kVectorBytes, the vector width of the CPU variant running (simd::IsaTag).
+template <bool kDense, bool kExtra, int kVectorBytes, class T, class F>
 PYDET_SIMD_INLINE void rows_range(const Rows3<T> ref, const Rows3<T> in, const T* extra, T* out,
                                   const CoderParams<T>& params, int64_t n_boxes, int64_t classes, int64_t begin,
-                                  int64_t end, int vector_bytes, const F& f) {
+                                  int64_t end, const F& f) {
   if constexpr (kDense) {
     for (int64_t r = begin; r < end;) {
       const int64_t b = r / n_boxes, n0 = r - b * n_boxes, stop = std::min(end, (b + 1) * n_boxes);
       const T* rp = ref.data + b * ref.s0 + 4 * n0;
-      if (vector_bytes == 64) {
-        dense_rows<64, kExtra>(rp, r, in.data, extra, out, params, r, stop, f);
-      } else if (vector_bytes == 32) {
-        dense_rows<32, kExtra>(rp, r, in.data, extra, out, params, r, stop, f);
-      } else {
-        dense_rows<16, kExtra>(rp, r, in.data, extra, out, params, r, stop, f);
-      }
+      dense_rows<kVectorBytes, kExtra>(rp, r, in.data, extra, out, params, r, stop, f);
       r = stop;
     }
   } else {
@@ -141,13 +135,13 @@ void for_each_row(const at::Tensor& reference, const at::Tensor& input, const T*
   const Rows3<T> ref(reference), in(input);
   const int64_t n_boxes = input.size(1), rows = input.size(0) * n_boxes * classes;
   const bool dense = classes == 1 && ref.s1 == 4 && ref.s2 == 1 && input.is_contiguous();
-  const int vector_bytes = simd::vector_bytes();
   at::parallel_for(0, rows, kGrain, [&](int64_t begin, int64_t end) {
-    simd::dispatch([&] {
+    simd::dispatch([&](auto isa) {
+      constexpr int kVectorBytes = decltype(isa)::kVectorBytes;
       if (dense) {
-        rows_range<true, kExtra>(ref, in, extra, out, params, n_boxes, classes, begin, end, vector_bytes, f);
+        rows_range<true, kExtra, kVectorBytes>(ref, in, extra, out, params, n_boxes, classes, begin, end, f);
       } else {
-        rows_range<false, kExtra>(ref, in, extra, out, params, n_boxes, classes, begin, end, vector_bytes, f);
+        rows_range<false, kExtra, kVectorBytes>(ref, in, extra, out, params, n_boxes, classes, begin, end, f);
       }
     });
   });
@@ -184,7 +178,6 @@ void decode_gathered(const at::Tensor& reference, const at::Tensor& deltas, cons
   const int64_t n_src = deltas.size(1), classes = deltas.size(2) / 4, rows = deltas.size(0) * index.size(1);
   const int64_t k_rows = index.size(1), is0 = index.size(0) == 1 ? 0 : index.stride(0), is1 = index.stride(1);
   const int64_t* idx = index.const_data_ptr<int64_t>();
-  const int vector_bytes = simd::vector_bytes();
   constexpr int64_t kBlockBoxes = 64;
   const int64_t block_rows = std::max<int64_t>(1, kBlockBoxes / classes);
   at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / classes), [&](int64_t begin, int64_t end) {
@@ -221,9 +214,11 @@ void decode_gathered(const at::Tensor& reference, const at::Tensor& deltas, cons
           ++b;
         }
       }
-      simd::dispatch([&] {
-        rows_range<true, false, T>(Rows3<T>(ref_buf.data(), 0, 4, 1), Rows3<T>(in_buf.data(), 0, 4, 1), nullptr,
-                                   o + 4 * r0 * classes, p, boxes, 1, 0, boxes, vector_bytes, Decoder<kC, kClip, T>{});
+      simd::dispatch([&](auto isa) {
+        constexpr int kVectorBytes = decltype(isa)::kVectorBytes;
+        rows_range<true, false, kVectorBytes, T>(Rows3<T>(ref_buf.data(), 0, 4, 1), Rows3<T>(in_buf.data(), 0, 4, 1),
+                                                 nullptr, o + 4 * r0 * classes, p, boxes, 1, 0, boxes,
+                                                 Decoder<kC, kClip, T>{});
       });
       for (int64_t r = r0; r < r1; ++r) {  // zero boxes decode to zeros; written out to be independent of that
         if (padding[r - r0]) std::fill_n(o + 4 * r * classes, 4 * classes, T(0));

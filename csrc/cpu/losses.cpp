@@ -71,7 +71,8 @@ struct CpuKernels {
         at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
           for (int64_t b = begin; b < end; ++b) {
             const int64_t lo = b * kBlock, len = std::min(n, lo + kBlock) - lo;
-            partial[size_t(b)] = simd::dispatch([&] { return focal_block_sum<G>(xp + lo, tp + lo, len, cast<scalar_t>(p)); });
+            partial[size_t(b)] =
+                simd::dispatch([&] { return focal_block_sum<G>(xp + lo, tp + lo, len, cast<scalar_t>(p)); });
           }
         });
       });
