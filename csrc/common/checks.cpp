@@ -7,20 +7,26 @@
 
 namespace pydet {
 
-std::string shape_str(at::IntArrayRef sizes) {
+namespace {
+template <class Sizes>
+std::string join_sizes(Sizes sizes) {
   std::ostringstream s;
   s << '[';
   for (size_t i = 0; i < sizes.size(); ++i) s << (i ? ", " : "") << sizes[i];
   s << ']';
   return s.str();
 }
+}  // namespace
 
-std::optional<std::vector<int64_t>> broadcast_shapes(at::IntArrayRef a, at::IntArrayRef b) {
+std::string shape_str(at::IntArrayRef sizes) { return join_sizes(sizes); }
+std::string shape_str(c10::SymIntArrayRef sizes) { return join_sizes(sizes); }
+
+std::optional<std::vector<c10::SymInt>> broadcast_shapes(c10::SymIntArrayRef a, c10::SymIntArrayRef b) {
   const size_t n = std::max(a.size(), b.size());
-  std::vector<int64_t> out(n);
+  std::vector<c10::SymInt> out(n);
   for (size_t i = 0; i < n; ++i) {
-    const int64_t da = i < n - a.size() ? 1 : a[i - (n - a.size())];
-    const int64_t db = i < n - b.size() ? 1 : b[i - (n - b.size())];
+    const c10::SymInt da = i < n - a.size() ? c10::SymInt(1) : a[i - (n - a.size())];
+    const c10::SymInt db = i < n - b.size() ? c10::SymInt(1) : b[i - (n - b.size())];
     if (da != db && da != 1 && db != 1) return std::nullopt;
     out[i] = da == 1 ? db : da;
   }
@@ -59,8 +65,8 @@ void check_integer(const at::Tensor& t, const char* op, const char* arg, const c
 
 void check_boxes(const at::Tensor& t, const char* op, const char* arg, const char* expected,
                  int64_t min_rank, int64_t max_rank) {
-  TORCH_CHECK_VALUE(t.dim() >= min_rank && t.dim() <= max_rank && t.size(-1) == 4, "pydet.", op, ": ", arg,
-                    " must have shape ", expected, ", got ", shape_str(t.sizes()));
+  TORCH_CHECK_VALUE(t.dim() >= min_rank && t.dim() <= max_rank && t.sym_size(-1) == 4, "pydet.", op, ": ", arg,
+                    " must have shape ", expected, ", got ", shape_str(t.sym_sizes()));
   check_floating(t, op, arg);
 }
 

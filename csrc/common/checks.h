@@ -16,6 +16,14 @@
 namespace pydet {
 
 std::string shape_str(at::IntArrayRef sizes);
+std::string shape_str(c10::SymIntArrayRef sizes);  // symbolic sizes print as their expressions
+
+// Whether a front end runs the device kernel on `out`: not for empty outputs, and not on the meta
+// device, where the same front end (registered for Meta) only validates and computes output shapes
+// for torch.compile / torch.export. Sizes may be symbolic there, hence the sym_* accessors.
+inline bool computes(const at::Tensor& out) {
+  return !out.is_meta() && out.sym_numel() > 0;
+}
 
 // The dtype pydet's kernels compute in: float16/bfloat16 inputs are computed in float32 (CUDA
 // kernels that take them natively say so).
@@ -27,7 +35,7 @@ inline at::ScalarType compute_dtype(at::ScalarType st) {
 std::string dtype_name(at::ScalarType st);
 
 // NumPy broadcast of two shapes; nullopt when they are not broadcastable.
-std::optional<std::vector<int64_t>> broadcast_shapes(at::IntArrayRef a, at::IntArrayRef b);
+std::optional<std::vector<c10::SymInt>> broadcast_shapes(c10::SymIntArrayRef a, c10::SymIntArrayRef b);
 
 // `t` must be a float32/float64/float16/bfloat16 tensor of rank in [min_rank, max_rank] whose last
 // dimension is 4. `expected` is the shape as documented, e.g. "[N, 4]".

@@ -74,9 +74,9 @@ struct Ops {
   }
 
   // ---- pairwise: [..., M, 4] x [..., N, 4] -> [..., M, N] -------------------------------------------
-  static int64_t batch_size(const at::Tensor& boxes) {
-    int64_t b = 1;
-    for (int64_t d = 0; d < boxes.dim() - 2; ++d) b *= boxes.size(d);
+  static c10::SymInt batch_size(const at::Tensor& boxes) {
+    c10::SymInt b = 1;
+    for (int64_t d = 0; d < boxes.dim() - 2; ++d) b *= boxes.sym_size(d);
     return b;
   }
 
@@ -85,9 +85,10 @@ struct Ops {
     if (batched) {
       check_boxes(boxes1, op, n1, "[..., M, 4]", 2, kAnyRank);
       check_boxes(boxes2, op, n2, "[..., N, 4]", 2, kAnyRank);
-      TORCH_CHECK_VALUE(boxes1.sizes().slice(0, boxes1.dim() - 2) == boxes2.sizes().slice(0, boxes2.dim() - 2),
-                        "pydet.", op, ": the batch dimensions of ", n1, " ", shape_str(boxes1.sizes()), " and ", n2,
-                        " ", shape_str(boxes2.sizes()), " must match");
+      TORCH_CHECK_VALUE(
+          boxes1.sym_sizes().slice(0, boxes1.dim() - 2) == boxes2.sym_sizes().slice(0, boxes2.dim() - 2), "pydet.",
+          op, ": the batch dimensions of ", n1, " ", shape_str(boxes1.sym_sizes()), " and ", n2, " ",
+          shape_str(boxes2.sym_sizes()), " must match");
     } else {
       check_boxes(boxes1, op, n1, "[N, 4]", 2, 2);
       check_boxes(boxes2, op, n2, "[M, 4]", 2, 2);
@@ -99,14 +100,14 @@ struct Ops {
                              const char* n2, bool batched, BoxMetric metric, double eps, double offset) {
     check_pairwise(op, boxes1, n1, boxes2, n2, batched);
     const Promoted p = promote(boxes1, boxes2);
-    const int64_t B = batch_size(boxes1), M = boxes1.size(-2), N = boxes2.size(-2);
-    const at::Tensor b1 = p.b1.reshape({B, M, 4});
-    const at::Tensor b2 = p.b2.reshape({B, N, 4});
-    at::Tensor out = at::empty({b1.size(0), M, N}, b1.options());
-    if (out.numel() > 0) Kernels::pairwise(b1, b2, out, metric, eps, offset);
-    std::vector<int64_t> shape(boxes1.sizes().begin(), boxes1.sizes().end() - 1);
+    const c10::SymInt B = batch_size(boxes1), M = boxes1.sym_size(-2), N = boxes2.sym_size(-2);
+    const at::Tensor b1 = p.b1.reshape_symint({B, M, 4});
+    const at::Tensor b2 = p.b2.reshape_symint({B, N, 4});
+    at::Tensor out = at::empty_symint({B, M, N}, b1.options());
+    if (computes(out)) Kernels::pairwise(b1, b2, out, metric, eps, offset);
+    std::vector<c10::SymInt> shape(boxes1.sym_sizes().begin(), boxes1.sym_sizes().end() - 1);
     shape.push_back(N);
-    return out.to(p.out_dtype).view(shape);
+    return out.to(p.out_dtype).view_symint(shape);
   }
 
   static std::tuple<at::Tensor, at::Tensor> pairwise_backward(const at::Tensor& grad, const at::Tensor& boxes1,
@@ -116,25 +117,26 @@ struct Ops {
     TORCH_CHECK_VALUE(metric_is_pairwise(m), "pydet._pairwise_box_metric_backward: metric '", std::string(metric),
                       "' exists only in aligned form");
     const Promoted p = promote(boxes1, boxes2);
-    const int64_t B = batch_size(boxes1), M = boxes1.size(-2), N = boxes2.size(-2);
-    const at::Tensor b1 = p.b1.reshape({B, M, 4});
-    const at::Tensor b2 = p.b2.reshape({B, N, 4});
-    const at::Tensor g = grad.to(b1.scalar_type()).reshape({B, M, N}).contiguous();
-    at::Tensor g1 = at::empty(b1.sizes(), b1.options());
-    at::Tensor g2 = at::empty(b2.sizes(), b2.options());
-    if (g.numel() > 0) {
+    const c10::SymInt B = batch_size(boxes1), M = boxes1.sym_size(-2), N = boxes2.sym_size(-2);
+    const at::Tensor b1 = p.b1.reshape_symint({B, M, 4});
+    const at::Tensor b2 = p.b2.reshape_symint({B, N, 4});
+    const at::Tensor g = grad.to(b1.scalar_type()).reshape_symint({B, M, N}).contiguous();
+    at::Tensor g1 = at::empty_symint(b1.sym_sizes(), b1.options());
+    at::Tensor g2 = at::empty_symint(b2.sym_sizes(), b2.options());
+    if (computes(g)) {
       Kernels::pairwise_backward(g, b1, b2, g1, g2, m, eps, offset);
     } else {
       g1.zero_();
       g2.zero_();
     }
-    return {g1.to(boxes1.scalar_type()).view(boxes1.sizes()), g2.to(boxes2.scalar_type()).view(boxes2.sizes())};
+    return {g1.to(boxes1.scalar_type()).view_symint(boxes1.sym_sizes()),
+            g2.to(boxes2.scalar_type()).view_symint(boxes2.sym_sizes())};
   }
 
   // ---- aligned: [..., 4] x [..., 4] (broadcast) -> [...] ----------------------------------------------
   struct Aligned {
     at::Tensor b1, b2;  // [K, 4] each, compute dtype
-    std::vector<int64_t> shape;  // broadcast leading shape
+    std::vector<c10::SymInt> shape;  // broadcast leading shape
     at::ScalarType out_dtype;
   };
 
@@ -143,24 +145,25 @@ struct Ops {
     check_boxes(boxes1, op, n1, "[..., 4]", 1, kAnyRank);
     check_boxes(boxes2, op, n2, "[..., 4]", 1, kAnyRank);
     check_same_device(boxes1, n1, boxes2, n2, op);
-    const auto shape_opt = broadcast_shapes(boxes1.sizes().slice(0, boxes1.dim() - 1),
-                                            boxes2.sizes().slice(0, boxes2.dim() - 1));
+    const auto shape_opt = broadcast_shapes(boxes1.sym_sizes().slice(0, boxes1.dim() - 1),
+                                            boxes2.sym_sizes().slice(0, boxes2.dim() - 1));
     TORCH_CHECK_VALUE(shape_opt.has_value(), "pydet.", op, ": the leading dimensions of ", n1, " ",
-                      shape_str(boxes1.sizes()), " and ", n2, " ", shape_str(boxes2.sizes()),
+                      shape_str(boxes1.sym_sizes()), " and ", n2, " ", shape_str(boxes2.sym_sizes()),
                       " must be equal or broadcastable");
-    std::vector<int64_t> shape = *shape_opt;
-    std::vector<int64_t> full = shape;
+    std::vector<c10::SymInt> shape = *shape_opt;
+    std::vector<c10::SymInt> full = shape;
     full.push_back(4);
     const Promoted p = promote(boxes1, boxes2);
-    return {p.b1.expand(full).reshape({-1, 4}), p.b2.expand(full).reshape({-1, 4}), std::move(shape), p.out_dtype};
+    return {p.b1.expand_symint(full).reshape_symint({-1, 4}), p.b2.expand_symint(full).reshape_symint({-1, 4}),
+            std::move(shape), p.out_dtype};
   }
 
   static at::Tensor aligned(const char* op, const at::Tensor& boxes1, const char* n1, const at::Tensor& boxes2,
                             const char* n2, BoxMetric metric, double eps, double offset) {
     Aligned a = aligned_inputs(op, boxes1, n1, boxes2, n2);
-    at::Tensor out = at::empty({a.b1.size(0)}, a.b1.options());
-    if (out.numel() > 0) Kernels::aligned(a.b1, a.b2, out, metric, eps, offset);
-    return out.to(a.out_dtype).view(a.shape);
+    at::Tensor out = at::empty_symint({a.b1.sym_size(0)}, a.b1.options());
+    if (computes(out)) Kernels::aligned(a.b1, a.b2, out, metric, eps, offset);
+    return out.to(a.out_dtype).view_symint(a.shape);
   }
 
   // grad: same shape as the aligned output, or a scalar (reduced losses) multiplied by grad_scale.
@@ -169,17 +172,18 @@ struct Ops {
                                                              double eps, double offset, double grad_scale) {
     const BoxMetric m = parse_metric(metric, "_aligned_box_metric_backward");
     Aligned a = aligned_inputs("_aligned_box_metric_backward", boxes1, "boxes1", boxes2, "boxes2");
-    const int64_t K = a.b1.size(0);
-    const at::Tensor g = grad.dim() == 0 ? grad.to(a.b1.scalar_type()).reshape({1})
-                                         : grad.to(a.b1.scalar_type()).expand(a.shape).reshape({K}).contiguous();
-    at::Tensor g1 = at::empty({K, 4}, a.b1.options());
-    at::Tensor g2 = at::empty({K, 4}, a.b1.options());
-    if (K > 0) Kernels::aligned_backward(g, grad_scale, a.b1, a.b2, g1, g2, m, eps, offset);
-    std::vector<int64_t> full = a.shape;
+    const c10::SymInt K = a.b1.sym_size(0);
+    const at::Tensor g =
+        grad.dim() == 0 ? grad.to(a.b1.scalar_type()).reshape({1})
+                        : grad.to(a.b1.scalar_type()).expand_symint(a.shape).reshape_symint({K}).contiguous();
+    at::Tensor g1 = at::empty_symint({K, 4}, a.b1.options());
+    at::Tensor g2 = at::empty_symint({K, 4}, a.b1.options());
+    if (computes(g1)) Kernels::aligned_backward(g, grad_scale, a.b1, a.b2, g1, g2, m, eps, offset);
+    std::vector<c10::SymInt> full = a.shape;
     full.push_back(4);
     // Undo the broadcast: sum the gradient over the dimensions each input was expanded along.
-    return {at::sum_to(g1.view(full), boxes1.sizes()).to(boxes1.scalar_type()),
-            at::sum_to(g2.view(full), boxes2.sizes()).to(boxes2.scalar_type())};
+    return {at::sum_to(g1.view_symint(full), boxes1.sym_sizes()).to(boxes1.scalar_type()),
+            at::sum_to(g2.view_symint(full), boxes2.sym_sizes()).to(boxes2.scalar_type())};
   }
 
   // ---- losses ----------------------------------------------------------------------------------
@@ -187,10 +191,10 @@ struct Ops {
                          c10::string_view reduction, double eps, BoxMetric metric) {
     const Reduction red = parse_reduction(reduction, op);
     Aligned a = aligned_inputs(op, boxes1, "boxes1", boxes2, "boxes2");
-    at::Tensor per_pair = at::empty({a.b1.size(0)}, a.b1.options());
-    if (per_pair.numel() > 0) Kernels::aligned(a.b1, a.b2, per_pair, metric, eps, 0.0);
-    if (red == Reduction::kNone) return per_pair.to(a.out_dtype).view(a.shape);
-    if (per_pair.numel() == 0) return at::zeros({}, per_pair.options().dtype(a.out_dtype));
+    at::Tensor per_pair = at::empty_symint({a.b1.sym_size(0)}, a.b1.options());
+    if (computes(per_pair)) Kernels::aligned(a.b1, a.b2, per_pair, metric, eps, 0.0);
+    if (red == Reduction::kNone) return per_pair.to(a.out_dtype).view_symint(a.shape);
+    if (!computes(per_pair)) return at::zeros({}, per_pair.options().dtype(a.out_dtype));
     at::Tensor total = Kernels::sum(per_pair);
     if (red == Reduction::kMean) total.div_(double(per_pair.numel()));
     return total.to(a.out_dtype);
@@ -229,8 +233,9 @@ struct Ops {
       // mmdet's aligned mode wants identical shapes (no broadcasting).
       check_boxes(b1, "bbox_overlaps", "bboxes1", "[..., M, 4]", 2, kAnyRank);
       check_boxes(b2, "bbox_overlaps", "bboxes2", "[..., M, 4]", 2, kAnyRank);
-      TORCH_CHECK_VALUE(b1.sizes() == b2.sizes(), "pydet.bbox_overlaps: with is_aligned=True, bboxes1 ",
-                        shape_str(b1.sizes()), " and bboxes2 ", shape_str(b2.sizes()), " must have the same shape");
+      TORCH_CHECK_VALUE(b1.sym_sizes() == b2.sym_sizes(), "pydet.bbox_overlaps: with is_aligned=True, bboxes1 ",
+                        shape_str(b1.sym_sizes()), " and bboxes2 ", shape_str(b2.sym_sizes()),
+                        " must have the same shape");
       return aligned("bbox_overlaps", b1, "bboxes1", b2, "bboxes2", metric, eps, offset);
     });
     m.impl("generalized_box_iou_loss", [](const at::Tensor& b1, const at::Tensor& b2, c10::string_view r, double eps) {

@@ -17,7 +17,7 @@ namespace pydet::boxes {
 
 // [..., 4] -> [K, 4] in the compute dtype (a view when possible; strides are arbitrary).
 inline at::Tensor rows(const at::Tensor& boxes) {
-  return boxes.to(compute_dtype(boxes.scalar_type())).reshape({-1, 4});
+  return boxes.to(compute_dtype(boxes.scalar_type())).reshape_symint({-1, 4});
 }
 
 constexpr int64_t kAnyRank = std::numeric_limits<int64_t>::max();
@@ -37,17 +37,17 @@ struct Ops {
   static at::Tensor area(const at::Tensor& boxes) {
     check_boxes(boxes, "box_area", "boxes", "[..., 4]", 1, kAnyRank);
     const at::Tensor r = rows(boxes);
-    at::Tensor out = at::empty({r.size(0)}, r.options());
-    if (out.numel() > 0) Kernels::area(r, out);
-    return out.view(boxes.sizes().slice(0, boxes.dim() - 1));
+    at::Tensor out = at::empty_symint({r.sym_size(0)}, r.options());
+    if (computes(out)) Kernels::area(r, out);
+    return out.view_symint(boxes.sym_sizes().slice(0, boxes.dim() - 1));
   }
 
   static at::Tensor area_backward(const at::Tensor& grad, const at::Tensor& boxes) {
     const at::Tensor r = rows(boxes);
-    at::Tensor g = grad.to(r.scalar_type()).reshape({-1});
-    at::Tensor out = at::empty(r.sizes(), r.options());
-    if (out.numel() > 0) Kernels::area_backward(g, r, out);
-    return out.to(boxes.scalar_type()).view(boxes.sizes());
+    at::Tensor g = grad.to(r.scalar_type()).reshape_symint({-1});
+    at::Tensor out = at::empty_symint(r.sym_sizes(), r.options());
+    if (computes(out)) Kernels::area_backward(g, r, out);
+    return out.to(boxes.scalar_type()).view_symint(boxes.sym_sizes());
   }
 
   static at::Tensor convert(const at::Tensor& boxes, c10::string_view in_fmt, c10::string_view out_fmt) {
@@ -56,9 +56,9 @@ struct Ops {
     const BoxFormat fo = parse_box_format(out_fmt, "box_convert", "out_fmt");
     if (fi == fo) return boxes.clone();  // torchvision also returns a copy
     const at::Tensor r = rows(boxes);
-    at::Tensor out = at::empty(r.sizes(), r.options());
-    if (out.numel() > 0) Kernels::convert(r, out, fi, fo);
-    return out.to(boxes.scalar_type()).view(boxes.sizes());
+    at::Tensor out = at::empty_symint(r.sym_sizes(), r.options());
+    if (computes(out)) Kernels::convert(r, out, fi, fo);
+    return out.to(boxes.scalar_type()).view_symint(boxes.sym_sizes());
   }
 
   static at::Tensor convert_backward(const at::Tensor& grad, c10::string_view in_fmt, c10::string_view out_fmt) {
@@ -66,33 +66,36 @@ struct Ops {
     const BoxFormat fo = parse_box_format(out_fmt, "box_convert", "out_fmt");
     if (fi == fo) return grad.clone();
     const at::Tensor g = rows(grad);
-    at::Tensor out = at::empty(g.sizes(), g.options());
-    if (out.numel() > 0) Kernels::convert_backward(g, out, fi, fo);
-    return out.to(grad.scalar_type()).view(grad.sizes());
+    at::Tensor out = at::empty_symint(g.sym_sizes(), g.options());
+    if (computes(out)) Kernels::convert_backward(g, out, fi, fo);
+    return out.to(grad.scalar_type()).view_symint(grad.sym_sizes());
   }
 
-  static void check_size(c10::IntArrayRef size) {
+  static void check_size(c10::SymIntArrayRef size) {
     TORCH_CHECK_VALUE(size.size() == 2 && size[0] >= 0 && size[1] >= 0, "pydet.clip_boxes_to_image: size must be "
                       "(height, width) with both >= 0, got ", shape_str(size));
   }
 
   // torchvision.ops.clip_boxes_to_image: x clamped to [0, width], y to [0, height].
-  static at::Tensor clip(const at::Tensor& boxes, c10::IntArrayRef size) {
+  // size may be symbolic under torch.compile (it is SymInt[2] in the schema); kernels see integers.
+  static at::Tensor clip(const at::Tensor& boxes, c10::SymIntArrayRef size) {
     check_boxes(boxes, "clip_boxes_to_image", "boxes", "[..., 4]", 1, kAnyRank);
     check_size(size);
     const at::Tensor r = rows(boxes);
-    at::Tensor out = at::empty(r.sizes(), r.options());
-    if (out.numel() > 0) Kernels::clip(r, out, double(size[0]), double(size[1]));
-    return out.to(boxes.scalar_type()).view(boxes.sizes());
+    at::Tensor out = at::empty_symint(r.sym_sizes(), r.options());
+    if (computes(out)) Kernels::clip(r, out, double(size[0].expect_int()), double(size[1].expect_int()));
+    return out.to(boxes.scalar_type()).view_symint(boxes.sym_sizes());
   }
 
-  static at::Tensor clip_backward(const at::Tensor& grad, const at::Tensor& boxes, c10::IntArrayRef size) {
+  static at::Tensor clip_backward(const at::Tensor& grad, const at::Tensor& boxes, c10::SymIntArrayRef size) {
     check_size(size);
     const at::Tensor r = rows(boxes);
-    const at::Tensor g = grad.to(r.scalar_type()).reshape({-1, 4});
-    at::Tensor out = at::empty(r.sizes(), r.options());
-    if (out.numel() > 0) Kernels::clip_backward(g, r, out, double(size[0]), double(size[1]));
-    return out.to(boxes.scalar_type()).view(boxes.sizes());
+    const at::Tensor g = grad.to(r.scalar_type()).reshape_symint({-1, 4});
+    at::Tensor out = at::empty_symint(r.sym_sizes(), r.options());
+    if (computes(out)) {
+      Kernels::clip_backward(g, r, out, double(size[0].expect_int()), double(size[1].expect_int()));
+    }
+    return out.to(boxes.scalar_type()).view_symint(boxes.sym_sizes());
   }
 
   // torchvision.ops.remove_small_boxes: indices of boxes with width >= min_size and height >= min_size
@@ -104,14 +107,24 @@ struct Ops {
     return Kernels::keep_large(r, min_size);
   }
 
-  static void register_all(torch::Library& m) {
+  // The ops whose output shapes follow from their inputs' (registered for CPU, CUDA and Meta).
+  static void register_shaped(torch::Library& m) {
     m.impl("box_area", &area);
     m.impl("_box_area_backward", &area_backward);
     m.impl("box_convert", &convert);
     m.impl("_box_convert_backward", &convert_backward);
     m.impl("clip_boxes_to_image", &clip);
     m.impl("_clip_boxes_to_image_backward", &clip_backward);
+  }
+
+  // The ops whose output length depends on the data (their fakes are in pydet/ops/boxes.py).
+  static void register_data_dependent(torch::Library& m) {
     m.impl("remove_small_boxes", &remove_small);
+  }
+
+  static void register_all(torch::Library& m) {
+    register_shaped(m);
+    register_data_dependent(m);
   }
 };
 
