@@ -71,24 +71,24 @@ struct Ops {
   }
 
   static void check_scores(const char* op, const at::Tensor& boxes, const at::Tensor& scores) {
-    TORCH_CHECK_VALUE(scores.dim() == 1 && scores.size(0) == boxes.size(0), "pydet.", op,
-                      ": scores must have shape [N] matching boxes [N, ", boxes.size(-1), "], got scores ",
-                      shape_str(scores.sizes()), " and boxes ", shape_str(boxes.sizes()));
+    TORCH_CHECK_VALUE(scores.dim() == 1 && scores.sym_size(0) == boxes.sym_size(0), "pydet.", op,
+                      ": scores must have shape [N] matching boxes [N, ", boxes.sym_size(-1), "], got scores ",
+                      shape_str(scores.sym_sizes()), " and boxes ", shape_str(boxes.sym_sizes()));
     check_floating(scores, op, "scores");
     check_same_device(boxes, "boxes", scores, "scores", op);
   }
 
   static void check_idxs(const char* op, const at::Tensor& boxes, const at::Tensor& idxs) {
-    TORCH_CHECK_VALUE(idxs.dim() == 1 && idxs.size(0) == boxes.size(0), "pydet.", op,
-                      ": idxs must have shape [N] matching boxes, got idxs ", shape_str(idxs.sizes()), " and boxes ",
-                      shape_str(boxes.sizes()));
+    TORCH_CHECK_VALUE(idxs.dim() == 1 && idxs.sym_size(0) == boxes.sym_size(0), "pydet.", op,
+                      ": idxs must have shape [N] matching boxes, got idxs ", shape_str(idxs.sym_sizes()),
+                      " and boxes ", shape_str(boxes.sym_sizes()));
     check_integer(idxs, op, "idxs", "the category of each box");
     check_same_device(boxes, "boxes", idxs, "idxs", op);
   }
 
   static void check_rotated(const char* op, const at::Tensor& boxes, const char* arg) {
-    TORCH_CHECK_VALUE(boxes.dim() == 2 && boxes.size(1) == 5, "pydet.", op, ": ", arg,
-                      " must have shape [N, 5] (cx, cy, w, h, angle in degrees), got ", shape_str(boxes.sizes()));
+    TORCH_CHECK_VALUE(boxes.dim() == 2 && boxes.sym_size(1) == 5, "pydet.", op, ": ", arg,
+                      " must have shape [N, 5] (cx, cy, w, h, angle in degrees), got ", shape_str(boxes.sym_sizes()));
     check_floating(boxes, op, arg);
   }
 
@@ -122,35 +122,38 @@ struct Ops {
     const bool labeled = labels.has_value();
     if (labeled) {  // one class per candidate
       TORCH_CHECK_VALUE(scores.dim() == 2, "pydet.multiclass_nms: with labels, scores must have shape [B, N] (one ",
-                        "score per candidate), got ", shape_str(scores.sizes()));
+                        "score per candidate), got ", shape_str(scores.sym_sizes()));
       TORCH_CHECK_VALUE(num_classes.has_value() && *num_classes >= 1, "pydet.multiclass_nms: with labels, ",
                         "num_classes (the number of classes the labels index, >= 1) is required, got ",
                         num_classes.has_value() ? c10::str(*num_classes) : std::string("None"));
       check_integer(*labels, op, "labels", "the class of each candidate");
-      TORCH_CHECK_VALUE(labels->sizes() == scores.sizes(), "pydet.multiclass_nms: labels must have the shape of ",
-                        "scores ", shape_str(scores.sizes()), ", got ", shape_str(labels->sizes()));
+      TORCH_CHECK_VALUE(labels->sym_sizes() == scores.sym_sizes(), "pydet.multiclass_nms: labels must have the ",
+                        "shape of scores ", shape_str(scores.sym_sizes()), ", got ", shape_str(labels->sym_sizes()));
       check_same_device(scores, "scores", *labels, "labels", op);
     } else {
       TORCH_CHECK_VALUE(scores.dim() == 3, "pydet.multiclass_nms: scores must have shape [B, N, C] (or [B, N] with ",
-                        "labels), got ", shape_str(scores.sizes()));
+                        "labels), got ", shape_str(scores.sym_sizes()));
       TORCH_CHECK_VALUE(!num_classes.has_value(), "pydet.multiclass_nms: num_classes is only used with labels ",
                         "(scores [B, N, C] give the class count)");
     }
     check_floating(scores, op, "scores");
-    const int64_t B = scores.size(0), N = scores.size(1), C = labeled ? *num_classes : scores.size(2);
+    const c10::SymInt B = scores.sym_size(0), N = scores.sym_size(1);
+    const c10::SymInt C = labeled ? c10::SymInt(*num_classes) : scores.sym_size(2);
     const bool class_specific = boxes.dim() == 4;
-    TORCH_CHECK_VALUE((boxes.dim() == 3 || boxes.dim() == 4) && boxes.size(-1) == 4 && boxes.size(0) == B &&
-                          boxes.size(1) == N && (!class_specific || boxes.size(2) == C),
+    TORCH_CHECK_VALUE((boxes.dim() == 3 || boxes.dim() == 4) && boxes.sym_size(-1) == 4 && boxes.sym_size(0) == B &&
+                          boxes.sym_size(1) == N && (!class_specific || boxes.sym_size(2) == C),
                       "pydet.multiclass_nms: boxes must have shape [B, N, 4] (shared by all classes) or [B, N, C, 4] "
                       "(one box per class) with B, N from scores ",
-                      shape_str(scores.sizes()), " and C = ", C, ", got ", shape_str(boxes.sizes()));
+                      shape_str(scores.sym_sizes()), " and C = ", C, ", got ", shape_str(boxes.sym_sizes()));
     check_floating(boxes, op, "boxes");
     check_same_device(boxes, "boxes", scores, "scores", op);
-    // detections carry 32-bit anchor and class indices (the packed sort keys; CUDA's radix sort)
+    // Detections carry 32-bit anchor and class indices (the packed sort keys; CUDA's radix sort).
+    // Checked on concrete sizes only: a guard on a symbolic size would narrow what torch.export accepts.
     constexpr int64_t kMaxIndex = (int64_t(1) << 31) - 1;
-    TORCH_CHECK_VALUE(N <= kMaxIndex && C <= kMaxIndex, "pydet.multiclass_nms: scores ",
-                      labeled ? c10::str("[B, N] = ", shape_str(scores.sizes()), " with ", C, " classes")
-                              : c10::str("[B, N, C] = ", shape_str(scores.sizes())),
+    TORCH_CHECK_VALUE(N.maybe_as_int().value_or(0) <= kMaxIndex && C.maybe_as_int().value_or(0) <= kMaxIndex,
+                      "pydet.multiclass_nms: scores ",
+                      labeled ? c10::str("[B, N] = ", shape_str(scores.sym_sizes()), " with ", C, " classes")
+                              : c10::str("[B, N, C] = ", shape_str(scores.sym_sizes())),
                       " has more than 2^31 - 1 anchors or classes; split the anchors");
     TORCH_CHECK_VALUE(!std::isnan(score_threshold), "pydet.multiclass_nms: score_threshold must not be NaN");
     check_threshold(op, "iou_threshold", iou_threshold);
@@ -160,7 +163,7 @@ struct Ops {
     TORCH_CHECK_VALUE(max_detections >= 0, "pydet.multiclass_nms: max_detections must be >= 0, got ",
                       max_detections);
     const int64_t background = background_class.value_or(-1);
-    TORCH_CHECK_VALUE(!background_class.has_value() || (background >= 0 && background < C),
+    TORCH_CHECK_VALUE(!background_class.has_value() || (background >= 0 && C > background),
                       "pydet.multiclass_nms: background_class must be None or a class index in [0, ", C, "), got ",
                       background);
     const BoxFormat fmt = parse_box_format(box_format, op, "box_format");
@@ -169,15 +172,18 @@ struct Ops {
 
     const at::ScalarType comp = compute_dtype(c10::promoteTypes(boxes.scalar_type(), scores.scalar_type()));
     MulticlassOutputs out{
-        at::empty({B}, scores.options().dtype(at::kLong)),
-        at::empty({B, max_detections, 4}, scores.options().dtype(comp)),
-        at::empty({B, max_detections}, scores.options().dtype(comp)),
-        at::empty({B, max_detections}, scores.options().dtype(at::kLong)),
-        at::empty({B, max_detections}, scores.options().dtype(at::kLong)),
+        at::empty_symint({B}, scores.options().dtype(at::kLong)),
+        at::empty_symint({B, max_detections, 4}, scores.options().dtype(comp)),
+        at::empty_symint({B, max_detections}, scores.options().dtype(comp)),
+        at::empty_symint({B, max_detections}, scores.options().dtype(at::kLong)),
+        at::empty_symint({B, max_detections}, scores.options().dtype(at::kLong)),
     };
-    const MulticlassOptions opt{score_threshold, iou_threshold, topk_per_class, max_detections,
-                                class_agnostic,  background,    fmt,           C};
-    Kernels::multiclass_nms(boxes.to(comp), scores.to(comp), labeled ? labels->to(at::kLong) : at::Tensor(), opt, out);
+    if (!scores.is_meta()) {  // the kernel also writes num_detections for empty problems
+      const MulticlassOptions opt{score_threshold, iou_threshold, topk_per_class, max_detections,
+                                  class_agnostic,  background,    fmt,           C.expect_int()};
+      Kernels::multiclass_nms(boxes.to(comp), scores.to(comp), labeled ? labels->to(at::kLong) : at::Tensor(), opt,
+                              out);
+    }
     return {out.num_detections, out.boxes.to(boxes.scalar_type()), out.scores.to(scores.scalar_type()), out.labels,
             out.indices};
   }
@@ -236,58 +242,72 @@ struct Ops {
     check_same_device(boxes1, "boxes1", boxes2, "boxes2", "box_iou_rotated");
     const at::ScalarType out_dtype = c10::promoteTypes(boxes1.scalar_type(), boxes2.scalar_type());
     const at::ScalarType comp = compute_dtype(out_dtype);
-    at::Tensor out = at::empty({boxes1.size(0), boxes2.size(0)}, boxes1.options().dtype(comp));
-    if (out.numel() > 0) Kernels::box_iou_rotated(boxes1.to(comp), boxes2.to(comp), out);
+    at::Tensor out = at::empty_symint({boxes1.sym_size(0), boxes2.sym_size(0)}, boxes1.options().dtype(comp));
+    if (computes(out)) Kernels::box_iou_rotated(boxes1.to(comp), boxes2.to(comp), out);
     return out.to(out_dtype);
   }
 
   // Per image and level, the k largest scores above the threshold, static shapes (see pydet/ops/nms.py).
   static std::tuple<at::Tensor, at::Tensor> topk_per_level(const at::Tensor& scores, int64_t k,
                                                            std::optional<double> score_threshold,
-                                                           at::OptionalIntArrayRef level_sizes) {
+                                                           at::OptionalSymIntArrayRef level_sizes) {
     const char* op = "topk_per_level";
     TORCH_CHECK_VALUE(scores.dim() == 2 || scores.dim() == 3,
                       "pydet.topk_per_level: scores must have shape [B, N] or [B, N, C], got ",
-                      shape_str(scores.sizes()));
+                      shape_str(scores.sym_sizes()));
     check_floating(scores, op, "scores");
     TORCH_CHECK_VALUE(k >= 0, "pydet.topk_per_level: k must be >= 0, got ", k);
     TORCH_CHECK_VALUE(!score_threshold.has_value() || !std::isnan(*score_threshold),
                       "pydet.topk_per_level: score_threshold must not be NaN (None selects every non-NaN score)");
-    const int64_t B = scores.size(0), N = scores.size(1), C = scores.dim() == 3 ? scores.size(2) : 1;
-    TopkProblem p{{0}, k, score_threshold.has_value(), 0.0};
+    const c10::SymInt B = scores.sym_size(0), N = scores.sym_size(1);
+    const c10::SymInt C = scores.dim() == 3 ? scores.sym_size(2) : c10::SymInt(1);
+    std::vector<c10::SymInt> start{0};  // level offsets into a row of [B, N * C]
     if (level_sizes.has_value()) {
-      for (const int64_t n : *level_sizes) {
+      for (const c10::SymInt& n : *level_sizes) {
         TORCH_CHECK_VALUE(n >= 0, "pydet.topk_per_level: level_sizes must be >= 0, got ",
                           shape_str(*level_sizes));
-        p.start.push_back(p.start.back() + n * C);
+        start.push_back(start.back() + n * C);
       }
-      TORCH_CHECK_VALUE(p.start.back() == N * C, "pydet.topk_per_level: level_sizes must sum to N = ", N,
-                        " (scores ", shape_str(scores.sizes()), "), got ", shape_str(*level_sizes));
+      TORCH_CHECK_VALUE(start.back() == N * C, "pydet.topk_per_level: level_sizes must sum to N = ", N,
+                        " (scores ", shape_str(scores.sym_sizes()), "), got ", shape_str(*level_sizes));
     } else {
-      p.start.push_back(N * C);
+      start.push_back(N * C);
     }
-    const int64_t L = static_cast<int64_t>(p.start.size()) - 1;
-    at::Tensor values = at::empty({B, L, k}, scores.options());
-    at::Tensor indices = at::empty({B, L, k}, scores.options().dtype(at::kLong));
+    const int64_t L = static_cast<int64_t>(start.size()) - 1;
+    at::Tensor values = at::empty_symint({B, L, k}, scores.options());
+    at::Tensor indices = at::empty_symint({B, L, k}, scores.options().dtype(at::kLong));
+    if (!computes(values)) return {values, indices};
+    TopkProblem p{{}, k, score_threshold.has_value(), 0.0};
+    for (const c10::SymInt& offset : start) p.start.push_back(offset.expect_int());
     if (p.thresholded) {
       // `score > threshold` in the scores' dtype, as torch compares a tensor with a Python float
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "topk_per_level", [&] {
         p.threshold = static_cast<double>(static_cast<scalar_t>(*score_threshold));
       });
     }
-    if (values.numel() > 0) Kernels::topk_per_level(scores.reshape({B, N * C}).contiguous(), p, values, indices);
+    Kernels::topk_per_level(scores.reshape({B.expect_int(), (N * C).expect_int()}).contiguous(), p, values, indices);
     return {values, indices};
   }
 
-  static void register_all(torch::Library& m) {
+  // The ops whose output shapes follow from their inputs' (registered for CPU, CUDA and Meta).
+  static void register_shaped(torch::Library& m) {
+    m.impl("multiclass_nms", &multiclass_nms);
+    m.impl("box_iou_rotated", &box_iou_rotated);
+    m.impl("topk_per_level", &topk_per_level);
+  }
+
+  // The ops whose output length depends on the data (their fakes are in pydet/ops/nms.py).
+  static void register_data_dependent(torch::Library& m) {
     m.impl("nms", &nms);
     m.impl("batched_nms", &batched_nms);
-    m.impl("multiclass_nms", &multiclass_nms);
     m.impl("soft_nms", &soft_nms);
     m.impl("nms_rotated", &nms_rotated);
     m.impl("batched_nms_rotated", &batched_nms_rotated);
-    m.impl("box_iou_rotated", &box_iou_rotated);
-    m.impl("topk_per_level", &topk_per_level);
+  }
+
+  static void register_all(torch::Library& m) {
+    register_shaped(m);
+    register_data_dependent(m);
   }
 };
 
