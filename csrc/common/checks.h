@@ -19,8 +19,9 @@ std::string shape_str(at::IntArrayRef sizes);
 std::string shape_str(c10::SymIntArrayRef sizes);  // symbolic sizes print as their expressions
 
 // Whether a front end runs the device kernel on `out`: not for empty outputs, and not on the meta
-// device, where the same front end (registered for Meta) only validates and computes output shapes
-// for torch.compile / torch.export. Sizes may be symbolic there, hence the sym_* accessors.
+// device. Each family's front end is registered for Meta too (with the CPU kernels type, which then
+// never runs), so one contract serves eager calls, meta tensors, torch.compile and torch.export.
+// Sizes may be symbolic there, hence the sym_* accessors and *_symint factories in the front ends.
 inline bool computes(const at::Tensor& out) {
   return !out.is_meta() && out.sym_numel() > 0;
 }

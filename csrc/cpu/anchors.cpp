@@ -191,4 +191,8 @@ TORCH_LIBRARY_IMPL(pydet, CPU, m) {
   Ops<CpuKernels>::register_all(m);
 }
 
+TORCH_LIBRARY_IMPL(pydet, Meta, m) {  // shapes and checks only: see `computes` in common/checks.h
+  Ops<CpuKernels>::register_all(m);
+}
+
 }  // namespace pydet::anchors

@@ -354,10 +354,9 @@ TORCH_LIBRARY_IMPL(pydet, CPU, m) {
   Ops<CpuKernels>::register_all(m);
 }
 
-// Meta (meta tensors, torch.compile, torch.export): the same front ends, which on the meta device
-// only validate and compute output shapes (`computes` in common/checks.h), so any Kernels serve.
-TORCH_LIBRARY_IMPL(pydet, Meta, m) {
+TORCH_LIBRARY_IMPL(pydet, Meta, m) {  // shapes and checks only: see `computes` in common/checks.h
   Ops<CpuKernels>::register_all(m);
 }
+
 
 }  // namespace pydet::box_iou

@@ -58,28 +58,34 @@ struct Ops {
     TORCH_CHECK_VALUE(scales.empty() || scales.size() == 2 * L, "pydet.anchor_grid: scales must be empty or hold "
                       "(scale_x, scale_y) per level (", 2 * L, " values), got ", scales.size());
     const at::Tensor& first = base_anchors[0];
-    std::vector<at::Tensor> inputs;  // contiguous inputs, alive while the kernel reads them
-    inputs.reserve(3 * L);
-    std::vector<Level> levels(L);
-    int64_t rows = 0;
+    c10::SymInt rows = 0;
     for (size_t l = 0; l < L; ++l) {
       const at::Tensor& b = base_anchors[l];
-      TORCH_CHECK_VALUE(b.dim() == 2 && b.size(1) == 4, "pydet.anchor_grid: base_anchors[", l,
-                        "] must have shape [A, 4], got ", shape_str(b.sizes()));
+      TORCH_CHECK_VALUE(b.dim() == 2 && b.sym_size(1) == 4, "pydet.anchor_grid: base_anchors[", l,
+                        "] must have shape [A, 4], got ", shape_str(b.sym_sizes()));
       TORCH_CHECK_VALUE(shifts_x[l].dim() == 1 && shifts_y[l].dim() == 1, "pydet.anchor_grid: shifts_x[", l,
-                        "] and shifts_y[", l, "] must be 1-D, got ", shape_str(shifts_x[l].sizes()), " and ",
-                        shape_str(shifts_y[l].sizes()));
+                        "] and shifts_y[", l, "] must be 1-D, got ", shape_str(shifts_x[l].sym_sizes()), " and ",
+                        shape_str(shifts_y[l].sym_sizes()));
       for (const at::Tensor* t : {&b, &shifts_x[l], &shifts_y[l]}) {
         check_floating(*t, op, "base_anchors/shifts");
         TORCH_CHECK_TYPE(t->scalar_type() == first.scalar_type(), "pydet.anchor_grid: every tensor must have the "
                          "dtype of base_anchors[0] (", dtype_name(first.scalar_type()), "), got ",
                          dtype_name(t->scalar_type()));
         check_same_device(first, "base_anchors[0]", *t, "every other tensor", op);
-        inputs.push_back(t->contiguous());
       }
+      rows += b.sym_size(0) * shifts_y[l].sym_size(0) * shifts_x[l].sym_size(0);
+    }
+    at::Tensor out = at::empty_symint({rows, 4}, first.options());
+    if (!computes(out)) return out;
+    std::vector<at::Tensor> inputs;  // contiguous inputs, alive while the kernel reads them
+    inputs.reserve(3 * L);
+    std::vector<Level> levels(L);
+    int64_t row_start = 0;
+    for (size_t l = 0; l < L; ++l) {
+      for (const at::Tensor* t : {&base_anchors[l], &shifts_x[l], &shifts_y[l]}) inputs.push_back(t->contiguous());
       Level& level = levels[l];
-      level.row_start = rows;
-      level.anchors = b.size(0);
+      level.row_start = row_start;
+      level.anchors = base_anchors[l].size(0);
       level.height = shifts_y[l].size(0);
       level.width = shifts_x[l].size(0);
       level.scale_x = scales.empty() ? 1.0 : scales[2 * l];
@@ -87,10 +93,9 @@ struct Ops {
       level.base = inputs[3 * l].const_data_ptr();
       level.shifts_x = inputs[3 * l + 1].const_data_ptr();
       level.shifts_y = inputs[3 * l + 2].const_data_ptr();
-      rows += level.anchors * level.height * level.width;
+      row_start += level.anchors * level.height * level.width;
     }
-    at::Tensor out = at::empty({rows, 4}, first.options());
-    if (rows > 0) Kernels::grid(levels, anchor_major, shift_corners, out);
+    Kernels::grid(levels, anchor_major, shift_corners, out);
     return out;
   }
 

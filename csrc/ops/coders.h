@@ -75,9 +75,9 @@ inline at::Tensor row_index_view(const char* op, const char* name, const at::Ten
   TORCH_CHECK_TYPE(index.scalar_type() == at::kLong, "pydet.", op, ": ", name, " must be an int64 tensor, got ",
                    dtype_name(index.scalar_type()));
   check_same_device(data, data_name, index, name, op);
-  TORCH_CHECK_VALUE(index.dim() == data.dim() - 1 && (index.dim() == 1 || index.size(0) == data.size(0)), "pydet.",
-                    op, ": ", name, " must have shape ", shapes, ", got ", shape_str(index.sizes()), " with ",
-                    data_name, " ", shape_str(data.sizes()));
+  TORCH_CHECK_VALUE(index.dim() == data.dim() - 1 && (index.dim() == 1 || index.sym_size(0) == data.sym_size(0)),
+                    "pydet.", op, ": ", name, " must have shape ", shapes, ", got ", shape_str(index.sym_sizes()),
+                    " with ", data_name, " ", shape_str(data.sym_sizes()));
   return index.dim() == 1 ? index.unsqueeze(0) : index;
 }
 
@@ -91,17 +91,17 @@ inline at::Tensor row_index_view(const char* op, const char* name, const at::Ten
 template <class Kernels>
 struct Ops {
   // reference [N, 4] or [B, N, 4] -> [B, N, 4] (a view; B = 1 broadcasts with stride 0).
-  static at::Tensor reference_view(const at::Tensor& reference, int64_t batch, at::ScalarType dtype) {
+  static at::Tensor reference_view(const at::Tensor& reference, const c10::SymInt& batch, at::ScalarType dtype) {
     const at::Tensor r = reference.to(dtype);
-    return r.dim() == 2 ? r.unsqueeze(0).expand({batch, r.size(0), 4}) : r;
+    return r.dim() == 2 ? r.unsqueeze(0).expand_symint({batch, r.sym_size(0), 4}) : r;
   }
 
-  static void check_reference(const char* op, const at::Tensor& reference, int64_t batch, int64_t n,
-                              int64_t data_rank, const char* data_name) {
-    TORCH_CHECK_VALUE(reference.size(-2) == n && (reference.dim() == 2 || reference.size(0) == batch), "pydet.", op,
-                      ": reference must have shape [N, 4] or [B, N, 4] matching ", data_name, " (N = ", n,
-                      data_rank == 3 ? c10::str(", B = ", batch) : std::string(), "), got ",
-                      shape_str(reference.sizes()));
+  static void check_reference(const char* op, const at::Tensor& reference, const c10::SymInt& batch,
+                              const c10::SymInt& n, int64_t data_rank, const char* data_name) {
+    TORCH_CHECK_VALUE(reference.sym_size(-2) == n && (reference.dim() == 2 || reference.sym_size(0) == batch),
+                      "pydet.", op, ": reference must have shape [N, 4] or [B, N, 4] matching ", data_name, " (N = ",
+                      n, data_rank == 3 ? c10::str(", B = ", batch) : std::string(), "), got ",
+                      shape_str(reference.sym_sizes()));
     TORCH_CHECK_VALUE(reference.dim() == 2 || data_rank == 3, "pydet.", op, ": a batched reference [B, N, 4] needs ",
                       "batched ", data_name, " [B, ...], got ", data_name, " of rank 2");
   }
@@ -119,20 +119,20 @@ struct Ops {
                      "have the same dtype, got ", dtype_name(reference.scalar_type()), " and ",
                      dtype_name(targets.scalar_type()));
     const bool gather = target_index.has_value();
-    const int64_t batch = targets.dim() == 3 ? targets.size(0) : 1;
+    const c10::SymInt batch = targets.dim() == 3 ? targets.sym_size(0) : c10::SymInt(1);
     at::Tensor idx2;
     if (gather) {
       idx2 = row_index_view(op, "target_index", *target_index, targets, "targets",
                             "[N] for targets [M, 4] or [B, N] for targets [B, M, 4]");
     }
-    const int64_t n = gather ? idx2.size(1) : targets.size(-2);
+    const c10::SymInt n = gather ? idx2.sym_size(1) : targets.sym_size(-2);
     check_reference(op, reference, batch, n, targets.dim(), gather ? "target_index" : "targets");
     const at::ScalarType dt = compute_dtype(targets.scalar_type());
     const at::Tensor ref3 = reference_view(reference, batch, dt);
     const at::Tensor tgt = targets.to(dt);
     const at::Tensor tgt3 = tgt.dim() == 2 ? tgt.unsqueeze(0) : tgt;
-    at::Tensor out = at::empty({batch, n, 4}, tgt.options());
-    if (out.numel() > 0) Kernels::encode(ref3, tgt3, idx2, out, c, p);
+    at::Tensor out = at::empty_symint({batch, n, 4}, tgt.options());
+    if (computes(out)) Kernels::encode(ref3, tgt3, idx2, out, c, p);
     out = out.to(targets.scalar_type());
     return targets.dim() == 2 ? out.squeeze(0) : out;
   }
@@ -140,7 +140,7 @@ struct Ops {
   struct DecodeView {
     at::Tensor reference, deltas;  // [B, N, 4], [B, N, 4C] in the compute dtype
     at::Tensor index;              // [Bi, K], or undefined: every row
-    std::vector<int64_t> out_shape;  // deltas' shape, with K rows for N when gathering
+    std::vector<c10::SymInt> out_shape;  // deltas' shape, with K rows for N when gathering
   };
 
   static DecodeView decode_view(const char* op, const at::Tensor& reference, const at::Tensor& deltas,
@@ -148,19 +148,19 @@ struct Ops {
     check_boxes(reference, op, "reference", "[N, 4] or [B, N, 4]", 2, 3);
     check_floating(deltas, op, "deltas");
     check_same_device(reference, "reference", deltas, "deltas", op);
-    TORCH_CHECK_VALUE((deltas.dim() == 2 || deltas.dim() == 3) && deltas.size(-1) > 0 && deltas.size(-1) % 4 == 0,
-                      "pydet.", op, ": deltas must have shape [N, 4 * C] or [B, N, 4 * C] (C >= 1), got ",
-                      shape_str(deltas.sizes()));
-    const int64_t batch = deltas.dim() == 3 ? deltas.size(0) : 1;
-    check_reference(op, reference, batch, deltas.size(-2), deltas.dim(), "deltas");
+    TORCH_CHECK_VALUE(
+        (deltas.dim() == 2 || deltas.dim() == 3) && deltas.sym_size(-1) > 0 && deltas.sym_size(-1) % 4 == 0, "pydet.",
+        op, ": deltas must have shape [N, 4 * C] or [B, N, 4 * C] (C >= 1), got ", shape_str(deltas.sym_sizes()));
+    const c10::SymInt batch = deltas.dim() == 3 ? deltas.sym_size(0) : c10::SymInt(1);
+    check_reference(op, reference, batch, deltas.sym_size(-2), deltas.dim(), "deltas");
     const at::ScalarType dt = compute_dtype(deltas.scalar_type());
     const at::Tensor d = deltas.to(dt);
     DecodeView v{reference_view(reference, batch, dt), d.dim() == 2 ? d.unsqueeze(0) : d, at::Tensor(),
-                 deltas.sizes().vec()};
+                 deltas.sym_sizes().vec()};
     if (index.has_value()) {
       v.index = row_index_view(op, "index", *index, deltas, "deltas",
                                "[K] for deltas [N, 4 * C] or [B, K] for deltas [B, N, 4 * C]");
-      v.out_shape[v.out_shape.size() - 2] = v.index.size(1);
+      v.out_shape[v.out_shape.size() - 2] = v.index.sym_size(1);
     }
     return v;
   }
@@ -174,10 +174,10 @@ struct Ops {
     check_clip_coding(op, c, max_shape.has_value());
     const CoderParams<double> p = make_params(op, weights, means, wh_clip_min, wh_clip_max, center_clamp, max_shape);
     const DecodeView v = decode_view(op, reference, deltas, index);
-    const int64_t rows = v.index.defined() ? v.index.size(1) : v.deltas.size(1);
-    at::Tensor out = at::empty({v.deltas.size(0), rows, v.deltas.size(2)}, v.deltas.options());
-    if (out.numel() > 0) Kernels::decode(v.reference, v.deltas, v.index, out, c, p);
-    return out.to(deltas.scalar_type()).view(v.out_shape);
+    const c10::SymInt rows = v.index.defined() ? v.index.sym_size(1) : v.deltas.sym_size(1);
+    at::Tensor out = at::empty_symint({v.deltas.sym_size(0), rows, v.deltas.sym_size(2)}, v.deltas.options());
+    if (computes(out)) Kernels::decode(v.reference, v.deltas, v.index, out, c, p);
+    return out.to(deltas.scalar_type()).view_symint(v.out_shape);
   }
 
   // With an index, the gradient of each gathered row is computed on the gathered rows and summed into
@@ -193,22 +193,22 @@ struct Ops {
     const CoderParams<double> p = make_params(op, weights, means, wh_clip_min, wh_clip_max, center_clamp, max_shape);
     const DecodeView v = decode_view(op, reference, deltas, index);
     if (!v.index.defined()) {
-      const at::Tensor g = grad.to(v.deltas.scalar_type()).reshape(v.deltas.sizes());
-      at::Tensor out = at::empty(v.deltas.sizes(), v.deltas.options());
-      if (out.numel() > 0) Kernels::decode_backward(g, v.reference, v.deltas, out, c, p);
-      return out.to(deltas.scalar_type()).view(deltas.sizes());
+      const at::Tensor g = grad.to(v.deltas.scalar_type()).reshape_symint(v.deltas.sym_sizes());
+      at::Tensor out = at::empty_symint(v.deltas.sym_sizes(), v.deltas.options());
+      if (computes(out)) Kernels::decode_backward(g, v.reference, v.deltas, out, c, p);
+      return out.to(deltas.scalar_type()).view_symint(deltas.sym_sizes());
     }
-    const int64_t batch = v.deltas.size(0), rows = v.index.size(1), width = v.deltas.size(2);
-    const at::Tensor idx = v.index.expand({batch, rows}).unsqueeze(-1);
+    const c10::SymInt batch = v.deltas.sym_size(0), rows = v.index.sym_size(1), width = v.deltas.sym_size(2);
+    const at::Tensor idx = v.index.expand_symint({batch, rows}).unsqueeze(-1);
     const at::Tensor source = idx.clamp_min(0);  // padding rows (index < 0) get a zero gradient below
-    const at::Tensor ref_rows = v.reference.gather(1, source.expand({batch, rows, 4}));
-    const at::Tensor delta_rows = v.deltas.gather(1, source.expand({batch, rows, width}));
-    const at::Tensor g = grad.to(v.deltas.scalar_type()).reshape({batch, rows, width});
-    at::Tensor per_row = at::empty({batch, rows, width}, v.deltas.options());
-    if (per_row.numel() > 0) Kernels::decode_backward(g, ref_rows, delta_rows, per_row, c, p);
+    const at::Tensor ref_rows = v.reference.gather(1, source.expand_symint({batch, rows, 4}));
+    const at::Tensor delta_rows = v.deltas.gather(1, source.expand_symint({batch, rows, width}));
+    const at::Tensor g = grad.to(v.deltas.scalar_type()).reshape_symint({batch, rows, width});
+    at::Tensor per_row = at::empty_symint({batch, rows, width}, v.deltas.options());
+    if (computes(per_row)) Kernels::decode_backward(g, ref_rows, delta_rows, per_row, c, p);
     at::Tensor out = at::zeros_like(v.deltas, at::MemoryFormat::Contiguous);
-    out.scatter_add_(1, source.expand({batch, rows, width}), per_row.masked_fill(idx.lt(0), 0));
-    return out.to(deltas.scalar_type()).view(deltas.sizes());
+    out.scatter_add_(1, source.expand_symint({batch, rows, width}), per_row.masked_fill(idx.lt(0), 0));
+    return out.to(deltas.scalar_type()).view_symint(deltas.sym_sizes());
   }
 
   static void register_all(torch::Library& m) {

@@ -34,15 +34,15 @@ struct Ops {
     check_floating(x, op, "inputs");
     check_floating(t, op, "targets");
     check_same_device(x, "inputs", t, "targets", op);
-    TORCH_CHECK_VALUE(x.sizes() == t.sizes(), "pydet.", op, ": targets must have the same shape as inputs ",
-                      shape_str(x.sizes()), ", got ", shape_str(t.sizes()));
+    TORCH_CHECK_VALUE(x.sym_sizes() == t.sym_sizes(), "pydet.", op, ": targets must have the same shape as inputs ",
+                      shape_str(x.sym_sizes()), ", got ", shape_str(t.sym_sizes()));
     TORCH_CHECK_VALUE(alpha <= 1.0, "pydet.", op, ": alpha must be in [0, 1] (or negative to disable the ",
                       "class weighting), got ", alpha);
     TORCH_CHECK_VALUE(gamma >= 0.0 && std::isfinite(gamma), "pydet.", op, ": gamma must be finite and >= 0, got ",
                       gamma);
     const at::ScalarType out = at::result_type(x, t);
     const at::ScalarType compute = compute_dtype(out);
-    return {x.to(compute).contiguous().view(-1), t.to(compute).contiguous().view(-1), out,
+    return {x.to(compute).contiguous().view({-1}), t.to(compute).contiguous().view({-1}), out,
             FocalParams<double>{alpha, gamma, alpha >= 0.0}};
   }
 
@@ -51,16 +51,15 @@ struct Ops {
     const char* op = "sigmoid_focal_loss";
     const Reduction red = parse_reduction(reduction, op);
     Inputs in = inputs(op, x, t, alpha, gamma);
-    const int64_t n = in.x.numel();
     if (red == Reduction::kNone) {
-      at::Tensor out = at::empty({n}, in.x.options());
-      if (n > 0) Kernels::focal(in.x, in.t, out, in.params);
-      return out.to(in.out_dtype).view(x.sizes());
+      at::Tensor out = at::empty_symint({in.x.sym_numel()}, in.x.options());
+      if (computes(out)) Kernels::focal(in.x, in.t, out, in.params);
+      return out.to(in.out_dtype).view_symint(x.sym_sizes());
     }
     // The mean of no elements is 0 (torchvision's IoU losses' convention; its focal loss gives NaN).
-    if (n == 0) return at::zeros({}, in.x.options().dtype(in.out_dtype));
+    if (!computes(in.x)) return at::zeros({}, in.x.options().dtype(in.out_dtype));
     at::Tensor total = Kernels::focal_sum(in.x, in.t, in.params);
-    if (red == Reduction::kMean) total.div_(double(n));
+    if (red == Reduction::kMean) total.div_(double(in.x.numel()));
     return total.to(in.out_dtype);
   }
 
@@ -71,17 +70,20 @@ struct Ops {
     const char* op = "_sigmoid_focal_loss_backward";
     const Reduction red = parse_reduction(reduction, op);
     Inputs in = inputs(op, x, t, alpha, gamma);
-    const int64_t n = in.x.numel();
+    const c10::SymInt n = in.x.sym_numel();
     const bool reduced = red != Reduction::kNone;
-    TORCH_CHECK_VALUE(reduced ? grad.numel() == 1 : grad.sizes() == x.sizes(), "pydet.", op, ": grad must have shape ",
-                      reduced ? "[]" : shape_str(x.sizes()), ", got ", shape_str(grad.sizes()));
-    const at::Tensor g = grad.to(in.x.scalar_type()).contiguous().view(-1);
-    const double scale = red == Reduction::kMean ? 1.0 / double(std::max<int64_t>(n, 1)) : 1.0;
-    at::Tensor grad_x = at::empty({n}, in.x.options());
-    at::Tensor grad_t = at::empty({targets_grad ? n : 0}, in.x.options());
-    if (n > 0) Kernels::focal_backward(g, scale, in.x, in.t, grad_x, targets_grad ? &grad_t : nullptr, in.params);
-    return {grad_x.to(x.scalar_type()).view(x.sizes()),
-            targets_grad ? grad_t.to(t.scalar_type()).view(t.sizes()) : grad_t.to(t.scalar_type())};
+    TORCH_CHECK_VALUE(reduced ? grad.sym_numel() == 1 : grad.sym_sizes() == x.sym_sizes(), "pydet.", op,
+                      ": grad must have shape ", reduced ? "[]" : shape_str(x.sym_sizes()), ", got ",
+                      shape_str(grad.sym_sizes()));
+    const at::Tensor g = grad.to(in.x.scalar_type()).contiguous().view({-1});
+    at::Tensor grad_x = at::empty_symint({n}, in.x.options());
+    at::Tensor grad_t = at::empty_symint({targets_grad ? n : c10::SymInt(0)}, in.x.options());
+    if (computes(grad_x)) {
+      const double scale = red == Reduction::kMean ? 1.0 / double(grad_x.numel()) : 1.0;
+      Kernels::focal_backward(g, scale, in.x, in.t, grad_x, targets_grad ? &grad_t : nullptr, in.params);
+    }
+    return {grad_x.to(x.scalar_type()).view_symint(x.sym_sizes()),
+            targets_grad ? grad_t.to(t.scalar_type()).view_symint(t.sym_sizes()) : grad_t.to(t.scalar_type())};
   }
 
   static void register_all(torch::Library& m) {

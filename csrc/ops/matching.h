@@ -84,28 +84,31 @@ struct Ops {
     p.gt = gt.to(dt);
     if (p.gt.dim() == 2) p.gt = p.gt.unsqueeze(0);
     p.anchors = anchors.to(dt);
-    const int64_t batch = p.gt.size(0), m = p.gt.size(1), n = p.anchors.size(0);
-    TORCH_CHECK_VALUE(m < (int64_t(1) << 31), "pydet.", op, ": at most 2^31 - 1 ground-truth boxes per image, got ", m);
+    const c10::SymInt batch = p.gt.sym_size(0), m = p.gt.sym_size(1), n = p.anchors.sym_size(0);
+    // Checked on concrete sizes only: a guard on a symbolic size would narrow what torch.export accepts.
+    TORCH_CHECK_VALUE(m.maybe_as_int().value_or(0) < (int64_t(1) << 31), "pydet.", op,
+                      ": at most 2^31 - 1 ground-truth boxes per image, got ", m);
     if (num_gt.has_value()) {
       const at::Tensor& c = *num_gt;
       TORCH_CHECK_TYPE(c.scalar_type() == at::kLong, "pydet.", op, ": num_gt must be an int64 tensor, got ",
                        dtype_name(c.scalar_type()));
-      TORCH_CHECK_VALUE(c.dim() == 1 && c.size(0) == batch, "pydet.", op, ": num_gt must have shape [B] = [", batch,
-                        "] (one count per image of gt), got ", shape_str(c.sizes()));
+      TORCH_CHECK_VALUE(c.dim() == 1 && c.sym_size(0) == batch, "pydet.", op, ": num_gt must have shape [B] = [",
+                        batch, "] (one count per image of gt), got ", shape_str(c.sym_sizes()));
       check_same_device(gt, "gt", c, "num_gt", op);
       p.counts = c.contiguous();
     } else {
-      p.counts = at::full({batch}, m, gt.options().dtype(at::kLong));
+      p.counts = at::full_symint({batch}, m, gt.options().dtype(at::kLong));
     }
     if (ignored.has_value()) {
       const at::Tensor& g = *ignored;
       TORCH_CHECK_TYPE(g.scalar_type() == at::kBool, "pydet.", op, ": ignored must be a bool tensor, got ",
                        dtype_name(g.scalar_type()));
-      TORCH_CHECK_VALUE((g.dim() == 1 && g.size(0) == n) || (g.dim() == 2 && g.size(0) == batch && g.size(1) == n),
+      TORCH_CHECK_VALUE((g.dim() == 1 && g.sym_size(0) == n) ||
+                            (g.dim() == 2 && g.sym_size(0) == batch && g.sym_size(1) == n),
                         "pydet.", op, ": ignored must have shape [N] or [B, N] = [", batch, ", ", n, "], got ",
-                        shape_str(g.sizes()));
+                        shape_str(g.sym_sizes()));
       check_same_device(gt, "gt", g, "ignored", op);
-      p.ignored = g.expand({batch, n}).contiguous();
+      p.ignored = g.expand_symint({batch, n}).contiguous();
     }
     return p;
   }
@@ -121,12 +124,14 @@ struct Ops {
     const char* op = "box_overlap_max";
     const Quality q = parse_quality(mode, anchors_first, eps, op);
     const Problem p = canonical(op, gt, anchors, num_gt, ignored);
-    const int64_t batch = p.gt.size(0), m = p.gt.size(1), n = p.anchors.size(0);
-    at::Tensor anchor_max = at::empty({batch, n}, p.gt.options());
-    at::Tensor anchor_argmax = at::empty({batch, n}, p.gt.options().dtype(at::kLong));
-    at::Tensor gt_max = at::empty({batch, m}, p.gt.options());
-    at::Tensor gt_argmax = at::empty({batch, m}, p.gt.options().dtype(at::kLong));
-    if (batch > 0 && (n > 0 || m > 0)) Kernels::overlap_max(p, q, anchor_max, anchor_argmax, gt_max, gt_argmax);
+    const c10::SymInt batch = p.gt.sym_size(0), m = p.gt.sym_size(1), n = p.anchors.sym_size(0);
+    at::Tensor anchor_max = at::empty_symint({batch, n}, p.gt.options());
+    at::Tensor anchor_argmax = at::empty_symint({batch, n}, p.gt.options().dtype(at::kLong));
+    at::Tensor gt_max = at::empty_symint({batch, m}, p.gt.options());
+    at::Tensor gt_argmax = at::empty_symint({batch, m}, p.gt.options().dtype(at::kLong));
+    if (computes(anchor_max) || computes(gt_max)) {
+      Kernels::overlap_max(p, q, anchor_max, anchor_argmax, gt_max, gt_argmax);
+    }
     return {shaped(anchor_max, gt), shaped(anchor_argmax, gt), shaped(gt_max, gt), shaped(gt_argmax, gt)};
   }
 
@@ -136,18 +141,18 @@ struct Ops {
     const char* op = "box_overlap_ties";
     const Quality q = parse_quality(mode, false, eps, op);
     const Problem p = canonical(op, gt, anchors, num_gt, ignored);
-    const int64_t batch = p.gt.size(0), m = p.gt.size(1), n = p.anchors.size(0);
-    TORCH_CHECK_VALUE(gt_best.dim() == gt.dim() - 1 && gt_best.size(-1) == m &&
-                          (gt_best.dim() == 1 || gt_best.size(0) == batch),
+    const c10::SymInt batch = p.gt.sym_size(0), m = p.gt.sym_size(1), n = p.anchors.sym_size(0);
+    TORCH_CHECK_VALUE(gt_best.dim() == gt.dim() - 1 && gt_best.sym_size(-1) == m &&
+                          (gt_best.dim() == 1 || gt_best.sym_size(0) == batch),
                       "pydet.", op, ": gt_best must have shape ", gt.dim() == 2 ? "[M]" : "[B, M]", " matching gt, got ",
-                      shape_str(gt_best.sizes()));
+                      shape_str(gt_best.sym_sizes()));
     check_same_device(gt, "gt", gt_best, "gt_best", op);
     TORCH_CHECK_TYPE(gt_best.scalar_type() == p.gt.scalar_type(), "pydet.", op, ": gt_best must have dtype ",
                      dtype_name(p.gt.scalar_type()), " (box_overlap_max's gt_max), got ",
                      dtype_name(gt_best.scalar_type()));
     const at::Tensor best = (gt_best.dim() == 1 ? gt_best.unsqueeze(0) : gt_best).contiguous();
-    at::Tensor out = at::empty({batch, n}, p.gt.options().dtype(at::kLong));
-    if (out.numel() > 0) Kernels::overlap_ties(p, q, best, min_best, out);
+    at::Tensor out = at::empty_symint({batch, n}, p.gt.options().dtype(at::kLong));
+    if (computes(out)) Kernels::overlap_ties(p, q, best, min_best, out);
     return shaped(out, gt);
   }
 
