@@ -1,17 +1,17 @@
 // Every torch.ops.pydet operator is declared here, in one place. Kernels are registered per
-// dispatch key next to their code (csrc/cpu/*.cpp, csrc/cuda/*.cu); fake (meta) kernels, autograd
-// and autocast rules are registered in Python (pydet/ops/_meta.py, pydet/ops/_autograd.py), except
-// box_decode's autograd (csrc/autograd/coders.cpp, for its per-call cost).
+// dispatch key next to their code (csrc/cpu/*.cpp, csrc/cuda/*.cu), and each family's front end
+// (csrc/ops/*.h) also for Meta; the ops whose output length depends on the data have Python fakes
+// beside their wrappers (pydet/ops/boxes.py, nms.py). Autograd and autocast rules are registered in
+// pydet/ops/_autograd.py, except box_decode's autograd (csrc/autograd/coders.cpp, for its per-call
+// cost). Each family names its Python module, so a missing import says which module to import.
 //
 // Ops whose name starts with "_" are internal (backward kernels); everything else is public API
 // documented in pydet/ops/.
 #include <torch/library.h>
 
 TORCH_LIBRARY(pydet, m) {
-  // Fake kernels live in Python; a missing import then tells the user which module to import.
-  m.set_python_module("pydet.ops._meta");
-
   // ---- boxes: csrc/{cpu,cuda}/boxes ----------------------------------------------------------
+  m.set_python_module("pydet.ops.boxes");
   m.def("box_area(Tensor boxes) -> Tensor");
   m.def("box_convert(Tensor boxes, str in_fmt, str out_fmt) -> Tensor");
   m.def("clip_boxes_to_image(Tensor boxes, SymInt[2] size) -> Tensor");
@@ -21,6 +21,7 @@ TORCH_LIBRARY(pydet, m) {
   m.def("_clip_boxes_to_image_backward(Tensor grad, Tensor boxes, SymInt[2] size) -> Tensor");
 
   // ---- IoU family: csrc/{cpu,cuda}/box_iou ---------------------------------------------------
+  m.set_python_module("pydet.ops.boxes");
   m.def("box_iou(Tensor boxes1, Tensor boxes2) -> Tensor");
   m.def("generalized_box_iou(Tensor boxes1, Tensor boxes2) -> Tensor");
   m.def("distance_box_iou(Tensor boxes1, Tensor boxes2, float eps=1e-07) -> Tensor");
@@ -43,6 +44,7 @@ TORCH_LIBRARY(pydet, m) {
       "float offset, float grad_scale) -> (Tensor, Tensor)");
 
   // ---- NMS family: csrc/{cpu,cuda}/nms --------------------------------------------------------
+  m.set_python_module("pydet.ops.nms");
   m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
   m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
   m.def(
@@ -61,11 +63,13 @@ TORCH_LIBRARY(pydet, m) {
       "(Tensor values, Tensor indices)");
 
   // ---- anchors: csrc/{cpu,cuda}/anchors ------------------------------------------------------
+  m.set_python_module("pydet.ops.anchors");
   m.def(
       "anchor_grid(Tensor[] base_anchors, Tensor[] shifts_x, Tensor[] shifts_y, float[] scales=[], "
       "bool anchor_major=False, bool shift_corners=True) -> Tensor");
 
   // ---- box coding: csrc/{cpu,cuda}/coders ----------------------------------------------------
+  m.set_python_module("pydet.ops.coders");
   m.def(
       "box_encode(Tensor reference, Tensor targets, str coding, float[] weights, float[] means, "
       "Tensor? target_index=None) -> Tensor");
@@ -78,6 +82,7 @@ TORCH_LIBRARY(pydet, m) {
       "Tensor? index=None) -> Tensor");
 
   // ---- classification losses: csrc/{cpu,cuda}/losses ------------------------------------------
+  m.set_python_module("pydet.ops.losses");
   m.def(
       "sigmoid_focal_loss(Tensor inputs, Tensor targets, float alpha=0.25, float gamma=2., str reduction=\"none\") "
       "-> Tensor");
@@ -86,6 +91,7 @@ TORCH_LIBRARY(pydet, m) {
       "str reduction, bool targets_grad) -> (Tensor grad_inputs, Tensor grad_targets)");
 
   // ---- depthwise convolution: csrc/{cpu,cuda}/depthwise_conv -------------------------------
+  m.set_python_module("pydet.ops.conv");
   m.def(
       "depthwise_conv2d(Tensor input, Tensor weight, Tensor? bias=None, int[2] stride=1, int[2] padding=0, "
       "int[2] dilation=1, str activation=\"none\") -> Tensor");
@@ -95,6 +101,7 @@ TORCH_LIBRARY(pydet, m) {
       "Tensor grad_bias)");
 
   // ---- IoU matching without the matrix: csrc/{cpu,cuda}/matching ----------------------------
+  m.set_python_module("pydet.ops.matching");
   m.def(
       "box_overlap_max(Tensor gt, Tensor anchors, Tensor? num_gt=None, str mode=\"iou\", bool anchors_first=False, "
       "float eps=1e-06, Tensor? ignored=None) -> (Tensor anchor_max, Tensor anchor_argmax, Tensor gt_max, "

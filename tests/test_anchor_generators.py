@@ -13,7 +13,7 @@ from helpers import FLOAT_DTYPES, assert_same
 from hypothesis import given
 from hypothesis import strategies as st
 
-import pydet.reference as R
+import pydet.benchmarks.reference as R
 from pydet.anchors import detectron2 as d2
 from pydet.anchors import mmdet, supergradients, torchvision
 

@@ -11,7 +11,7 @@ from helpers import FLOAT_DTYPES, assert_same
 from hypothesis import given
 from hypothesis import strategies as st
 
-import pydet.reference as R
+import pydet.benchmarks.reference as R
 from pydet.anchors import GridCache
 from pydet.anchors.detectron2 import DefaultAnchorGenerator
 from pydet.anchors.mmdet import AnchorGenerator

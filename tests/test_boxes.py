@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pydet.ops as ops
-from pydet import reference as R
+from pydet.benchmarks import reference as R
 
 FORMATS = ["xyxy", "xywh", "cxcywh"]
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pydet.ops as ops
-from pydet import reference as R
-from pydet.reference import ACTIVATIONS
+from pydet.benchmarks import reference as R
+from pydet.ops.conv import ACTIVATIONS
 
 
 def reference(x, w, b, stride, padding, dilation, activation):
@@ -189,11 +189,26 @@ def test_compile_fullgraph():
     assert torch.equal(compiled(x, w), f(x, w))
 
 
-def test_autocast_runs_in_the_lower_precision():
-    x = torch.randn(1, 4, 8, 8)
-    w = torch.randn(4, 1, 3, 3)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert ops.depthwise_conv2d(x, w, None, 1, 1).dtype == torch.bfloat16
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)],
+)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_runs_in_the_active_autocast_dtype(device, dtype):
+    """Like conv2d: the dtype the autocast region asks for, not a fixed one per device."""
+    x = torch.randn(1, 4, 8, 8, device=device)
+    w = torch.randn(4, 1, 3, 3, device=device)
+    b = torch.randn(4, device=device)
+    with torch.autocast(device, dtype=dtype):
+        got = ops.depthwise_conv2d(x, w, b, 1, 1, 1, "relu")
+        assert got.dtype == torch.nn.functional.conv2d(x, w, b, 1, 1, 1, 4).dtype == dtype
+    expected = ops.depthwise_conv2d(x.to(dtype), w.to(dtype), b.to(dtype), 1, 1, 1, "relu")
+    assert torch.equal(got, expected)
+    compiled = torch.compile(
+        lambda x: ops.depthwise_conv2d(x, w, b, 1, 1), fullgraph=True, backend="aot_eager"
+    )
+    with torch.autocast(device, dtype=dtype):
+        assert compiled(x).dtype == dtype
 
 
 @pytest.mark.cuda

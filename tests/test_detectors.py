@@ -14,7 +14,7 @@ from helpers import import_torchvision
 from torch import nn
 
 import pydet.models as M
-from pydet import reference as R
+from pydet.benchmarks import reference as R
 from pydet.models.losses import multibox_loss
 from pydet.ops import multiclass_nms_to_list
 

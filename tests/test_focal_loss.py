@@ -1,4 +1,4 @@
-"""sigmoid_focal_loss against torchvision's formula (pydet.reference): values on adversarial logits,
+"""sigmoid_focal_loss against torchvision's formula (pydet.benchmarks.reference): values on adversarial logits,
 every reduction and dtype, gradients for inputs and targets, autocast, torchvision itself if present."""
 
 import numpy as np
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pydet.ops as ops
-from pydet import reference as R
+from pydet.benchmarks import reference as R
 
 REDUCTIONS = ["none", "mean", "sum"]
 PARAMS = [(0.25, 2.0), (-1.0, 2.0), (0.5, 0.0), (0.75, 1.0), (0.25, 1.5), (0.0, 0.5)]

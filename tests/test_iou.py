@@ -1,4 +1,4 @@
-"""The IoU family against the reference formulas (pydet.reference): values, dtypes, layouts,
+"""The IoU family against the reference formulas (pydet.benchmarks.reference): values, dtypes, layouts,
 adversarial inputs, gradients and batch dimensions."""
 
 import pytest
@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pydet.ops as ops
-from pydet import reference as R
+from pydet.benchmarks import reference as R
 
 PAIRWISE = ["box_iou", "generalized_box_iou", "distance_box_iou", "complete_box_iou"]
 ALIGNED = [name + "_aligned" for name in PAIRWISE]

@@ -6,7 +6,7 @@ from helpers import assert_same, box_arrays, random_boxes, ulp_tolerance
 from hypothesis import given
 
 import pydet.ops as ops
-from pydet import reference as R
+from pydet.benchmarks import reference as R
 
 LOSSES = ["generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"]
 REDUCTIONS = ["none", "mean", "sum"]

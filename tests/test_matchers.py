@@ -17,7 +17,7 @@ import pydet.ops as ops
 from pydet.matchers import detectron2 as d2
 from pydet.matchers import mmdet as mm
 from pydet.matchers import torchvision as tv
-from pydet.reference import match_torchvision as tv_matcher
+from pydet.benchmarks.reference import match_torchvision as tv_matcher
 
 
 # ---- the libraries' code paths -------------------------------------------------------------------

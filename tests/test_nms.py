@@ -1,4 +1,4 @@
-"""The NMS family against plain greedy references (pydet.reference): exact keep lists on random and
+"""The NMS family against plain greedy references (pydet.benchmarks.reference): exact keep lists on random and
 adversarial inputs, the spatial-index path on large inputs, ties, NaN/inf, degenerate boxes."""
 
 import math
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pydet.ops as ops
-from pydet import reference as R
+from pydet.benchmarks import reference as R
 
 
 @st.composite

@@ -7,11 +7,7 @@
 // NaN propagates through every forward, as in PyTorch.
 #pragma once
 
-#include <c10/util/string_view.h>
-#include <c10/util/Exception.h>
-
 #include <cstdint>
-#include <string>
 #include <type_traits>
 
 #include "common/dual.h"
@@ -19,16 +15,6 @@
 namespace pydet {
 
 enum class Activation : int8_t { kNone, kRelu, kRelu6, kSilu, kHardswish };
-
-inline Activation parse_activation(c10::string_view name, const char* op) {
-  if (name == "none") return Activation::kNone;
-  if (name == "relu") return Activation::kRelu;
-  if (name == "relu6") return Activation::kRelu6;
-  if (name == "silu" || name == "swish") return Activation::kSilu;
-  if (name == "hardswish") return Activation::kHardswish;
-  C10_THROW_ERROR(ValueError, c10::str("pydet.", op, ": activation must be one of 'none', 'relu', 'relu6', 'silu', ",
-                                       "'swish', 'hardswish', got '", std::string(name), "'"));
-}
 
 // Calls f(std::integral_constant<Activation, a>) so kernels are compiled once per activation.
 template <class F>

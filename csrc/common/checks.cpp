@@ -76,43 +76,4 @@ void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor
                     " must be on the same device, got ", a.device().str(), " and ", b.device().str());
 }
 
-BoxFormat parse_box_format(c10::string_view fmt, const char* op, const char* arg) {
-  if (fmt == "xyxy") return BoxFormat::kXYXY;
-  if (fmt == "xywh") return BoxFormat::kXYWH;
-  if (fmt == "cxcywh") return BoxFormat::kCXCYWH;
-  C10_THROW_ERROR(ValueError, c10::str("pydet.", op, ": ", arg, " must be one of 'xyxy', 'xywh', 'cxcywh', got '",
-                    std::string(fmt), "'"));
-}
-
-BoxMetric parse_metric(c10::string_view name, const char* op) {
-  if (name == "iou") return BoxMetric::kIoU;
-  if (name == "giou") return BoxMetric::kGIoU;
-  if (name == "diou") return BoxMetric::kDIoU;
-  if (name == "ciou") return BoxMetric::kCIoU;
-  if (name == "giou_loss") return BoxMetric::kGIoULoss;
-  if (name == "diou_loss") return BoxMetric::kDIoULoss;
-  if (name == "ciou_loss") return BoxMetric::kCIoULoss;
-  if (name == "mm_iou") return BoxMetric::kMmIoU;
-  if (name == "mm_iof") return BoxMetric::kMmIoF;
-  if (name == "mm_giou") return BoxMetric::kMmGIoU;
-  C10_THROW_ERROR(ValueError, c10::str("pydet.", op, ": metric must be one of 'iou', 'giou', 'diou', 'ciou', 'giou_loss', "
-                    "'diou_loss', 'ciou_loss', 'mm_iou', 'mm_iof', 'mm_giou', got '", std::string(name), "'"));
-}
-
-Reduction parse_reduction(c10::string_view reduction, const char* op) {
-  if (reduction == "none") return Reduction::kNone;
-  if (reduction == "mean") return Reduction::kMean;
-  if (reduction == "sum") return Reduction::kSum;
-  C10_THROW_ERROR(ValueError, c10::str("pydet.", op, ": reduction must be one of 'none', 'mean', 'sum', got '",
-                    std::string(reduction), "'"));
-}
-
-BoxMetric parse_overlap_mode(c10::string_view mode, const char* op) {
-  if (mode == "iou") return BoxMetric::kMmIoU;
-  if (mode == "iof") return BoxMetric::kMmIoF;
-  if (mode == "giou") return BoxMetric::kMmGIoU;
-  C10_THROW_ERROR(ValueError, c10::str("pydet.", op, ": mode must be one of 'iou', 'iof', 'giou', got '", std::string(mode),
-                    "'"));
-}
-
 }  // namespace pydet

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/box_math.h"
+#include "common/choices.h"
 
 namespace pydet {
 
@@ -50,16 +51,5 @@ void check_integer(const at::Tensor& t, const char* op, const char* arg, const c
 
 void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name,
                        const char* op);
-
-BoxFormat parse_box_format(c10::string_view fmt, const char* op, const char* arg);
-
-// Names of the metrics the internal backward ops take ("iou", "giou", ..., "mm_giou").
-BoxMetric parse_metric(c10::string_view name, const char* op);
-
-enum class Reduction : int8_t { kNone, kMean, kSum };
-Reduction parse_reduction(c10::string_view reduction, const char* op);
-
-// mmdet bbox_overlaps mode: "iou" | "iof" | "giou".
-BoxMetric parse_overlap_mode(c10::string_view mode, const char* op);
 
 }  // namespace pydet

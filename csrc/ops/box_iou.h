@@ -113,7 +113,7 @@ struct Ops {
   static std::tuple<at::Tensor, at::Tensor> pairwise_backward(const at::Tensor& grad, const at::Tensor& boxes1,
                                                               const at::Tensor& boxes2, c10::string_view metric,
                                                               double eps, double offset) {
-    const BoxMetric m = parse_metric(metric, "_pairwise_box_metric_backward");
+    const BoxMetric m = parse_choice(metric, kMetrics, "_pairwise_box_metric_backward", "metric");
     TORCH_CHECK_VALUE(metric_is_pairwise(m), "pydet._pairwise_box_metric_backward: metric '", std::string(metric),
                       "' exists only in aligned form");
     const Promoted p = promote(boxes1, boxes2);
@@ -170,7 +170,7 @@ struct Ops {
   static std::tuple<at::Tensor, at::Tensor> aligned_backward(const at::Tensor& grad, const at::Tensor& boxes1,
                                                              const at::Tensor& boxes2, c10::string_view metric,
                                                              double eps, double offset, double grad_scale) {
-    const BoxMetric m = parse_metric(metric, "_aligned_box_metric_backward");
+    const BoxMetric m = parse_choice(metric, kMetrics, "_aligned_box_metric_backward", "metric");
     Aligned a = aligned_inputs("_aligned_box_metric_backward", boxes1, "boxes1", boxes2, "boxes2");
     const c10::SymInt K = a.b1.sym_size(0);
     const at::Tensor g =
@@ -189,7 +189,7 @@ struct Ops {
   // ---- losses ----------------------------------------------------------------------------------
   static at::Tensor loss(const char* op, const at::Tensor& boxes1, const at::Tensor& boxes2,
                          c10::string_view reduction, double eps, BoxMetric metric) {
-    const Reduction red = parse_reduction(reduction, op);
+    const Reduction red = parse_choice(reduction, kReductions, op, "reduction");
     Aligned a = aligned_inputs(op, boxes1, "boxes1", boxes2, "boxes2");
     at::Tensor per_pair = at::empty_symint({a.b1.sym_size(0)}, a.b1.options());
     if (computes(per_pair)) Kernels::aligned(a.b1, a.b2, per_pair, metric, eps, 0.0);
@@ -227,7 +227,7 @@ struct Ops {
     });
     m.impl("bbox_overlaps", [](const at::Tensor& b1, const at::Tensor& b2, c10::string_view mode, bool is_aligned,
                                double eps, int64_t offset) {
-      const BoxMetric metric = parse_overlap_mode(mode, "bbox_overlaps");
+      const BoxMetric metric = parse_choice(mode, kOverlapModes, "bbox_overlaps", "mode");
       TORCH_CHECK_VALUE(offset == 0 || offset == 1, "pydet.bbox_overlaps: offset must be 0 or 1, got ", offset);
       if (!is_aligned) return pairwise("bbox_overlaps", b1, "bboxes1", b2, "bboxes2", true, metric, eps, offset);
       // mmdet's aligned mode wants identical shapes (no broadcasting).

@@ -52,8 +52,8 @@ struct Ops {
 
   static at::Tensor convert(const at::Tensor& boxes, c10::string_view in_fmt, c10::string_view out_fmt) {
     check_boxes(boxes, "box_convert", "boxes", "[..., 4]", 1, kAnyRank);
-    const BoxFormat fi = parse_box_format(in_fmt, "box_convert", "in_fmt");
-    const BoxFormat fo = parse_box_format(out_fmt, "box_convert", "out_fmt");
+    const BoxFormat fi = parse_choice(in_fmt, kBoxFormats, "box_convert", "in_fmt");
+    const BoxFormat fo = parse_choice(out_fmt, kBoxFormats, "box_convert", "out_fmt");
     if (fi == fo) return boxes.clone();  // torchvision also returns a copy
     const at::Tensor r = rows(boxes);
     at::Tensor out = at::empty_symint(r.sym_sizes(), r.options());
@@ -62,8 +62,8 @@ struct Ops {
   }
 
   static at::Tensor convert_backward(const at::Tensor& grad, c10::string_view in_fmt, c10::string_view out_fmt) {
-    const BoxFormat fi = parse_box_format(in_fmt, "box_convert", "in_fmt");
-    const BoxFormat fo = parse_box_format(out_fmt, "box_convert", "out_fmt");
+    const BoxFormat fi = parse_choice(in_fmt, kBoxFormats, "box_convert", "in_fmt");
+    const BoxFormat fo = parse_choice(out_fmt, kBoxFormats, "box_convert", "out_fmt");
     if (fi == fo) return grad.clone();
     const at::Tensor g = rows(grad);
     at::Tensor out = at::empty_symint(g.sym_sizes(), g.options());

@@ -22,14 +22,6 @@
 
 namespace pydet::coders {
 
-inline Coding parse_coding(c10::string_view name, const char* op) {
-  if (name == "torchvision") return Coding::kTorchvision;
-  if (name == "mmdet") return Coding::kMmdet;
-  if (name == "ssd") return Coding::kSsd;
-  C10_THROW_ERROR(ValueError, c10::str("pydet.", op, ": coding must be one of 'torchvision', 'mmdet', 'ssd', got '",
-                                       std::string(name), "'"));
-}
-
 inline CoderParams<double> make_params(const char* op, c10::ArrayRef<double> weights, c10::ArrayRef<double> means,
                                        double wh_min, double wh_max, double center_clamp,
                                        std::optional<c10::ArrayRef<double>> max_shape) {
@@ -110,7 +102,7 @@ struct Ops {
                            c10::ArrayRef<double> weights, c10::ArrayRef<double> means,
                            const std::optional<at::Tensor>& target_index) {
     const char* op = "box_encode";
-    const Coding c = parse_coding(coding, op);
+    const Coding c = parse_choice(coding, kCodings, op, "coding");
     const CoderParams<double> p = make_params(op, weights, means, -INFINITY, INFINITY, INFINITY, std::nullopt);
     check_boxes(reference, op, "reference", "[N, 4] or [B, N, 4]", 2, 3);
     check_boxes(targets, op, "targets", "[N, 4] or [B, N, 4]", 2, 3);
@@ -170,7 +162,7 @@ struct Ops {
                            double wh_clip_max, double center_clamp, std::optional<c10::ArrayRef<double>> max_shape,
                            const std::optional<at::Tensor>& index) {
     const char* op = "box_decode";
-    const Coding c = parse_coding(coding, op);
+    const Coding c = parse_choice(coding, kCodings, op, "coding");
     check_clip_coding(op, c, max_shape.has_value());
     const CoderParams<double> p = make_params(op, weights, means, wh_clip_min, wh_clip_max, center_clamp, max_shape);
     const DecodeView v = decode_view(op, reference, deltas, index);
@@ -188,7 +180,7 @@ struct Ops {
                                     double center_clamp, std::optional<c10::ArrayRef<double>> max_shape,
                                     const std::optional<at::Tensor>& index) {
     const char* op = "box_decode";
-    const Coding c = parse_coding(coding, op);
+    const Coding c = parse_choice(coding, kCodings, op, "coding");
     check_clip_coding(op, c, max_shape.has_value());
     const CoderParams<double> p = make_params(op, weights, means, wh_clip_min, wh_clip_max, center_clamp, max_shape);
     const DecodeView v = decode_view(op, reference, deltas, index);

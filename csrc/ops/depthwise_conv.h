@@ -92,7 +92,7 @@ struct Ops {
     p.weight = weight.to(dt).contiguous().view_symint({c, kh, kw});
     p.bias = bias.has_value() ? bias->to(dt).contiguous() : at::zeros_symint({c}, p.input.options());
     p.out_shape = {input.sym_size(0), c, oh, ow};
-    p.act = parse_activation(activation, op);
+    p.act = parse_choice(activation, kActivations, op, "activation");
     if (!input.is_meta()) {
       p.g = Geometry{input.size(0), c.expect_int(), input.size(2), input.size(3), weight.size(2), weight.size(3),
                      oh.expect_int(), ow.expect_int(), stride[0], stride[1], padding[0], padding[1], dilation[0],

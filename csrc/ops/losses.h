@@ -49,7 +49,7 @@ struct Ops {
   static at::Tensor forward(const at::Tensor& x, const at::Tensor& t, double alpha, double gamma,
                             c10::string_view reduction) {
     const char* op = "sigmoid_focal_loss";
-    const Reduction red = parse_reduction(reduction, op);
+    const Reduction red = parse_choice(reduction, kReductions, op, "reduction");
     Inputs in = inputs(op, x, t, alpha, gamma);
     if (red == Reduction::kNone) {
       at::Tensor out = at::empty_symint({in.x.sym_numel()}, in.x.options());
@@ -68,7 +68,7 @@ struct Ops {
                                                      const at::Tensor& t, double alpha, double gamma,
                                                      c10::string_view reduction, bool targets_grad) {
     const char* op = "_sigmoid_focal_loss_backward";
-    const Reduction red = parse_reduction(reduction, op);
+    const Reduction red = parse_choice(reduction, kReductions, op, "reduction");
     Inputs in = inputs(op, x, t, alpha, gamma);
     const c10::SymInt n = in.x.sym_numel();
     const bool reduced = red != Reduction::kNone;

@@ -35,16 +35,7 @@ struct Quality {
 };
 
 inline Quality parse_quality(c10::string_view mode, bool anchors_first, double eps, const char* op) {
-  Quality q{BoxMetric::kIoU, anchors_first, eps};
-  if (mode == "mm_iou") {
-    q.metric = BoxMetric::kMmIoU;
-  } else if (mode == "mm_iof") {
-    q.metric = BoxMetric::kMmIoF;
-  } else if (mode != "iou") {
-    C10_THROW_ERROR(ValueError, c10::str("pydet.", op, ": mode must be one of 'iou', 'mm_iou', 'mm_iof', got '",
-                                         std::string(mode), "'"));
-  }
-  return q;
+  return {parse_choice(mode, kQualityModes, op, "mode"), anchors_first, eps};
 }
 
 // f(std::integral_constant<BoxMetric, m>{}) for the quality's metric (the kernels are templated on it).
@@ -55,8 +46,10 @@ void with_metric(BoxMetric metric, const F& f) {
       return f(std::integral_constant<BoxMetric, BoxMetric::kMmIoU>{});
     case BoxMetric::kMmIoF:
       return f(std::integral_constant<BoxMetric, BoxMetric::kMmIoF>{});
-    default:
+    case BoxMetric::kIoU:
       return f(std::integral_constant<BoxMetric, BoxMetric::kIoU>{});
+    default:  // parse_quality admits no other metric
+      TORCH_INTERNAL_ASSERT(false, "pydet matching: unsupported quality metric ", int(metric));
   }
 }
 

@@ -166,9 +166,7 @@ struct Ops {
     TORCH_CHECK_VALUE(!background_class.has_value() || (background >= 0 && C > background),
                       "pydet.multiclass_nms: background_class must be None or a class index in [0, ", C, "), got ",
                       background);
-    const BoxFormat fmt = parse_box_format(box_format, op, "box_format");
-    TORCH_CHECK_VALUE(fmt != BoxFormat::kXYWH, "pydet.multiclass_nms: box_format must be one of 'xyxy', 'cxcywh', "
-                      "got 'xywh'");
+    const BoxFormat fmt = parse_choice(box_format, kCornerOrCenterFormats, op, "box_format");
 
     const at::ScalarType comp = compute_dtype(c10::promoteTypes(boxes.scalar_type(), scores.scalar_type()));
     MulticlassOutputs out{
@@ -195,17 +193,7 @@ struct Ops {
     check_boxes(boxes, op, "boxes", "[N, 4]", 2, 2);
     check_scores(op, boxes, scores);
     check_threshold(op, "iou_threshold", iou_threshold);
-    SoftNmsMethod m;
-    if (method == "naive") {
-      m = SoftNmsMethod::kNaive;
-    } else if (method == "linear") {
-      m = SoftNmsMethod::kLinear;
-    } else if (method == "gaussian") {
-      m = SoftNmsMethod::kGaussian;
-    } else {
-      C10_THROW_ERROR(ValueError, c10::str("pydet.soft_nms: method must be one of 'naive', 'linear', 'gaussian', got '",
-                                           std::string(method), "'"));
-    }
+    const SoftNmsMethod m = parse_choice(method, kSoftNmsMethods, op, "method");
     TORCH_CHECK_VALUE(sigma > 0, "pydet.soft_nms: sigma must be > 0, got ", sigma);
     TORCH_CHECK_VALUE(!std::isnan(min_score), "pydet.soft_nms: min_score must not be NaN");
     TORCH_CHECK_VALUE(offset == 0 || offset == 1, "pydet.soft_nms: offset must be 0 or 1, got ", offset);

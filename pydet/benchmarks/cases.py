@@ -1,5 +1,5 @@
 """The workloads ``pydet bench`` and ``bench/`` time: each pairs a pydet operator with the
-plain-PyTorch formula it replaces (``pydet.reference``, the formula torchvision/mmdet use) and, when
+plain-PyTorch formula it replaces (``pydet.benchmarks.reference``, the formula torchvision/mmdet use) and, when
 torchvision is importable, torchvision's own implementation."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 import pydet.ops as ops
-from pydet import reference as R
+from pydet.benchmarks import reference as R
 from pydet.benchmarks import native
 
 

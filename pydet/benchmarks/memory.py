@@ -39,7 +39,7 @@ MATCH_WORKLOADS = {
         "run = Matcher(0.5, 0.4, allow_low_quality_matches=True).match_boxes"
     ),
     "box_iou + Matcher (eager matrix path)": (
-        "from pydet import reference as R\n"
+        "from pydet.benchmarks import reference as R\n"
         "def run(gt, anchors):\n"
         "    return R.match_torchvision(R.box_iou(gt, anchors), 0.5, 0.4, True)"
     ),

@@ -4,7 +4,7 @@
 kernel; importing this package also registers the fake kernels, autograd and autocast rules.
 """
 
-from pydet.ops import _autograd, _meta  # noqa: F401  (registrations)
+from pydet.ops import _autograd  # noqa: F401  (registrations)
 from pydet.ops.anchors import anchor_grid
 from pydet.ops.boxes import (
     bbox_overlaps,

@@ -8,7 +8,7 @@ torchvision).
 
 Autocast: box arithmetic is precision-sensitive (areas overflow float16 above 65504 px^2), so under
 ``torch.autocast`` the box ops run in float32, like PyTorch's own "fp32" autocast ops; the depthwise
-convolution runs in the autocast dtype, like ``conv2d``.
+convolution runs in the active autocast dtype (``torch.get_autocast_dtype``), like ``conv2d``.
 """
 
 from __future__ import annotations
@@ -174,8 +174,40 @@ _FLOAT32_OPS = (
     "box_overlap_ties",
     "sigmoid_focal_loss",
 )
-for _device, _lower in (("cpu", torch.bfloat16), ("cuda", torch.float16)):
+_lib = torch.library.Library("pydet", "IMPL")
+
+
+def _cast_floating(args, device_type: str, dtype: torch.dtype):
+    """Autocast's input cast: floating tensors on the autocast device (but float64) to ``dtype``."""
+
+    def cast(v):
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.device.type == device_type:
+            return v if v.dtype == torch.float64 else v.to(dtype)
+        if isinstance(v, (list, tuple)):
+            return type(v)(cast(x) for x in v)
+        return v
+
+    return [cast(v) for v in args]
+
+
+def _register_autocast_to_active_dtype(name: str, device_type: str) -> None:
+    """``torch.library.register_autocast`` casts to one dtype fixed at registration; this rule casts to
+    the dtype of the autocast region the op runs in, as ATen's lower-precision ops do."""
+    op = getattr(_ops, name).default
+    key_name = "Autocast" + torch._C._dispatch_key_for_device(device_type)
+    key = getattr(torch._C.DispatchKey, key_name)
+
+    def run(*args):
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):
+            return op(*_cast_floating(args, device_type, dtype))
+
+    op.py_impl(key)(run)  # what torch.compile traces
+    _lib.impl(name, lambda _keyset, *args: run(*args), key_name, with_keyset=True)
+
+
+for _device in ("cpu", "cuda"):
     if torch.amp.is_autocast_available(_device):
         for _name in _FLOAT32_OPS:
             torch.library.register_autocast("pydet::" + _name, _device, torch.float32)
-        torch.library.register_autocast("pydet::depthwise_conv2d", _device, _lower)
+        _register_autocast_to_active_dtype("depthwise_conv2d", _device)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pydet.ops import _checks
+
 _ops = torch.ops.pydet
 
 
@@ -59,6 +61,14 @@ def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
     removed. The output length depends on the data.
     """
     return _ops.remove_small_boxes(boxes, min_size)
+
+
+@torch.library.register_fake("pydet::remove_small_boxes")
+def _remove_small_boxes_fake(boxes, min_size):
+    # The output length depends on the data: a Python fake (an unbacked size) that repeats the C++
+    # front end's one check (csrc/ops/boxes.h) instead of a Meta registration of it.
+    _checks.check_boxes(boxes, "remove_small_boxes", "boxes", "[N, 4]", 2, 2)
+    return boxes.new_empty((torch.library.get_ctx().new_dynamic_size(),), dtype=torch.int64)
 
 
 # ---- pairwise IoU family (torchvision) ---------------------------------------------------------

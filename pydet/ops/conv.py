@@ -14,6 +14,17 @@ from torch import Tensor
 
 Pair = int | tuple[int, int]
 
+# The activations the kernels fuse (csrc/common/activation.h), as PyTorch computes them: the
+# DepthwiseConv2d module's fallback path and the tests' reference use these.
+ACTIVATIONS = {
+    "none": lambda x: x,
+    "relu": torch.nn.functional.relu,
+    "relu6": torch.nn.functional.relu6,
+    "silu": torch.nn.functional.silu,
+    "swish": torch.nn.functional.silu,
+    "hardswish": torch.nn.functional.hardswish,
+}
+
 
 def _pair(v: Pair) -> list[int]:
     return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]

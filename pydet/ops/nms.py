@@ -24,6 +24,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from pydet.ops import _checks
+
 _ops = torch.ops.pydet
 
 
@@ -195,6 +197,99 @@ def nms_rotated(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 def batched_nms_rotated(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     """detectron2 ``batched_nms_rotated``: rotated NMS within each category ``idxs``."""
     return _ops.batched_nms_rotated(boxes, scores, idxs, iou_threshold)
+
+
+# ---- fake kernels of the data-dependent ops -----------------------------------------------------
+# The number of kept boxes depends on the data, so these ops have Python fakes (an unbacked output
+# size) instead of Meta registrations of their C++ front ends; they repeat the front ends' checks
+# (csrc/ops/nms.h), which tests/test_bad_input.py keeps identical.
+def _check_threshold(op: str, arg: str, value: float) -> None:
+    if not value >= 0:
+        raise ValueError(f"pydet.{op}: {arg} must be >= 0 (an IoU threshold), got {value:g}")
+
+
+def _check_scores(op: str, boxes, scores) -> None:
+    if not (scores.dim() == 1 and scores.shape[0] == boxes.shape[0]):
+        raise ValueError(
+            f"pydet.{op}: scores must have shape [N] matching boxes [N, {boxes.shape[-1]}], got scores "
+            f"{_checks.shape_str(scores.shape)} and boxes {_checks.shape_str(boxes.shape)}"
+        )
+    _checks.check_floating(scores, op, "scores")
+    _checks.check_same_device(boxes, "boxes", scores, "scores", op)
+
+
+def _check_idxs(op: str, boxes, idxs) -> None:
+    if not (idxs.dim() == 1 and idxs.shape[0] == boxes.shape[0]):
+        raise ValueError(
+            f"pydet.{op}: idxs must have shape [N] matching boxes, got idxs {_checks.shape_str(idxs.shape)} and boxes "
+            f"{_checks.shape_str(boxes.shape)}"
+        )
+    _checks.check_integer(idxs, op, "idxs", "the category of each box")
+    _checks.check_same_device(boxes, "boxes", idxs, "idxs", op)
+
+
+def _check_rotated(op: str, boxes, arg: str) -> None:
+    if not (boxes.dim() == 2 and boxes.shape[1] == 5):
+        raise ValueError(
+            f"pydet.{op}: {arg} must have shape [N, 5] (cx, cy, w, h, angle in degrees), got "
+            f"{_checks.shape_str(boxes.shape)}"
+        )
+    _checks.check_floating(boxes, op, arg)
+
+
+def _kept_indices(boxes):
+    return boxes.new_empty((torch.library.get_ctx().new_dynamic_size(),), dtype=torch.int64)
+
+
+@torch.library.register_fake("pydet::nms")
+def _nms(boxes, scores, iou_threshold):
+    _checks.check_boxes(boxes, "nms", "boxes", "[N, 4]", 2, 2)
+    _check_scores("nms", boxes, scores)
+    _check_threshold("nms", "iou_threshold", iou_threshold)
+    return _kept_indices(boxes)
+
+
+@torch.library.register_fake("pydet::batched_nms")
+def _batched_nms(boxes, scores, idxs, iou_threshold):
+    _checks.check_boxes(boxes, "batched_nms", "boxes", "[N, 4]", 2, 2)
+    _check_scores("batched_nms", boxes, scores)
+    _check_idxs("batched_nms", boxes, idxs)
+    _check_threshold("batched_nms", "iou_threshold", iou_threshold)
+    return _kept_indices(boxes)
+
+
+@torch.library.register_fake("pydet::soft_nms")
+def _soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=1e-3, method="linear", offset=0):
+    op = "soft_nms"
+    _checks.check_boxes(boxes, op, "boxes", "[N, 4]", 2, 2)
+    _check_scores(op, boxes, scores)
+    _check_threshold(op, "iou_threshold", iou_threshold)
+    _checks.check_choice(method, ("naive", "linear", "gaussian"), op, "method")
+    if not sigma > 0:
+        raise ValueError(f"pydet.soft_nms: sigma must be > 0, got {sigma:g}")
+    if min_score != min_score:
+        raise ValueError("pydet.soft_nms: min_score must not be NaN")
+    if offset not in (0, 1):
+        raise ValueError(f"pydet.soft_nms: offset must be 0 or 1, got {offset}")
+    kept = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((kept, 5)), boxes.new_empty((kept,), dtype=torch.int64)
+
+
+@torch.library.register_fake("pydet::nms_rotated")
+def _nms_rotated(boxes, scores, iou_threshold):
+    _check_rotated("nms_rotated", boxes, "boxes")
+    _check_scores("nms_rotated", boxes, scores)
+    _check_threshold("nms_rotated", "iou_threshold", iou_threshold)
+    return _kept_indices(boxes)
+
+
+@torch.library.register_fake("pydet::batched_nms_rotated")
+def _batched_nms_rotated(boxes, scores, idxs, iou_threshold):
+    _check_rotated("batched_nms_rotated", boxes, "boxes")
+    _check_scores("batched_nms_rotated", boxes, scores)
+    _check_idxs("batched_nms_rotated", boxes, idxs)
+    _check_threshold("batched_nms_rotated", "iou_threshold", iou_threshold)
+    return _kept_indices(boxes)
 
 
 __all__ = [

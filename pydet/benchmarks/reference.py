@@ -13,6 +13,8 @@ import math
 import torch
 from torch import Tensor
 
+from pydet.ops.conv import ACTIVATIONS
+
 
 # ---- box utilities -----------------------------------------------------------------------------
 def box_area(boxes: Tensor) -> Tensor:
@@ -487,17 +489,6 @@ def match_torchvision(q: Tensor, high: float, low: float, allow_low: bool) -> Te
 
 
 # ---- depthwise convolution ---------------------------------------------------------------------
-# The activations pydet fuses into its convolution kernels, as PyTorch computes them.
-ACTIVATIONS = {
-    "none": lambda x: x,
-    "relu": torch.nn.functional.relu,
-    "relu6": torch.nn.functional.relu6,
-    "silu": torch.nn.functional.silu,
-    "swish": torch.nn.functional.silu,
-    "hardswish": torch.nn.functional.hardswish,
-}
-
-
 def depthwise_conv2d(
     x: Tensor, weight: Tensor, bias: Tensor | None, stride, padding, dilation, activation: str = "none"
 ) -> Tensor:
