@@ -14,10 +14,10 @@ from helpers import random_boxes
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pydet.coders import Box2BoxTransform, BoxCoder, DeltaXYWHBBoxCoder, SSDBoxCoder
-from pydet.ops import box_decode, box_encode
 from pydet.benchmarks.reference import box_decode_torchvision as tv_decode
 from pydet.benchmarks.reference import box_encode_torchvision as tv_encode
+from pydet.coders import Box2BoxTransform, BoxCoder, DeltaXYWHBBoxCoder, SSDBoxCoder
+from pydet.ops import box_decode, box_encode
 
 CLIP = math.log(1000.0 / 16)
 

@@ -14,10 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pydet.ops as ops
+from pydet.benchmarks.reference import match_torchvision as tv_matcher
 from pydet.matchers import detectron2 as d2
 from pydet.matchers import mmdet as mm
 from pydet.matchers import torchvision as tv
-from pydet.benchmarks.reference import match_torchvision as tv_matcher
 
 
 # ---- the libraries' code paths -------------------------------------------------------------------

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 
 import pydet.ops as ops
-from pydet.benchmarks import reference as R
 from pydet.benchmarks import native
+from pydet.benchmarks import reference as R
 
 
 @dataclass

@@ -14,8 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from pydet.layers.norm import FrozenBatchNorm2d
-from pydet.ops.conv import depthwise_conv2d
-from pydet.ops.conv import ACTIVATIONS
+from pydet.ops.conv import ACTIVATIONS, depthwise_conv2d
 
 _ACTIVATION_NAMES = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.SiLU: "silu", nn.Hardswish: "hardswish"}
 
