@@ -15,6 +15,8 @@ both may report fewer ``-inf`` candidates than pydet.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from onnxscript import opset18 as op
 
@@ -54,27 +56,53 @@ def _multiclass_nms(
     labels=None,
     num_classes: int | None = None,
 ):
-    if (
-        labels is not None
-    ):  # as on CUDA: each score into its label's column of a [B, N, C] matrix, -inf elsewhere
-        neg_inf = op.CastLike(float("-inf"), scores)
-        labels = op.Cast(labels, to=7)  # 7: int64
-        dense_shape = op.Concat(
-            _dim(scores, 0), _dim(scores, 1), op.Constant(value_ints=[num_classes]), axis=0
-        )
-        scores = op.ScatterElements(
-            op.Expand(neg_inf, dense_shape),
-            op.Unsqueeze(op.Max(labels, op.Constant(value_int=0)), [2]),
-            op.Unsqueeze(op.Where(op.GreaterOrEqual(labels, op.Constant(value_int=0)), scores, neg_inf), [2]),
-            axis=2,
-        )
+    if labels is not None:
+        scores = _scores_by_label(scores, labels, num_classes)
     specific = len(boxes.shape) == 4
-    if box_format == "cxcywh":  # same arithmetic as box_convert: (cx - 0.5 w, cy - 0.5 h, cx + 0.5 w, ...)
-        centre = op.Slice(boxes, [0], [2], [-1])
-        half = op.Mul(op.Slice(boxes, [2], [4], [-1]), op.CastLike(0.5, boxes))
-        boxes = op.Concat(op.Sub(centre, half), op.Add(centre, half), axis=-1)
+    if box_format == "cxcywh":
+        boxes = _cxcywh_to_xyxy(boxes)
     neg_inf = op.CastLike(float("-inf"), scores)
     b_dim, n_dim, c_dim = _dim(scores, 0), _dim(scores, 1), _dim(scores, 2)
+    per_class = _class_candidates(scores, neg_inf, n_dim, c_dim, background_class, topk_per_class)
+    nms_boxes, nms_scores = _nms_batches(boxes, per_class, b_dim, n_dim, c_dim, class_agnostic, specific)
+    selected = op.NonMaxSuppression(
+        nms_boxes,
+        nms_scores,
+        _dim(nms_boxes, 1),
+        op.Constant(value_floats=[iou_threshold]),
+        op.Constant(value_floats=[score_threshold]),
+    )  # [S, 3]: (batch, class, box) of NonMaxSuppression's layout
+    selections = _selections(selected, nms_boxes, nms_scores, n_dim, c_dim, class_agnostic, specific)
+    num, out_boxes, out_scores, out_labels, out_index = _best_per_image(
+        selections, selected, b_dim, neg_inf, max_detections
+    )
+    return num, out_boxes, op.CastLike(out_scores, scores), out_labels, out_index
+
+
+def _scores_by_label(scores, labels, num_classes: int):
+    """The labels form's [B, N] scores as the dense form's [B, N, C]: as on CUDA, each score into its
+    label's column, -inf elsewhere (and everywhere for a negative, padding, label)."""
+    neg_inf = op.CastLike(float("-inf"), scores)
+    labels = op.Cast(labels, to=7)  # 7: int64
+    dense_shape = op.Concat(_dim(scores, 0), _dim(scores, 1), op.Constant(value_ints=[num_classes]), axis=0)
+    return op.ScatterElements(
+        op.Expand(neg_inf, dense_shape),
+        op.Unsqueeze(op.Max(labels, op.Constant(value_int=0)), [2]),
+        op.Unsqueeze(op.Where(op.GreaterOrEqual(labels, op.Constant(value_int=0)), scores, neg_inf), [2]),
+        axis=2,
+    )
+
+
+def _cxcywh_to_xyxy(boxes):
+    # same arithmetic as box_convert: (cx - 0.5 w, cy - 0.5 h, cx + 0.5 w, ...)
+    centre = op.Slice(boxes, [0], [2], [-1])
+    half = op.Mul(op.Slice(boxes, [2], [4], [-1]), op.CastLike(0.5, boxes))
+    return op.Concat(op.Sub(centre, half), op.Add(centre, half), axis=-1)
+
+
+def _class_candidates(scores, neg_inf, n_dim, c_dim, background_class: int | None, topk_per_class: int):
+    """The [B, C, N] scores NMS may select: NaN, background and (with topk_per_class > 0) each class's
+    scores below its top-k set to -inf."""
     per_class = op.Transpose(scores, perm=[0, 2, 1])  # [B, C, N]
     per_class = op.Where(op.IsNaN(per_class), neg_inf, per_class)
     if background_class is not None:
@@ -84,6 +112,11 @@ def _multiclass_nms(
         k = op.Min(n_dim, op.Constant(value_ints=[topk_per_class]))
         values, index = op.TopK(per_class, k, axis=2, largest=1, sorted=1)
         per_class = op.ScatterElements(op.Expand(neg_inf, op.Shape(per_class)), index, values, axis=2)
+    return per_class
+
+
+def _nms_batches(boxes, per_class, b_dim, n_dim, c_dim, class_agnostic: bool, specific: bool):
+    """Boxes and scores in NonMaxSuppression's [batch, boxes, 4] and [batch, classes, boxes] layout."""
     one, four = op.Constant(value_ints=[1]), op.Constant(value_ints=[4])
     if class_agnostic:  # one NMS class: every (class, anchor) pair is a box
         flat = op.Mul(c_dim, n_dim)
@@ -103,13 +136,22 @@ def _multiclass_nms(
         nms_scores = op.Reshape(per_class, op.Concat(bc, one, n_dim, axis=0))
     else:
         nms_boxes, nms_scores = boxes, per_class
-    selected = op.NonMaxSuppression(
-        nms_boxes,
-        nms_scores,
-        _dim(nms_boxes, 1),
-        op.Constant(value_floats=[iou_threshold]),
-        op.Constant(value_floats=[score_threshold]),
-    )  # [S, 3]: (batch, class, box) of NonMaxSuppression's layout
+    return nms_boxes, nms_scores
+
+
+class _Selections(NamedTuple):
+    """One entry per box NonMaxSuppression selected."""
+
+    score: object
+    box: object
+    image: object
+    label: object
+    anchor: object
+
+
+def _selections(selected, nms_boxes, nms_scores, n_dim, c_dim, class_agnostic: bool, specific: bool):
+    """Score, box, image, label and anchor of each selection, from its (batch, class, box) index into
+    the layout :func:`_nms_batches` made."""
     sel_score = op.GatherND(nms_scores, selected)
     sel_box = op.GatherND(
         nms_boxes, op.Concat(op.Slice(selected, [0], [1], [1]), op.Slice(selected, [2], [3], [1]), axis=1)
@@ -121,9 +163,16 @@ def _multiclass_nms(
         image, label, anchor = op.Div(first, c_dim), op.Mod(first, c_dim), third
     else:
         image, label, anchor = first, second, third
+    return _Selections(sel_score, sel_box, image, label, anchor)
+
+
+def _best_per_image(selections: _Selections, selected, b_dim, neg_inf, max_detections: int):
+    """(count, boxes, scores, labels, anchor indices) of each image's detections."""
     # Per image, the best max_detections selections by score, padded to the fixed size.
     images = op.Unsqueeze(op.Range(0, op.Squeeze(b_dim, [0]), 1), [1])
-    score_matrix = op.Where(op.Equal(op.Unsqueeze(image, [0]), images), op.Unsqueeze(sel_score, [0]), neg_inf)
+    score_matrix = op.Where(
+        op.Equal(op.Unsqueeze(selections.image, [0]), images), op.Unsqueeze(selections.score, [0]), neg_inf
+    )
     k = op.Min(_dim(selected, 0), op.Constant(value_ints=[max_detections]))
     top_score, top = op.TopK(score_matrix, k, axis=1, largest=1, sorted=1)  # [B, k]
     valid = op.Greater(top_score, neg_inf)
@@ -138,12 +187,12 @@ def _multiclass_nms(
             pads = op.Concat(op.Constant(value_ints=[0, 0, 0]), pad, axis=0)
         return op.Pad(x, pads, op.CastLike(fill, x))
 
-    out_boxes = padded(op.Gather(sel_box, top, axis=0), 0.0, boxes=True)
+    out_boxes = padded(op.Gather(selections.box, top, axis=0), 0.0, boxes=True)
     out_scores = padded(top_score, 0.0, boxes=False)
-    out_labels = padded(op.Gather(label, top, axis=0), -1, boxes=False)
-    out_index = padded(op.Gather(anchor, top, axis=0), -1, boxes=False)
+    out_labels = padded(op.Gather(selections.label, top, axis=0), -1, boxes=False)
+    out_index = padded(op.Gather(selections.anchor, top, axis=0), -1, boxes=False)
     num = op.ReduceSum(op.Cast(valid, to=7), [1], keepdims=0)  # 7: int64
-    return num, out_boxes, op.CastLike(out_scores, scores), out_labels, out_index
+    return num, out_boxes, out_scores, out_labels, out_index
 
 
 def _topk_per_level(scores, k: int, score_threshold: float | None = None, level_sizes=None):

@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -137,6 +138,17 @@ class _Distributed:
     def close(self) -> None:
         if self.enabled:
             dist.destroy_process_group()
+
+    def log(self, *args, **kwargs) -> None:
+        """``print`` on rank 0; the other ranks stay quiet."""
+        if self.main:
+            print(*args, **kwargs)
+
+    def progress(self, iterable, desc: str):
+        """A progress bar over ``iterable``, shown on rank 0 only."""
+        from tqdm import tqdm
+
+        return tqdm(iterable, desc=desc, disable=not self.main, dynamic_ncols=True, leave=False)
 
 
 def _coco_split(root: Path, split: str) -> tuple[Path, Path]:
@@ -269,28 +281,72 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def _train(args, device: torch.device, dist_env: _Distributed) -> dict:
-    from tqdm import tqdm
-
-    log = print if dist_env.main else (lambda *a, **k: None)
     out_dir = Path(args.out)
-    checkpoint = None
-    if args.resume:
-        try:
-            checkpoint = load_checkpoint(args.resume)
-        except CheckpointError as e:
-            raise TrainingError(str(e)) from None
-        if checkpoint["model"] != args.model or checkpoint.get("image_size") != args.image_size:
-            raise TrainingError(
-                f"--resume {args.resume}: the checkpoint is for {checkpoint['model']} at image size "
-                f"{checkpoint.get('image_size')}, but this run asks for {args.model} at {args.image_size}"
-            )
-
+    checkpoint = _load_resume_checkpoint(args)
     torch.manual_seed(args.seed)
     train_set, val_set, classes = build_datasets(args)
+    _check_checkpoint_classes(args, checkpoint, classes)
+    model, model_kwargs = _build_training_model(args, classes, checkpoint, device, dist_env)
+    loaders = _build_loaders(args, train_set, val_set, dist_env)
+    optimization = _build_optimization(args, model, len(loaders.train), device, checkpoint)
+    start_epoch = checkpoint["epoch"] if checkpoint is not None else 0
+
+    dist_env.log(_describe_run(args, model, classes, train_set, val_set, device, dist_env), flush=True)
+    started = time.perf_counter()
+    step = start_epoch * len(loaders.train)
+    for epoch in range(start_epoch, args.epochs):
+        if step >= optimization.total_steps:
+            break
+        step = _train_one_epoch(args, model, loaders, optimization, device, dist_env, epoch, step)
+        if dist_env.main:
+            _save_last_checkpoint(out_dir, args, model, model_kwargs, classes, epoch + 1, optimization)
+    train_seconds = time.perf_counter() - started
+    metrics: dict = {"train_seconds": round(train_seconds, 1), "steps": step}
+    if dist_env.enabled:
+        metrics["rank_weight_digests"] = _synchronise_ranks(model)
+    if not args.no_eval:
+        results = _evaluate_val_split(args, model, loaders.val, val_set, device, dist_env)
+        if dist_env.main:
+            metrics.update(results)
+            dist_env.log(
+                f"COCO bbox on {len(val_set)} val images: mAP@[.5:.95] {metrics['mAP']:.3f}, "
+                f"mAP@.5 {metrics['mAP50']:.3f} (trained {train_seconds:.0f} s, "
+                f"total {time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
+    if dist_env.main:
+        _write_metrics(out_dir, metrics, dist_env)
+    return metrics
+
+
+def _load_resume_checkpoint(args) -> dict | None:
+    """The ``--resume`` checkpoint (``None`` without one), checked against this run's model and image size."""
+    if not args.resume:
+        return None
+    try:
+        checkpoint = load_checkpoint(args.resume)
+    except CheckpointError as e:
+        raise TrainingError(str(e)) from None
+    if checkpoint["model"] != args.model or checkpoint.get("image_size") != args.image_size:
+        raise TrainingError(
+            f"--resume {args.resume}: the checkpoint is for {checkpoint['model']} at image size "
+            f"{checkpoint.get('image_size')}, but this run asks for {args.model} at {args.image_size}"
+        )
+    return checkpoint
+
+
+def _check_checkpoint_classes(args, checkpoint: dict | None, classes: list[str]) -> None:
     if checkpoint is not None and checkpoint["classes"] != classes:
         raise TrainingError(
             f"--resume {args.resume}: the checkpoint has classes {checkpoint['classes']}, the data has {classes}"
         )
+
+
+def _build_training_model(
+    args, classes: list[str], checkpoint: dict | None, device: torch.device, dist_env: _Distributed
+) -> tuple[nn.Module, dict]:
+    """The model and its constructor's keyword arguments; on ``device`` with the checkpoint's weights
+    when resuming, and wrapped in DistributedDataParallel (after SyncBatchNorm, if asked) when distributed."""
     model, model_kwargs = build_model(args, len(classes))
     if checkpoint is not None:
         model.load_state_dict(checkpoint["state_dict"])
@@ -303,7 +359,18 @@ def _train(args, device: torch.device, dist_env: _Distributed) -> dict:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    return model, model_kwargs
 
+
+@dataclass
+class _Loaders:
+    train: DataLoader
+    val: DataLoader  # this rank's share of the validation set
+    flipped: _RandomHorizontalFlip  # the training set; its epoch picks the flipped images
+    sampler: DistributedSampler | None  # None: a single process, the train loader shuffles
+
+
+def _build_loaders(args, train_set: Dataset, val_set: Dataset, dist_env: _Distributed) -> _Loaders:
     flipped = _RandomHorizontalFlip(train_set, args.seed)
     sampler = (
         DistributedSampler(flipped, dist_env.world_size, dist_env.rank, shuffle=True, seed=args.seed)
@@ -332,7 +399,29 @@ def _train(args, device: torch.device, dist_env: _Distributed) -> dict:
         raise TrainingError(
             f"the training set has {len(train_set)} images, fewer than one batch of {args.batch_size} per process"
         )
+    return _Loaders(train_loader, val_loader, flipped, sampler)
 
+
+@dataclass
+class _Optimization:
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler  # disabled (a pass-through) unless float16 autocast on CUDA
+    total_steps: int  # the schedule's length: all epochs, or --max-steps if fewer
+
+    def step(self, loss: torch.Tensor) -> None:
+        """Backward pass, optimizer step and learning-rate step for one batch's loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+
+
+def _build_optimization(
+    args, model: nn.Module, steps_per_epoch: int, device: torch.device, checkpoint: dict | None
+) -> _Optimization:
+    """Optimizer, schedule and gradient scaler for ``model``, in the checkpoint's state when resuming."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]  # biases and norm scales: no weight decay
@@ -341,115 +430,145 @@ def _train(args, device: torch.device, dist_env: _Distributed) -> dict:
         optimizer = torch.optim.AdamW(groups, lr=args.lr)
     else:
         optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True)
-    total_steps = args.epochs * len(train_loader)
+    total_steps = args.epochs * steps_per_epoch
     if args.max_steps is not None:
         total_steps = min(total_steps, args.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, min(args.warmup_iters, total_steps // 2), total_steps)
     )
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
-    start_epoch = 0
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         if checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
-        start_epoch = checkpoint["epoch"]
+    return _Optimization(optimizer, scheduler, scaler, total_steps)
 
-    def progress(iterable, desc):
-        return tqdm(iterable, desc=desc, disable=not dist_env.main, dynamic_ncols=True, leave=False)
 
-    log(
-        f"pydet train: {args.model} ({sum(p.numel() for p in params) / 1e6:.2f} M parameters), "
+def _describe_run(
+    args,
+    model: nn.Module,
+    classes: list[str],
+    train_set: Dataset,
+    val_set: Dataset,
+    device: torch.device,
+    dist_env: _Distributed,
+) -> str:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return (
+        f"pydet train: {args.model} ({trainable / 1e6:.2f} M parameters), "
         f"{len(classes)} classes, {len(train_set)} train / {len(val_set)} val images"
         f"{f' at {args.image_size}x{args.image_size}' if args.image_size else ''}, {dist_env.world_size} "
-        f"process(es) on {device}, {torch.get_num_threads()} threads each, batch {args.batch_size} per process",
+        f"process(es) on {device}, {torch.get_num_threads()} threads each, batch {args.batch_size} per process"
+    )
+
+
+def _train_one_epoch(
+    args,
+    model: nn.Module,
+    loaders: _Loaders,
+    optimization: _Optimization,
+    device: torch.device,
+    dist_env: _Distributed,
+    epoch: int,
+    step: int,
+) -> int:
+    """One pass over the training set, cut short at the schedule's last step; returns the step reached."""
+    model.train()
+    loaders.flipped.epoch = epoch
+    if loaders.sampler is not None:
+        loaders.sampler.set_epoch(epoch)
+    epoch_start, seen, loss_sum, batches = time.perf_counter(), 0, 0.0, 0
+    bar = dist_env.progress(loaders.train, f"epoch {epoch + 1}/{args.epochs}")
+    for images, targets in bar:
+        loss = _batch_loss(args, model, images, targets, device, step)
+        optimization.step(loss)
+        step += 1
+        seen += len(images) * dist_env.world_size
+        loss_sum, batches = loss_sum + loss.item(), batches + 1
+        bar.set_postfix(
+            loss=f"{loss_sum / batches:.3f}",
+            img_s=f"{seen / (time.perf_counter() - epoch_start):.1f}",
+            lr=f"{optimization.scheduler.get_last_lr()[0]:.2e}",
+        )
+        if step >= optimization.total_steps:
+            break
+    elapsed = time.perf_counter() - epoch_start
+    dist_env.log(
+        f"epoch {epoch + 1}/{args.epochs}: loss {loss_sum / max(1, batches):.4f}, "
+        f"{seen / elapsed:.1f} images/s, {elapsed:.0f} s",
         flush=True,
     )
-    started = time.perf_counter()
-    step = start_epoch * len(train_loader)
-    for epoch in range(start_epoch, args.epochs):
-        if step >= total_steps:
-            break
-        model.train()
-        flipped.epoch = epoch
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        epoch_start, seen, loss_sum, batches = time.perf_counter(), 0, 0.0, 0
-        bar = progress(train_loader, f"epoch {epoch + 1}/{args.epochs}")
-        for images, targets in bar:
-            images = [i.to(device, non_blocking=True) for i in images]
-            targets = [
-                {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets
-            ]
-            with _autocast(args, device):
-                losses = model(images, targets)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise TrainingError(f"the loss became {loss.item()} at step {step}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            seen += len(images) * dist_env.world_size
-            loss_sum, batches = loss_sum + loss.item(), batches + 1
-            bar.set_postfix(
-                loss=f"{loss_sum / batches:.3f}",
-                img_s=f"{seen / (time.perf_counter() - epoch_start):.1f}",
-                lr=f"{scheduler.get_last_lr()[0]:.2e}",
-            )
-            if step >= total_steps:
-                break
-        elapsed = time.perf_counter() - epoch_start
-        log(
-            f"epoch {epoch + 1}/{args.epochs}: loss {loss_sum / max(1, batches):.4f}, "
-            f"{seen / elapsed:.1f} images/s, {elapsed:.0f} s",
-            flush=True,
-        )
-        if dist_env.main:
-            save_checkpoint(
-                out_dir / "last.pt",
-                {
-                    "model": args.model,
-                    "model_kwargs": model_kwargs,
-                    "image_size": args.image_size,
-                    "classes": classes,
-                    "state_dict": _unwrap(model).state_dict(),
-                    "epoch": epoch + 1,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                    "args": vars(args),
-                },
-            )
-    train_seconds = time.perf_counter() - started
-    metrics: dict = {"train_seconds": round(train_seconds, 1), "steps": step}
-    if dist_env.enabled:
-        # DDP keeps parameters in sync but each rank's BatchNorm statistics saw only its own last batch:
-        # use rank 0's (the ones the checkpoint holds) everywhere, so every rank evaluates one model.
-        for buffer in _unwrap(model).buffers():
-            dist.broadcast(buffer, 0)
-        metrics["rank_weight_digests"] = _rank_weight_digests(_unwrap(model))
-        if len(set(metrics["rank_weight_digests"])) != 1:
-            raise TrainingError(f"the processes' weights diverged: {metrics['rank_weight_digests']}")
-    if not args.no_eval:
-        ground_truth = coco_ground_truth(val_set) if dist_env.main else None
-        results = evaluate(model, val_loader, ground_truth, device, args, progress)
-        if dist_env.main:
-            metrics.update(results)
-            log(
-                f"COCO bbox on {len(val_set)} val images: mAP@[.5:.95] {metrics['mAP']:.3f}, "
-                f"mAP@.5 {metrics['mAP50']:.3f} (trained {train_seconds:.0f} s, "
-                f"total {time.perf_counter() - started:.0f} s)",
-                flush=True,
-            )
-    if dist_env.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        log(f"wrote {out_dir / 'last.pt'} and {out_dir / 'metrics.json'}")
-    return metrics
+    return step
+
+
+def _batch_loss(args, model: nn.Module, images, targets, device: torch.device, step: int) -> torch.Tensor:
+    """The model's summed training losses on one batch, which must be finite."""
+    images = [i.to(device, non_blocking=True) for i in images]
+    targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+    with _autocast(args, device):
+        losses = model(images, targets)
+    loss = sum(losses.values())
+    if not torch.isfinite(loss):
+        raise TrainingError(f"the loss became {loss.item()} at step {step}; lower --lr")
+    return loss
+
+
+def _save_last_checkpoint(
+    out_dir: Path,
+    args,
+    model: nn.Module,
+    model_kwargs: dict,
+    classes: list[str],
+    epochs_done: int,
+    optimization: _Optimization,
+) -> None:
+    save_checkpoint(
+        out_dir / "last.pt",
+        {
+            "model": args.model,
+            "model_kwargs": model_kwargs,
+            "image_size": args.image_size,
+            "classes": classes,
+            "state_dict": _unwrap(model).state_dict(),
+            "epoch": epochs_done,
+            "optimizer": optimization.optimizer.state_dict(),
+            "scheduler": optimization.scheduler.state_dict(),
+            "scaler": optimization.scaler.state_dict() if optimization.scaler.is_enabled() else None,
+            "args": vars(args),
+        },
+    )
+
+
+def _synchronise_ranks(model: nn.Module) -> list[str]:
+    """Rank 0's buffers on every rank; returns every rank's weight digest, which must all be equal."""
+    # DDP keeps parameters in sync but each rank's BatchNorm statistics saw only its own last batch:
+    # use rank 0's (the ones the checkpoint holds) everywhere, so every rank evaluates one model.
+    for buffer in _unwrap(model).buffers():
+        dist.broadcast(buffer, 0)
+    digests = _rank_weight_digests(_unwrap(model))
+    if len(set(digests)) != 1:
+        raise TrainingError(f"the processes' weights diverged: {digests}")
+    return digests
+
+
+def _evaluate_val_split(
+    args,
+    model: nn.Module,
+    val_loader: DataLoader,
+    val_set: Dataset,
+    device: torch.device,
+    dist_env: _Distributed,
+) -> dict | None:
+    """COCO metrics of the whole validation set on rank 0, ``None`` on the other ranks."""
+    ground_truth = coco_ground_truth(val_set) if dist_env.main else None
+    return evaluate(model, val_loader, ground_truth, device, args, dist_env.progress)
+
+
+def _write_metrics(out_dir: Path, metrics: dict, dist_env: _Distributed) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    dist_env.log(f"wrote {out_dir / 'last.pt'} and {out_dir / 'metrics.json'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,8 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 using DecodeSignature = at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view, c10::ArrayRef<double>,
-                                   c10::ArrayRef<double>, double, double, double,
-                                   std::optional<c10::ArrayRef<double>>, const std::optional<at::Tensor>&);
+                                   c10::ArrayRef<double>, double, double, double, std::optional<c10::ArrayRef<double>>,
+                                   const std::optional<at::Tensor>&);
 using DecodeBackwardSignature = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view,
                                            c10::ArrayRef<double>, c10::ArrayRef<double>, double, double, double,
                                            std::optional<c10::ArrayRef<double>>, const std::optional<at::Tensor>&);
@@ -68,10 +68,10 @@ class BoxDecode : public torch::autograd::Function<BoxDecode> {
     if (saved[2].defined()) index = saved[2];
     at::Tensor grad_deltas;
     if (grads[0].defined()) {
-      grad_deltas = op.call(grads[0], saved[0], saved[1], ctx->saved_data["coding"].toStringRef(), weights, means,
-                            wh_clip[0], wh_clip[1], ctx->saved_data["center_clamp"].toDouble(),
-                            max_shape.has_value() ? std::optional<c10::ArrayRef<double>>(*max_shape) : std::nullopt,
-                            index);
+      grad_deltas =
+          op.call(grads[0], saved[0], saved[1], ctx->saved_data["coding"].toStringRef(), weights, means, wh_clip[0],
+                  wh_clip[1], ctx->saved_data["center_clamp"].toDouble(),
+                  max_shape.has_value() ? std::optional<c10::ArrayRef<double>>(*max_shape) : std::nullopt, index);
     }
     // one gradient per input: reference, deltas, then the 8 non-differentiable arguments
     variable_list out(10);
@@ -90,8 +90,8 @@ at::Tensor decode_autograd(const at::Tensor& reference, const at::Tensor& deltas
     return decode_below_autograd(reference, deltas, coding, weights, means, wh_clip_min, wh_clip_max, center_clamp,
                                  max_shape, index);
   }
-  return BoxDecode::apply(reference, deltas, coding, weights, means, wh_clip_min, wh_clip_max, center_clamp,
-                          max_shape, index);
+  return BoxDecode::apply(reference, deltas, coding, weights, means, wh_clip_min, wh_clip_max, center_clamp, max_shape,
+                          index);
 }
 
 }  // namespace

@@ -125,8 +125,7 @@ constexpr bool metric_is_mm(BoxMetric m) {
   return m == BoxMetric::kMmIoU || m == BoxMetric::kMmIoF || m == BoxMetric::kMmGIoU;
 }
 constexpr bool metric_needs_center(BoxMetric m) {
-  return m == BoxMetric::kDIoU || m == BoxMetric::kCIoU || m == BoxMetric::kDIoULoss ||
-         m == BoxMetric::kCIoULoss;
+  return m == BoxMetric::kDIoU || m == BoxMetric::kCIoU || m == BoxMetric::kDIoULoss || m == BoxMetric::kCIoULoss;
 }
 constexpr bool metric_needs_aspect(BoxMetric m) {
   return m == BoxMetric::kCIoU || m == BoxMetric::kCIoULoss;
@@ -191,8 +190,7 @@ constexpr double kCIoUFactor = 4.0 / (3.14159265358979323846 * 3.141592653589793
 
 template <BoxMetric M, class V, class S>
 PYDET_HD V box_metric(const BoxTerms<V>& a, const BoxTerms<V>& b, const MetricParams<S>& p) {
-  if constexpr (M == BoxMetric::kIoU || M == BoxMetric::kGIoU || M == BoxMetric::kDIoU ||
-                M == BoxMetric::kCIoU) {
+  if constexpr (M == BoxMetric::kIoU || M == BoxMetric::kGIoU || M == BoxMetric::kDIoU || M == BoxMetric::kCIoU) {
     // torchvision _box_inter_union: wh = (rb - lt).clamp(min=0); union = area1 + area2 - inter.
     // 0/0 (two degenerate boxes) is NaN, exactly as in torchvision.
     const V w = clamp_min(coord_min(a.x2, b.x2) - coord_max(a.x1, b.x1), S(0));
@@ -223,8 +221,7 @@ PYDET_HD V box_metric(const BoxTerms<V>& a, const BoxTerms<V>& b, const MetricPa
         }
       }
     }
-  } else if constexpr (M == BoxMetric::kGIoULoss || M == BoxMetric::kDIoULoss ||
-                       M == BoxMetric::kCIoULoss) {
+  } else if constexpr (M == BoxMetric::kGIoULoss || M == BoxMetric::kDIoULoss || M == BoxMetric::kCIoULoss) {
     // torchvision _loss_inter_union: the intersection is set only where it is strictly positive.
     const V xk1 = coord_max(a.x1, b.x1);
     const V yk1 = coord_max(a.y1, b.y1);

@@ -18,8 +18,12 @@ std::string join_sizes(Sizes sizes) {
 }
 }  // namespace
 
-std::string shape_str(at::IntArrayRef sizes) { return join_sizes(sizes); }
-std::string shape_str(c10::SymIntArrayRef sizes) { return join_sizes(sizes); }
+std::string shape_str(at::IntArrayRef sizes) {
+  return join_sizes(sizes);
+}
+std::string shape_str(c10::SymIntArrayRef sizes) {
+  return join_sizes(sizes);
+}
 
 std::optional<std::vector<c10::SymInt>> broadcast_shapes(c10::SymIntArrayRef a, c10::SymIntArrayRef b) {
   const size_t n = std::max(a.size(), b.size());
@@ -35,26 +39,39 @@ std::optional<std::vector<c10::SymInt>> broadcast_shapes(c10::SymIntArrayRef a, 
 
 std::string dtype_name(at::ScalarType st) {
   switch (st) {
-    case at::kByte: return "uint8";
-    case at::kChar: return "int8";
-    case at::kShort: return "int16";
-    case at::kInt: return "int32";
-    case at::kLong: return "int64";
-    case at::kBool: return "bool";
-    case at::kHalf: return "float16";
-    case at::kFloat: return "float32";
-    case at::kDouble: return "float64";
-    case at::kBFloat16: return "bfloat16";
-    case at::kComplexFloat: return "complex64";
-    case at::kComplexDouble: return "complex128";
-    default: return c10::toString(st);
+    case at::kByte:
+      return "uint8";
+    case at::kChar:
+      return "int8";
+    case at::kShort:
+      return "int16";
+    case at::kInt:
+      return "int32";
+    case at::kLong:
+      return "int64";
+    case at::kBool:
+      return "bool";
+    case at::kHalf:
+      return "float16";
+    case at::kFloat:
+      return "float32";
+    case at::kDouble:
+      return "float64";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kComplexFloat:
+      return "complex64";
+    case at::kComplexDouble:
+      return "complex128";
+    default:
+      return c10::toString(st);
   }
 }
 
 void check_floating(const at::Tensor& t, const char* op, const char* arg) {
   const auto st = t.scalar_type();
-  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16, "pydet.",
-                   op, ": ", arg, " must be a floating-point tensor (float32, float64, float16 or bfloat16), got ",
+  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16, "pydet.", op, ": ",
+                   arg, " must be a floating-point tensor (float32, float64, float16 or bfloat16), got ",
                    dtype_name(st));
 }
 
@@ -63,8 +80,8 @@ void check_integer(const at::Tensor& t, const char* op, const char* arg, const c
                    " must be an integer tensor (", what, "), got ", dtype_name(t.scalar_type()));
 }
 
-void check_boxes(const at::Tensor& t, const char* op, const char* arg, const char* expected,
-                 int64_t min_rank, int64_t max_rank) {
+void check_boxes(const at::Tensor& t, const char* op, const char* arg, const char* expected, int64_t min_rank,
+                 int64_t max_rank) {
   TORCH_CHECK_VALUE(t.dim() >= min_rank && t.dim() <= max_rank && t.sym_size(-1) == 4, "pydet.", op, ": ", arg,
                     " must have shape ", expected, ", got ", shape_str(t.sym_sizes()));
   check_floating(t, op, arg);

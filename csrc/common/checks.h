@@ -41,8 +41,8 @@ std::optional<std::vector<c10::SymInt>> broadcast_shapes(c10::SymIntArrayRef a, 
 
 // `t` must be a float32/float64/float16/bfloat16 tensor of rank in [min_rank, max_rank] whose last
 // dimension is 4. `expected` is the shape as documented, e.g. "[N, 4]".
-void check_boxes(const at::Tensor& t, const char* op, const char* arg, const char* expected,
-                 int64_t min_rank, int64_t max_rank);
+void check_boxes(const at::Tensor& t, const char* op, const char* arg, const char* expected, int64_t min_rank,
+                 int64_t max_rank);
 
 void check_floating(const at::Tensor& t, const char* op, const char* arg);
 

@@ -28,8 +28,8 @@ E parse_choice(c10::string_view value, const Choice<E> (&choices)[N], const char
   }
   std::string names;
   for (size_t i = 0; i < N; ++i) names += c10::str(i ? ", '" : "'", choices[i].name, "'");
-  C10_THROW_ERROR(ValueError, c10::str("pydet.", op, ": ", arg, " must be one of ", names, ", got '",
-                                       std::string(value), "'"));
+  C10_THROW_ERROR(ValueError,
+                  c10::str("pydet.", op, ": ", arg, " must be one of ", names, ", got '", std::string(value), "'"));
 }
 
 enum class Reduction : int8_t { kNone, kMean, kSum };
@@ -42,11 +42,16 @@ inline constexpr Choice<BoxFormat> kCornerOrCenterFormats[] = {{"xyxy", BoxForma
 inline constexpr Choice<Reduction> kReductions[] = {
     {"none", Reduction::kNone}, {"mean", Reduction::kMean}, {"sum", Reduction::kSum}};
 // The internal backward ops' metric argument.
-inline constexpr Choice<BoxMetric> kMetrics[] = {
-    {"iou", BoxMetric::kIoU},           {"giou", BoxMetric::kGIoU},         {"diou", BoxMetric::kDIoU},
-    {"ciou", BoxMetric::kCIoU},         {"giou_loss", BoxMetric::kGIoULoss}, {"diou_loss", BoxMetric::kDIoULoss},
-    {"ciou_loss", BoxMetric::kCIoULoss}, {"mm_iou", BoxMetric::kMmIoU},     {"mm_iof", BoxMetric::kMmIoF},
-    {"mm_giou", BoxMetric::kMmGIoU}};
+inline constexpr Choice<BoxMetric> kMetrics[] = {{"iou", BoxMetric::kIoU},
+                                                 {"giou", BoxMetric::kGIoU},
+                                                 {"diou", BoxMetric::kDIoU},
+                                                 {"ciou", BoxMetric::kCIoU},
+                                                 {"giou_loss", BoxMetric::kGIoULoss},
+                                                 {"diou_loss", BoxMetric::kDIoULoss},
+                                                 {"ciou_loss", BoxMetric::kCIoULoss},
+                                                 {"mm_iou", BoxMetric::kMmIoU},
+                                                 {"mm_iof", BoxMetric::kMmIoF},
+                                                 {"mm_giou", BoxMetric::kMmGIoU}};
 // mmdet bbox_overlaps' mode.
 inline constexpr Choice<BoxMetric> kOverlapModes[] = {
     {"iou", BoxMetric::kMmIoU}, {"iof", BoxMetric::kMmIoF}, {"giou", BoxMetric::kMmGIoU}};
@@ -56,7 +61,7 @@ inline constexpr Choice<BoxMetric> kQualityModes[] = {
 inline constexpr Choice<Coding> kCodings[] = {
     {"torchvision", Coding::kTorchvision}, {"mmdet", Coding::kMmdet}, {"ssd", Coding::kSsd}};
 inline constexpr Choice<Activation> kActivations[] = {
-    {"none", Activation::kNone}, {"relu", Activation::kRelu},   {"relu6", Activation::kRelu6},
+    {"none", Activation::kNone}, {"relu", Activation::kRelu},  {"relu6", Activation::kRelu6},
     {"silu", Activation::kSilu}, {"swish", Activation::kSilu}, {"hardswish", Activation::kHardswish}};
 inline constexpr Choice<SoftNmsMethod> kSoftNmsMethods[] = {
     {"naive", SoftNmsMethod::kNaive}, {"linear", SoftNmsMethod::kLinear}, {"gaussian", SoftNmsMethod::kGaussian}};

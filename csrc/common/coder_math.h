@@ -36,15 +36,15 @@ struct AxisParams {
   S weight_center, weight_size;  // CoderParams::weights[k], weights[k + 2] for axis k
   S mean_center, mean_size;      // means[k], means[k + 2]
   S size_min, size_max, center_clamp;
-  S clip_lo, clip_hi;            // clip_hi: max_w for x, max_h for y
+  S clip_lo, clip_hi;  // clip_hi: max_w for x, max_h for y
 };
 
 template <class S>
 struct CoderParams {
-  S weights[4];  // torchvision: (wx, wy, ww, wh); mmdet: target_stds; ssd: (sxy, sxy, swh, swh)
-  S means[4];    // mmdet target_means (zero otherwise)
-  S wh_min, wh_max;   // decode: clamp of the log-size deltas (-inf / +inf when unbounded)
-  S center_clamp;     // decode, mmdet add_ctr_clamp: |centre shift| <= center_clamp (inf: off)
+  S weights[4];      // torchvision: (wx, wy, ww, wh); mmdet: target_stds; ssd: (sxy, sxy, swh, swh)
+  S means[4];        // mmdet target_means (zero otherwise)
+  S wh_min, wh_max;  // decode: clamp of the log-size deltas (-inf / +inf when unbounded)
+  S center_clamp;    // decode, mmdet add_ctr_clamp: |centre shift| <= center_clamp (inf: off)
   // decode (torchvision, mmdet): x into [clip_lo, max_w], y into [clip_lo, max_h], as
   // clip_boxes_to_image with clip_lo = 0; without max_shape (-inf, +inf, +inf), where the clamp is the
   // identity (decode_axis<C, kClip = false> skips it).
@@ -56,8 +56,8 @@ struct CoderParams {
   }
   // Axis k: 0 for x, 1 for y.
   PYDET_HD AxisParams<S> axis(int k) const {
-    return {weights[k], weights[k + 2], means[k], means[k + 2], wh_min, wh_max, center_clamp, clip_lo,
-            k == 0 ? max_w : max_h};
+    return {weights[k], weights[k + 2], means[k], means[k + 2],          wh_min,
+            wh_max,     center_clamp,   clip_lo,  k == 0 ? max_w : max_h};
   }
 };
 

@@ -119,14 +119,14 @@ PYDET_HD Dual<S, K> operator/(const Dual<S, K>& a, const Dual<S, K>& b) {
   for (int k = 0; k < K; ++k) r.d[k] = (a.d[k] - r.v * b.d[k]) / b.v;
   return r;
 }
-#define PYDET_DUAL_MIXED_OP(op)                                                  \
-  template <class S, int K>                                                      \
-  PYDET_HD Dual<S, K> operator op(const Dual<S, K>& a, S b) {      \
-    return a op Dual<S, K>(b);                                                   \
-  }                                                                              \
-  template <class S, int K>                                                      \
-  PYDET_HD Dual<S, K> operator op(S a, const Dual<S, K>& b) {      \
-    return Dual<S, K>(a) op b;                                                   \
+#define PYDET_DUAL_MIXED_OP(op)                               \
+  template <class S, int K>                                   \
+  PYDET_HD Dual<S, K> operator op(const Dual<S, K>& a, S b) { \
+    return a op Dual<S, K>(b);                                \
+  }                                                           \
+  template <class S, int K>                                   \
+  PYDET_HD Dual<S, K> operator op(S a, const Dual<S, K>& b) { \
+    return Dual<S, K>(a) op b;                                \
   }
 PYDET_DUAL_MIXED_OP(+)
 PYDET_DUAL_MIXED_OP(-)
@@ -135,10 +135,10 @@ PYDET_DUAL_MIXED_OP(/)
 #undef PYDET_DUAL_MIXED_OP
 
 // Comparisons look at values only.
-#define PYDET_DUAL_CMP(op)                                                        \
-  template <class S, int K>                                                       \
+#define PYDET_DUAL_CMP(op)                                              \
+  template <class S, int K>                                             \
   PYDET_HD bool operator op(const Dual<S, K>& a, const Dual<S, K>& b) { \
-    return a.v op b.v;                                                            \
+    return a.v op b.v;                                                  \
   }
 PYDET_DUAL_CMP(<)
 PYDET_DUAL_CMP(>)
@@ -288,7 +288,7 @@ PYDET_HD float log_(float x) {
   const float r = std::fma(fe, 0.693359375f, f + y);
   const float finite = select(x == 0.0f, -std::numeric_limits<float>::infinity(), r);
   const float positive = select(x < std::numeric_limits<float>::infinity(), finite, x);  // inf stays inf
-  return select(x >= 0.0f, positive, std::numeric_limits<float>::quiet_NaN());  // x < 0 or NaN
+  return select(x >= 0.0f, positive, std::numeric_limits<float>::quiet_NaN());           // x < 0 or NaN
 #endif
 }
 PYDET_HD double log_(double x) {

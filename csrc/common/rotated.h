@@ -61,8 +61,8 @@ PYDET_HD double convex_quad_intersection(const Point2 (&a)[4], const Point2 (&b)
 }
 
 // IoU of rotated boxes given as (cx, cy, w, h, angle_deg).
-PYDET_HD double rotated_iou(double cx1, double cy1, double w1, double h1, double a1, double cx2, double cy2,
-                            double w2, double h2, double a2) {
+PYDET_HD double rotated_iou(double cx1, double cy1, double w1, double h1, double a1, double cx2, double cy2, double w2,
+                            double h2, double a2) {
   const double area1 = w1 * h1, area2 = w2 * h2;
   if (area1 < 1e-14 || area2 < 1e-14) return 0.0;
   const double sx = (cx1 + cx2) * 0.5, sy = (cy1 + cy2) * 0.5;

@@ -17,50 +17,27 @@ PYDET_HD void store_row(T* __restrict__ out, int64_t k, const Box4<T>& q) {
   out[4 * k + 3] = q.d;
 }
 
-// Rows of a [K, 4] tensor with arbitrary strides.
+// Boxes of a [K, 4], [B, M, 4] or [B, N, 4 C] tensor (C boxes per row) with arbitrary strides; a
+// stride of 0 broadcasts. A [K, 4] tensor reads as batch 0 of one.
 template <class T>
 struct BoxRows {
   const T* data;
-  int64_t row_stride, col_stride, size;
+  int64_t batch_stride, row_stride, col_stride;
+  int64_t size;  // rows per batch (K, M or N)
 
   explicit BoxRows(const at::Tensor& t)
-      : data(t.const_data_ptr<T>()), row_stride(t.stride(0)), col_stride(t.stride(1)), size(t.size(0)) {}
+      : data(t.const_data_ptr<T>()),
+        batch_stride(t.dim() == 3 ? t.stride(0) : 0),
+        row_stride(t.stride(-2)),
+        col_stride(t.stride(-1)),
+        size(t.size(-2)) {}
+  PYDET_HD BoxRows(const T* d, int64_t batch_stride_, int64_t row_stride_, int64_t col_stride_, int64_t size_)
+      : data(d), batch_stride(batch_stride_), row_stride(row_stride_), col_stride(col_stride_), size(size_) {}
 
-  PYDET_HD Box4<T> operator[](int64_t k) const {
-    const T* r = data + k * row_stride;
+  PYDET_HD Box4<T> operator[](int64_t k) const { return at(0, k); }
+  PYDET_HD Box4<T> at(int64_t b, int64_t k, int64_t c = 0) const {
+    const T* r = data + b * batch_stride + k * row_stride + 4 * c * col_stride;
     return {r[0], r[col_stride], r[2 * col_stride], r[3 * col_stride]};
-  }
-};
-
-// Rows of a [B, M, 4] tensor with arbitrary strides.
-template <class T>
-struct BatchedBoxRows {
-  const T* data;
-  int64_t batch_stride, row_stride, col_stride;
-
-  explicit BatchedBoxRows(const at::Tensor& t)
-      : data(t.const_data_ptr<T>()), batch_stride(t.stride(0)), row_stride(t.stride(1)), col_stride(t.stride(2)) {}
-
-  PYDET_HD Box4<T> at(int64_t b, int64_t k) const {
-    const T* r = data + b * batch_stride + k * row_stride;
-    return {r[0], r[col_stride], r[2 * col_stride], r[3 * col_stride]};
-  }
-};
-
-// Boxes of a [B, N, 4 C] tensor with arbitrary strides (C boxes per row; stride 0 broadcasts).
-template <class T>
-struct Rows3 {
-  const T* data;
-  int64_t s0, s1, s2;
-
-  explicit Rows3(const at::Tensor& t)
-      : data(t.const_data_ptr<T>()), s0(t.stride(0)), s1(t.stride(1)), s2(t.stride(2)) {}
-  PYDET_HD Rows3(const T* d, int64_t stride0, int64_t stride1, int64_t stride2)
-      : data(d), s0(stride0), s1(stride1), s2(stride2) {}
-
-  PYDET_HD Box4<T> at(int64_t b, int64_t n, int64_t c) const {
-    const T* r = data + b * s0 + n * s1 + 4 * c * s2;
-    return {r[0], r[s2], r[2 * s2], r[3 * s2]};
   }
 };
 

@@ -16,10 +16,9 @@ struct Variant {
 
 // Widest first. Only what this build compiled.
 #if PYDET_MULTI_ISA
-constexpr Variant kVariants[] = {
-    {Isa::kAvx512, "avx512", PYDET_ISA_WIDE},
-    {Isa::kAvx2, "avx2", PYDET_ISA_MID},
-    {Isa::kBaseline, "default", "default"}};
+constexpr Variant kVariants[] = {{Isa::kAvx512, "avx512", PYDET_ISA_WIDE},
+                                 {Isa::kAvx2, "avx2", PYDET_ISA_MID},
+                                 {Isa::kBaseline, "default", "default"}};
 #else
 constexpr Variant kVariants[] = {{Isa::kBaseline, "default", "default"}};
 #endif

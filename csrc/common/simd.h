@@ -30,8 +30,8 @@ enum class Isa : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
 
 struct Capability {
   Isa isa;
-  const char* name;   // ATen's spelling: avx512, avx2, default
-  const char* level;  // what the compiler was told: x86-64-v4, x86-64-v3 (or avx512f, avx2), default
+  const char* name;     // ATen's spelling: avx512, avx2, default
+  const char* level;    // what the compiler was told: x86-64-v4, x86-64-v3 (or avx512f, avx2), default
   std::string warning;  // non-empty when the requested variant could not be honoured: what runs instead
 };
 

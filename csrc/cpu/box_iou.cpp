@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "common/box_math.h"
+#include "common/rows.h"
 #include "common/simd.h"
 #include "cpu/memory.h"
-#include "common/rows.h"
 #include "ops/box_iou.h"
 
 namespace pydet::box_iou {
@@ -36,7 +36,7 @@ struct TermsSoA {
   std::vector<T> buf;
   int64_t n;
 
-  TermsSoA(const BatchedBoxRows<T>& rows, int64_t batches, int64_t n_, const MetricParams<T>& p)
+  TermsSoA(const BoxRows<T>& rows, int64_t batches, int64_t n_, const MetricParams<T>& p)
       : buf(size_t(batches * kFields * n_)), n(n_) {
     at::parallel_for(0, batches * n, 4096, [&](int64_t begin, int64_t end) {
       // One division per chunk, not per box: (b, j) advance like an odometer.
@@ -59,9 +59,7 @@ struct TermsSoA {
     });
   }
 
-  const T* field(int64_t b, int f) const {
-    return f < 0 ? nullptr : buf.data() + (b * kFields + f) * n;
-  }
+  const T* field(int64_t b, int f) const { return f < 0 ? nullptr : buf.data() + (b * kFields + f) * n; }
 
   // The terms of box (b, j) as constants of value type V (plain T, or a dual with zero partials).
   template <class V>
@@ -114,10 +112,10 @@ PYDET_SIMD_INLINE void metric_rows(const BoxTerms<T>* a, const T* __restrict x1,
 template <BoxMetric M, class T>
 void pairwise_impl(const at::Tensor& boxes1, const at::Tensor& boxes2, at::Tensor& out, const MetricParams<T>& p) {
   using Soa = TermsSoA<M, T>;
-  constexpr int kRows = 4;         // rows per task (register blocking)
+  constexpr int kRows = 4;          // rows per task (register blocking)
   constexpr int64_t kBlock = 1024;  // columns per task: 1024 columns' terms (<= 32 KB) stay in L1
   const int64_t B = boxes1.size(0), rows = boxes1.size(1), N = boxes2.size(1);
-  const BatchedBoxRows<T> r1(boxes1), r2(boxes2);
+  const BoxRows<T> r1(boxes1), r2(boxes2);
   const Soa cols(r2, B, N, p);
   const int64_t block = std::min(N, kBlock);
   const int64_t blocks = (N + block - 1) / block;
@@ -161,11 +159,11 @@ void pairwise_impl(const at::Tensor& boxes1, const at::Tensor& boxes2, at::Tenso
 }
 
 template <BoxMetric M, class T>
-void pairwise_backward_impl(const at::Tensor& grad, const at::Tensor& boxes1, const at::Tensor& boxes2,
-                            at::Tensor& g1, at::Tensor& g2, const MetricParams<T>& p) {
+void pairwise_backward_impl(const at::Tensor& grad, const at::Tensor& boxes1, const at::Tensor& boxes2, at::Tensor& g1,
+                            at::Tensor& g2, const MetricParams<T>& p) {
   using D = Dual<T, 4>;
   const int64_t B = boxes1.size(0), rows = boxes1.size(1), N = boxes2.size(1);
-  const BatchedBoxRows<T> r1(boxes1), r2(boxes2);
+  const BoxRows<T> r1(boxes1), r2(boxes2);
   const T* g = grad.const_data_ptr<T>();
   T* o1 = g1.data_ptr<T>();
   T* o2 = g2.data_ptr<T>();
@@ -174,21 +172,22 @@ void pairwise_backward_impl(const at::Tensor& grad, const at::Tensor& boxes1, co
   // d/d boxes1[b, i] = sum_j grad[b, i, j] * d metric(i, j) / d boxes1[b, i]
   {
     const TermsSoA<M, T> cols(r2, B, N, p);
-    at::parallel_for(0, B * rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(N, 1)), [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t b = t / rows;
-        const Box4<T> q = r1.at(b, t % rows);
-        const auto s = seed_box(q);
-        const BoxTerms<D> a = box_terms<M>(s.a, s.b, s.c, s.d, pd);
-        const T* gr = g + t * N;
-        double acc[4] = {0, 0, 0, 0};
-        for (int64_t j = 0; j < N; ++j) {
-          const D r = box_metric<M>(a, cols.template get<D>(b, j), pd);
-          for (int k = 0; k < 4; ++k) acc[k] += double(gr[j]) * double(r.d[k]);
-        }
-        for (int k = 0; k < 4; ++k) o1[4 * t + k] = T(acc[k]);
-      }
-    });
+    at::parallel_for(0, B * rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(N, 1)),
+                     [&](int64_t begin, int64_t end) {
+                       for (int64_t t = begin; t < end; ++t) {
+                         const int64_t b = t / rows;
+                         const Box4<T> q = r1.at(b, t % rows);
+                         const auto s = seed_box(q);
+                         const BoxTerms<D> a = box_terms<M>(s.a, s.b, s.c, s.d, pd);
+                         const T* gr = g + t * N;
+                         double acc[4] = {0, 0, 0, 0};
+                         for (int64_t j = 0; j < N; ++j) {
+                           const D r = box_metric<M>(a, cols.template get<D>(b, j), pd);
+                           for (int k = 0; k < 4; ++k) acc[k] += double(gr[j]) * double(r.d[k]);
+                         }
+                         for (int k = 0; k < 4; ++k) o1[4 * t + k] = T(acc[k]);
+                       }
+                     });
   }
   // d/d boxes2[b, j] = sum_i grad[b, i, j] * d metric(i, j) / d boxes2[b, j], 16 columns at a time so
   // each grad row segment read is one cache line.
@@ -237,10 +236,9 @@ PYDET_SIMD_INLINE void aligned_chunk(const T* __restrict b1, const T* __restrict
 // dual numbers with 8 partials. Boxes are contiguous [K, 4] and the body is branch-free (dual.h), so
 // the loop vectorises across pairs.
 template <BoxMetric M, class T>
-PYDET_SIMD_INLINE void aligned_backward_chunk(const T* __restrict b1, const T* __restrict b2,
-                                              const T* __restrict grad, const T grad_scale,
-                                              const MetricParams<T> p, T* __restrict g1, T* __restrict g2,
-                                              int64_t begin, int64_t end) {
+PYDET_SIMD_INLINE void aligned_backward_chunk(const T* __restrict b1, const T* __restrict b2, const T* __restrict grad,
+                                              const T grad_scale, const MetricParams<T> p, T* __restrict g1,
+                                              T* __restrict g2, int64_t begin, int64_t end) {
   using D = Dual<T, 8>;
   for (int64_t k = begin; k < end; ++k) {
     const T* q1 = b1 + 4 * k;
@@ -357,6 +355,5 @@ TORCH_LIBRARY_IMPL(pydet, CPU, m) {
 TORCH_LIBRARY_IMPL(pydet, Meta, m) {  // shapes and checks only: see `computes` in common/checks.h
   Ops<CpuKernels>::register_all(m);
 }
-
 
 }  // namespace pydet::box_iou

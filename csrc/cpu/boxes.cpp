@@ -71,9 +71,8 @@ struct CpuKernels {
   static void convert(const at::Tensor& boxes, at::Tensor& out, BoxFormat fi, BoxFormat fo) {
     AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "box_convert", [&] {
       scalar_t* o = out.data_ptr<scalar_t>();
-      for_each_box<scalar_t>(boxes, [&](int64_t k, const Box4<scalar_t>& q) {
-        store_row(o, k, from_xyxy(fo, to_xyxy(fi, q)));
-      });
+      for_each_box<scalar_t>(
+          boxes, [&](int64_t k, const Box4<scalar_t>& q) { store_row(o, k, from_xyxy(fo, to_xyxy(fi, q))); });
     });
   }
 
@@ -156,6 +155,5 @@ TORCH_LIBRARY_IMPL(pydet, CPU, m) {
 TORCH_LIBRARY_IMPL(pydet, Meta, m) {  // shapes and checks only: see `computes` in common/checks.h
   Ops<CpuKernels>::register_shaped(m);
 }
-
 
 }  // namespace pydet::boxes

@@ -60,8 +60,8 @@ struct LaneParams {
     }
   }
   AxisParams<T> operator[](int64_t j) const {
-    return {weight_center[j], weight_size[j], mean_center[j], mean_size[j], size_min[j],
-            size_max[j],      center_clamp[j], clip_lo[j],    clip_hi[j]};
+    return {weight_center[j], weight_size[j],  mean_center[j], mean_size[j], size_min[j],
+            size_max[j],      center_clamp[j], clip_lo[j],     clip_hi[j]};
   }
 };
 
@@ -110,13 +110,13 @@ __attribute__((always_inline)) inline void dense_rows(const T* rp, int64_t r0, c
 // kDense: C == 1, reference rows contiguous (any batch stride), input [B, N, 4] contiguous: the runs of
 // dense_rows, with kVectorBytes, the vector width of the CPU variant running (simd::IsaTag).
 template <bool kDense, bool kExtra, int kVectorBytes, class T, class F>
-PYDET_SIMD_INLINE void rows_range(const Rows3<T> ref, const Rows3<T> in, const T* extra, T* out,
+PYDET_SIMD_INLINE void rows_range(const BoxRows<T> ref, const BoxRows<T> in, const T* extra, T* out,
                                   const CoderParams<T>& params, int64_t n_boxes, int64_t classes, int64_t begin,
                                   int64_t end, const F& f) {
   if constexpr (kDense) {
     for (int64_t r = begin; r < end;) {
       const int64_t b = r / n_boxes, n0 = r - b * n_boxes, stop = std::min(end, (b + 1) * n_boxes);
-      const T* rp = ref.data + b * ref.s0 + 4 * n0;
+      const T* rp = ref.data + b * ref.batch_stride + 4 * n0;
       dense_rows<kVectorBytes, kExtra>(rp, r, in.data, extra, out, params, r, stop, f);
       r = stop;
     }
@@ -132,9 +132,9 @@ PYDET_SIMD_INLINE void rows_range(const Rows3<T> ref, const Rows3<T> in, const T
 template <bool kExtra, class T, class F>
 void for_each_row(const at::Tensor& reference, const at::Tensor& input, const T* extra, T* out,
                   const CoderParams<T>& params, int64_t classes, const F& f) {
-  const Rows3<T> ref(reference), in(input);
+  const BoxRows<T> ref(reference), in(input);
   const int64_t n_boxes = input.size(1), rows = input.size(0) * n_boxes * classes;
-  const bool dense = classes == 1 && ref.s1 == 4 && ref.s2 == 1 && input.is_contiguous();
+  const bool dense = classes == 1 && ref.row_stride == 4 && ref.col_stride == 1 && input.is_contiguous();
   at::parallel_for(0, rows, kGrain, [&](int64_t begin, int64_t end) {
     simd::dispatch([&](auto isa) {
       constexpr int kVectorBytes = decltype(isa)::kVectorBytes;
@@ -174,7 +174,7 @@ struct DecodeBackward {
 template <Coding kC, bool kClip, class T>
 void decode_gathered(const at::Tensor& reference, const at::Tensor& deltas, const at::Tensor& index, T* o,
                      const CoderParams<T>& p) {
-  const Rows3<T> ref(reference), in(deltas);
+  const BoxRows<T> ref(reference), in(deltas);
   const int64_t n_src = deltas.size(1), classes = deltas.size(2) / 4, rows = deltas.size(0) * index.size(1);
   const int64_t k_rows = index.size(1), is0 = index.size(0) == 1 ? 0 : index.stride(0), is1 = index.stride(1);
   const int64_t* idx = index.const_data_ptr<int64_t>();
@@ -191,8 +191,8 @@ void decode_gathered(const at::Tensor& reference, const at::Tensor& deltas, cons
       for (int64_t r = r0, pb = b, pk = k; r < r1; ++r) {
         const int64_t n = idx[pb * is0 + pk * is1];
         if (n >= 0 && n < n_src) {
-          __builtin_prefetch(ref.data + pb * ref.s0 + n * ref.s1);
-          __builtin_prefetch(in.data + pb * in.s0 + n * in.s1);
+          __builtin_prefetch(ref.data + pb * ref.batch_stride + n * ref.row_stride);
+          __builtin_prefetch(in.data + pb * in.batch_stride + n * in.row_stride);
         }
         if (++pk == k_rows) {
           pk = 0;
@@ -216,9 +216,9 @@ void decode_gathered(const at::Tensor& reference, const at::Tensor& deltas, cons
       }
       simd::dispatch([&](auto isa) {
         constexpr int kVectorBytes = decltype(isa)::kVectorBytes;
-        rows_range<true, false, kVectorBytes, T>(Rows3<T>(ref_buf.data(), 0, 4, 1), Rows3<T>(in_buf.data(), 0, 4, 1),
-                                                 nullptr, o + 4 * r0 * classes, p, boxes, 1, 0, boxes,
-                                                 Decoder<kC, kClip, T>{});
+        const BoxRows<T> ref_rows(ref_buf.data(), 0, 4, 1, boxes), in_rows(in_buf.data(), 0, 4, 1, boxes);
+        rows_range<true, false, kVectorBytes, T>(ref_rows, in_rows, nullptr, o + 4 * r0 * classes, p, boxes, 1, 0,
+                                                 boxes, Decoder<kC, kClip, T>{});
       });
       for (int64_t r = r0; r < r1; ++r) {  // zero boxes decode to zeros; written out to be independent of that
         if (padding[r - r0]) std::fill_n(o + 4 * r * classes, 4 * classes, T(0));
@@ -242,7 +242,7 @@ struct CpuKernels {
         }
         // Gathered targets: row (b, n) encodes targets[b, target_index[b, n]]; a negative index (no
         // match) gives zeros.
-        const Rows3<T> ref(reference), tgt(targets);
+        const BoxRows<T> ref(reference), tgt(targets);
         const int64_t* idx = target_index.const_data_ptr<int64_t>();
         const int64_t is0 = target_index.size(0) == 1 ? 0 : target_index.stride(0), is1 = target_index.stride(1);
         const int64_t n_boxes = out.size(1), m = targets.size(1), tb_stride = targets.size(0) == 1 ? 0 : 1;
@@ -251,7 +251,8 @@ struct CpuKernels {
             const int64_t b = r / n_boxes, n = r - b * n_boxes, j = idx[b * is0 + n * is1];
             TORCH_CHECK_VALUE(j < m, "pydet.box_encode: target_index holds ", j, " but targets has only ", m,
                               " boxes per image");
-            store_row(o, r, j < 0 ? Box4<T>{0, 0, 0, 0} : encode_box<kC>(ref.at(b, n, 0), tgt.at(b * tb_stride, j, 0), p));
+            store_row(o, r,
+                      j < 0 ? Box4<T>{0, 0, 0, 0} : encode_box<kC>(ref.at(b, n, 0), tgt.at(b * tb_stride, j, 0), p));
           }
         });
       });

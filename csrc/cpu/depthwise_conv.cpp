@@ -82,7 +82,7 @@ constexpr int64_t kSumLanes = 16;  // a multiple of simd::kV64 for float and dou
 
 struct PlaneBackwardScratch {
   PlaneScratch fwd;
-  int64_t extent;        // (K - 1) d: the zero border around dL/d(pre-activation)
+  int64_t extent;         // (K - 1) d: the zero border around dL/d(pre-activation)
   int64_t gpitch, grows;  // bordered dL/d(pre-activation)
   int64_t sum_span;       // fwd.span rounded up to kSumLanes
   explicit PlaneBackwardScratch(const Geometry& g)
@@ -94,14 +94,12 @@ struct PlaneBackwardScratch {
   int64_t padded_size() const {  // the padded input, with room for the last partial sum block
     return fwd.rows * fwd.pitch + kSumLanes;
   }
-  int64_t gi_span(const Geometry& g) const {
-    return (g.h - 1) * gpitch + g.w;
-  }
+  int64_t gi_span(const Geometry& g) const { return (g.h - 1) * gpitch + g.w; }
 };
 
 template <Activation A, int64_t kK, class T>
-PYDET_SIMD_INLINE void backward_plane(const T* __restrict grad, const T* __restrict in, const T* __restrict w,
-                                      T bias, const Geometry& g, const PlaneBackwardScratch& sc, T* __restrict padded,
+PYDET_SIMD_INLINE void backward_plane(const T* __restrict grad, const T* __restrict in, const T* __restrict w, T bias,
+                                      const Geometry& g, const PlaneBackwardScratch& sc, T* __restrict padded,
                                       T* __restrict gp, T* __restrict gp_border, T* __restrict gi_span,
                                       T* __restrict gi, T* __restrict gw_acc, T* __restrict gb_acc) {
   const int64_t d = g.dh, pitch = sc.fwd.pitch, e = sc.extent;
@@ -147,7 +145,8 @@ PYDET_SIMD_INLINE void backward_plane(const T* __restrict grad, const T* __restr
     std::copy(gp + oh * pitch, gp + oh * pitch + g.ow, gp_border + (oh + e) * sc.gpitch + e);
   }
   conv_span<kK>(gp_border + g.ph * sc.gpitch + g.pw, flipped, w, T(0), sc.gi_span(g), gi_span);
-  for (int64_t ih = 0; ih < g.h; ++ih) std::copy(gi_span + ih * sc.gpitch, gi_span + ih * sc.gpitch + g.w, gi + ih * g.w);
+  for (int64_t ih = 0; ih < g.h; ++ih)
+    std::copy(gi_span + ih * sc.gpitch, gi_span + ih * sc.gpitch + g.w, gi + ih * g.w);
 }
 
 // ---- row path ----------------------------------------------------------------------------------
@@ -165,8 +164,8 @@ constexpr int64_t kRowLanes = simd::kV64<T>;
 // GCC lowers element by element for AVX2 and SSE (the blocked path then runs: 4x faster there).
 template <class T>
 bool row_path_fits(const Geometry& g) {
-  return simd::vector_bytes() == 64 && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 &&
-         g.dw == 1 && g.ph == 1 && g.pw == 1 && g.w + 2 <= kRowLanes<T> && 2 * g.w > kRowLanes<T>;
+  return simd::vector_bytes() == 64 && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 &&
+         g.ph == 1 && g.pw == 1 && g.w + 2 <= kRowLanes<T> && 2 * g.w > kRowLanes<T>;
 }
 
 template <class T>
@@ -199,8 +198,8 @@ __attribute__((always_inline)) inline RowTaps<T> row_taps(const T* __restrict pl
 }
 
 template <Activation A, class T>
-PYDET_SIMD_INLINE void forward_rows(const T* __restrict in, const T* __restrict w, T bias, int64_t rows,
-                                    int64_t width, T* __restrict out) {
+PYDET_SIMD_INLINE void forward_rows(const T* __restrict in, const T* __restrict w, T bias, int64_t rows, int64_t width,
+                                    T* __restrict out) {
   using V = simd::V64<T>;
   constexpr int64_t L = kRowLanes<T>;
   constexpr auto lanes = std::make_index_sequence<L>{};
@@ -242,9 +241,7 @@ constexpr int64_t kLanes = 64 / sizeof(T);
 struct BlockedScratch {
   int64_t pitch, rows;
   explicit BlockedScratch(const Geometry& g) : pitch(g.w + 2 * g.pw), rows(g.h + 2 * g.ph) {}
-  int64_t padded() const {
-    return pitch * rows;
-  }
+  int64_t padded() const { return pitch * rows; }
 };
 
 // The transposes between planes and channel blocks move kLanes x kLanes tiles (kLanes pixels of
@@ -254,8 +251,8 @@ struct BlockedScratch {
 // of a [rows + 2 top][pitch][L] block, lanes l >= used zero. Only the interior is written: the
 // caller's buffer starts zeroed and keeps its geometry, so the padding stays zero.
 template <int kNative, class T>
-PYDET_SIMD_INLINE void load_block(const T* __restrict planes, int64_t used, int64_t rows, int64_t width,
-                                  int64_t top, int64_t left, int64_t pitch, T* __restrict buf) {
+PYDET_SIMD_INLINE void load_block(const T* __restrict planes, int64_t used, int64_t rows, int64_t width, int64_t top,
+                                  int64_t left, int64_t pitch, T* __restrict buf) {
   constexpr int64_t L = kLanes<T>;
   using V = simd::V64<T>;
   const int64_t plane = rows * width;
@@ -360,8 +357,8 @@ PYDET_HD void store_activated(const T (&pre)[kPix][kLanes<T>], const Geometry& g
 
 // Output pixels (oh, ow .. ow + kPix - 1) of a channel block, activated, into out_t.
 template <Activation A, int64_t kK, int64_t kPix, class T>
-PYDET_HD void forward_pixels(const T* __restrict buf, const T* __restrict wl, const T* __restrict bl,
-                             const Geometry& g, const BlockedScratch& s, int64_t oh, int64_t ow, T* __restrict out_t) {
+PYDET_HD void forward_pixels(const T* __restrict buf, const T* __restrict wl, const T* __restrict bl, const Geometry& g,
+                             const BlockedScratch& s, int64_t oh, int64_t ow, T* __restrict out_t) {
   alignas(64) T pre[kPix][kLanes<T>];
   blocked_pre<kK, kPix>(buf, wl, bl, g, s, oh, ow, pre);
   store_activated<A>(pre, g, oh, ow, out_t);
@@ -484,16 +481,13 @@ void with_square_kernel(const Geometry& g, const F& f) {
 }
 
 struct CpuKernels {
-  static at::ScalarType compute_dtype(at::ScalarType st) {
-    return pydet::compute_dtype(st);
-  }
+  static at::ScalarType compute_dtype(at::ScalarType st) { return pydet::compute_dtype(st); }
 
   // Measured on 2 vCPUs (AVX-512): the plane path wins for stride-1 rows of 32 and more (56x56,
   // 112x112 MobileNet planes); narrower rows and stride 2 are faster on the row path (when it
   // applies) or channel-blocked.
   static bool plane_path(const Geometry& g) {
-    return g.kh == g.kw && (g.kh == 3 || g.kh == 5) && g.sh == 1 && g.sw == 1 && g.dh == g.dw &&
-           g.ow >= kPlaneMinWidth;
+    return g.kh == g.kw && (g.kh == 3 || g.kh == 5) && g.sh == 1 && g.sw == 1 && g.dh == g.dw && g.ow >= kPlaneMinWidth;
   }
 
   template <Activation A, class T>
@@ -631,8 +625,8 @@ struct CpuKernels {
             load_block<kNative>(in + first * g.h * g.w, used, g.h, g.w, g.ph, g.pw, s.pitch, buf.data());
             load_block<kNative>(go + first * out_plane, used, g.oh, g.ow, 0, 0, g.ow, grad_t.data());
             with_square_kernel(g, [&](auto k) {
-              backward_block<A, decltype(k)::value>(grad_t.data(), buf.data(), wl.data(), bl.data(), g, s,
-                                                    gi_t.data(), gw_acc.data(), gb_acc.data());
+              backward_block<A, decltype(k)::value>(grad_t.data(), buf.data(), wl.data(), bl.data(), g, s, gi_t.data(),
+                                                    gw_acc.data(), gb_acc.data());
             });
             store_block<kNative>(gi_t.data() + (g.ph * s.pitch + g.pw) * L, s.pitch, g.h, g.w, used,
                                  gi + first * g.h * g.w, g.h * g.w);

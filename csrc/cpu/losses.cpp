@@ -39,8 +39,8 @@ PYDET_SIMD_INLINE double focal_block_sum(const T* x, const T* t, int64_t n, Foca
 }
 
 template <Gamma G, bool kTargets, class T>
-PYDET_SIMD_INLINE void focal_grad_range(const T* g, int64_t g_stride, T scale, const T* x, const T* t, T* gx,
-                                        T* gt, int64_t n, FocalParams<T> f) {
+PYDET_SIMD_INLINE void focal_grad_range(const T* g, int64_t g_stride, T scale, const T* x, const T* t, T* gx, T* gt,
+                                        int64_t n, FocalParams<T> f) {
   for (int64_t i = 0; i < n; ++i) {
     const FocalGrad<T> d = focal_loss_grad<G, kTargets>(x[i], t[i], f);
     const T w = g[i * g_stride] * scale;
@@ -95,11 +95,11 @@ struct CpuKernels {
           const scalar_t* g = gp + begin * g_stride;
           simd::dispatch([&] {
             if (gtp) {
-              focal_grad_range<G, true>(g, g_stride, scalar_t(scale), xp + begin, tp + begin, gxp + begin,
-                                        gtp + begin, end - begin, cast<scalar_t>(p));
+              focal_grad_range<G, true>(g, g_stride, scalar_t(scale), xp + begin, tp + begin, gxp + begin, gtp + begin,
+                                        end - begin, cast<scalar_t>(p));
             } else {
-              focal_grad_range<G, false>(g, g_stride, scalar_t(scale), xp + begin, tp + begin, gxp + begin,
-                                         gtp, end - begin, cast<scalar_t>(p));  // gtp is null here
+              focal_grad_range<G, false>(g, g_stride, scalar_t(scale), xp + begin, tp + begin, gxp + begin, gtp,
+                                         end - begin, cast<scalar_t>(p));  // gtp is null here
             }
           });
         });

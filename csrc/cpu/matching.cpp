@@ -86,9 +86,9 @@ PYDET_HD T chunk_quality(const BoxTerms<T>& g, const ChunkTerms<T>& c, int64_t j
 // One task: anchors [start, start + count) of one image against its `m` ground-truth boxes.
 // Writes per-anchor results and this task's per-gt partial (value, index) into gt_part/gt_part_idx.
 template <BoxMetric M, class T>
-PYDET_SIMD_INLINE void max_task(const BoxRows<T> gt, int64_t m, const ChunkTerms<T>& c, int64_t start,
-                                int64_t count, bool anchors_first, const MetricParams<T> mp, T* anchor_max,
-                                int64_t* anchor_argmax, T* gt_part, int64_t* gt_part_idx) {
+PYDET_SIMD_INLINE void max_task(const BoxRows<T> gt, int64_t m, const ChunkTerms<T>& c, int64_t start, int64_t count,
+                                bool anchors_first, const MetricParams<T> mp, T* anchor_max, int64_t* anchor_argmax,
+                                T* gt_part, int64_t* gt_part_idx) {
   alignas(64) T best[kChunk];
   alignas(64) int32_t arg[kChunk];
   alignas(64) T row[kChunk];
@@ -142,9 +142,9 @@ PYDET_SIMD_INLINE void max_task(const BoxRows<T> gt, int64_t m, const ChunkTerms
 
 // Last ground-truth box g (in increasing order) with best[g] >= min_best and quality == best[g].
 template <BoxMetric M, class T>
-PYDET_SIMD_INLINE void ties_task(const BoxRows<T> gt, int64_t m, const T* gt_best, T min_best,
-                                 const ChunkTerms<T>& c, int64_t start, int64_t count, bool anchors_first,
-                                 const MetricParams<T> mp, int64_t* out) {
+PYDET_SIMD_INLINE void ties_task(const BoxRows<T> gt, int64_t m, const T* gt_best, T min_best, const ChunkTerms<T>& c,
+                                 int64_t start, int64_t count, bool anchors_first, const MetricParams<T> mp,
+                                 int64_t* out) {
   alignas(64) int32_t last[kChunk];
   for (int64_t j = 0; j < kChunk; ++j) last[j] = -1;
   for (int64_t g = 0; g < m; ++g) {
@@ -177,8 +177,8 @@ void for_each_task(const Problem& p, const MetricParams<T>& mp, const char* op, 
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   const int64_t* counts = p.counts.const_data_ptr<int64_t>();
   for (int64_t b = 0; b < batch; ++b) count_of(counts, b, m_max, op);
-  const uint8_t* ignored = p.ignored.defined() ? reinterpret_cast<const uint8_t*>(p.ignored.const_data_ptr<bool>())
-                                               : nullptr;
+  const uint8_t* ignored =
+      p.ignored.defined() ? reinterpret_cast<const uint8_t*>(p.ignored.const_data_ptr<bool>()) : nullptr;
   at::parallel_for(0, batch * chunks, 1, [&](int64_t tb, int64_t te) {
     auto terms = std::make_unique<ChunkTerms<T>>();
     for (int64_t t = tb; t < te; ++t) {
@@ -204,14 +204,14 @@ struct CpuKernels {
       int64_t* aarg = anchor_argmax.data_ptr<int64_t>();
       with_metric(q.metric, [&](auto metric) {
         constexpr BoxMetric kM = decltype(metric)::value;
-        for_each_task<kM, T>(p, mp, "box_overlap_max", [&](int64_t t, int64_t b, int64_t start, int64_t count,
-                                                            const ChunkTerms<T>& terms) {
-          const BoxRows<T> gt(p.gt.select(0, b));
-          simd::dispatch([&] {
-            max_task<kM>(gt, counts[b], terms, start, count, q.anchors_first, mp, amax + b * n, aarg + b * n,
-                         part.data() + t * m_max, part_idx.data() + t * m_max);
-          });
-        });
+        for_each_task<kM, T>(p, mp, "box_overlap_max",
+                             [&](int64_t t, int64_t b, int64_t start, int64_t count, const ChunkTerms<T>& terms) {
+                               const BoxRows<T> gt(p.gt.select(0, b));
+                               simd::dispatch([&] {
+                                 max_task<kM>(gt, counts[b], terms, start, count, q.anchors_first, mp, amax + b * n,
+                                              aarg + b * n, part.data() + t * m_max, part_idx.data() + t * m_max);
+                               });
+                             });
       });
       // Merge the per-task partials in anchor order.
       T* gmax = gt_max.data_ptr<T>();
@@ -248,14 +248,14 @@ struct CpuKernels {
       int64_t* o = out.data_ptr<int64_t>();
       with_metric(q.metric, [&](auto metric) {
         constexpr BoxMetric kM = decltype(metric)::value;
-        for_each_task<kM, T>(p, mp, "box_overlap_ties", [&](int64_t, int64_t b, int64_t start, int64_t count,
-                                                             const ChunkTerms<T>& terms) {
-          const BoxRows<T> gt(p.gt.select(0, b));
-          simd::dispatch([&] {
-            ties_task<kM>(gt, counts[b], best + b * m_max, T(min_best), terms, start, count, q.anchors_first, mp,
-                          o + b * n);
-          });
-        });
+        for_each_task<kM, T>(p, mp, "box_overlap_ties",
+                             [&](int64_t, int64_t b, int64_t start, int64_t count, const ChunkTerms<T>& terms) {
+                               const BoxRows<T> gt(p.gt.select(0, b));
+                               simd::dispatch([&] {
+                                 ties_task<kM>(gt, counts[b], best + b * m_max, T(min_best), terms, start, count,
+                                               q.anchors_first, mp, o + b * n);
+                               });
+                             });
       });
     });
   }

@@ -42,15 +42,9 @@ struct AlignedAllocator {
   struct rebind {
     using other = AlignedAllocator<U, kAlign>;
   };
-  T* allocate(std::size_t n) {
-    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(kAlign)));
-  }
-  void deallocate(T* p, std::size_t) {
-    ::operator delete(p, std::align_val_t(kAlign));
-  }
-  friend bool operator==(const AlignedAllocator&, const AlignedAllocator&) {
-    return true;
-  }
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(kAlign))); }
+  void deallocate(T* p, std::size_t) { ::operator delete(p, std::align_val_t(kAlign)); }
+  friend bool operator==(const AlignedAllocator&, const AlignedAllocator&) { return true; }
 };
 template <class T>
 using AlignedVector = std::vector<T, AlignedAllocator<T>>;

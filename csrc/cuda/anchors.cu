@@ -25,8 +25,7 @@ struct alignas(4 * sizeof(T)) Box {
 };
 
 template <class T>
-__global__ void anchor_grid_kernel(const Levels levels, int64_t rows, bool anchor_major, bool shift_corners,
-                                   T* out) {
+__global__ void anchor_grid_kernel(const Levels levels, int64_t rows, bool anchor_major, bool shift_corners, T* out) {
   using Acc = at::opmath_type<T>;
   for (int64_t r = cuda::global_index(); r < rows; r += cuda::grid_stride()) {
     int l = 0;
@@ -57,8 +56,8 @@ __global__ void anchor_grid_kernel(const Levels levels, int64_t rows, bool ancho
 
 struct CudaKernels {
   static void grid(const std::vector<Level>& levels, bool anchor_major, bool shift_corners, at::Tensor& out) {
-    TORCH_CHECK_VALUE(levels.size() <= kMaxLevels, "pydet.anchor_grid: at most ", kMaxLevels,
-                      " levels on CUDA, got ", levels.size());
+    TORCH_CHECK_VALUE(levels.size() <= kMaxLevels, "pydet.anchor_grid: at most ", kMaxLevels, " levels on CUDA, got ",
+                      levels.size());
     const c10::cuda::CUDAGuard guard(out.device());
     Levels arg{};
     for (size_t l = 0; l < levels.size(); ++l) arg.level[l] = levels[l];

@@ -52,8 +52,8 @@ __device__ __forceinline__ BoxTerms<Dual<T, 4>> seeded_terms(const Box4<T>& q, c
 
 // grid: x = column blocks, y = (batch, row tile) pairs (grid-stride).
 template <BoxMetric M, class T>
-__global__ void pairwise_kernel(BatchedBoxRows<T> rows1, BatchedBoxRows<T> rows2, int64_t B, int64_t M_, int64_t N,
-                                MetricParams<T> p, T* out) {
+__global__ void pairwise_kernel(BoxRows<T> rows1, BoxRows<T> rows2, int64_t B, int64_t M_, int64_t N, MetricParams<T> p,
+                                T* out) {
   __shared__ BoxTerms<T> tile[kRowTile];
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kColsPerBlock + threadIdx.x;
   const int64_t row_tiles = (M_ + kRowTile - 1) / kRowTile;
@@ -73,8 +73,8 @@ __global__ void pairwise_kernel(BatchedBoxRows<T> rows1, BatchedBoxRows<T> rows2
 
 // One warp per (batch, row): grad1[b, i] = sum_j grad[b, i, j] * d metric / d boxes1[b, i].
 template <BoxMetric M, class T>
-__global__ void pairwise_backward_rows_kernel(const T* grad, BatchedBoxRows<T> rows1, BatchedBoxRows<T> rows2,
-                                              int64_t B, int64_t M_, int64_t N, MetricParams<T> p, T* grad1) {
+__global__ void pairwise_backward_rows_kernel(const T* grad, BoxRows<T> rows1, BoxRows<T> rows2, int64_t B, int64_t M_,
+                                              int64_t N, MetricParams<T> p, T* grad1) {
   using D = Dual<T, 4>;
   const int lane = threadIdx.x % 32;
   const int64_t warps = grid_stride() / 32;
@@ -99,8 +99,8 @@ __global__ void pairwise_backward_rows_kernel(const T* grad, BatchedBoxRows<T> r
 // One thread per (batch, column), rows read through shared-memory tiles:
 // grad2[b, j] = sum_i grad[b, i, j] * d metric / d boxes2[b, j].
 template <BoxMetric M, class T>
-__global__ void pairwise_backward_cols_kernel(const T* grad, BatchedBoxRows<T> rows1, BatchedBoxRows<T> rows2,
-                                              int64_t B, int64_t M_, int64_t N, MetricParams<T> p, T* grad2) {
+__global__ void pairwise_backward_cols_kernel(const T* grad, BoxRows<T> rows1, BoxRows<T> rows2, int64_t B, int64_t M_,
+                                              int64_t N, MetricParams<T> p, T* grad2) {
   using D = Dual<T, 4>;
   __shared__ BoxTerms<T> tile[kRowTile];
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kColsPerBlock + threadIdx.x;
@@ -140,10 +140,10 @@ __global__ void aligned_backward_kernel(const T* grad, int64_t grad_stride, T gr
   using D = Dual<T, 8>;
   for (int64_t k = global_index(); k < rows1.size; k += grid_stride()) {
     const Box4<T> q1 = rows1[k], q2 = rows2[k];
-    const BoxTerms<D> a = box_terms<M>(D::variable(q1.a, 0), D::variable(q1.b, 1), D::variable(q1.c, 2),
-                                       D::variable(q1.d, 3), p);
-    const BoxTerms<D> b = box_terms<M>(D::variable(q2.a, 4), D::variable(q2.b, 5), D::variable(q2.c, 6),
-                                       D::variable(q2.d, 7), p);
+    const BoxTerms<D> a =
+        box_terms<M>(D::variable(q1.a, 0), D::variable(q1.b, 1), D::variable(q1.c, 2), D::variable(q1.d, 3), p);
+    const BoxTerms<D> b =
+        box_terms<M>(D::variable(q2.a, 4), D::variable(q2.b, 5), D::variable(q2.c, 6), D::variable(q2.d, 7), p);
     const D r = box_metric<M>(a, b, p);
     const T g = grad[k * grad_stride] * grad_scale;
     for (int c = 0; c < 4; ++c) {
@@ -171,7 +171,7 @@ struct CudaKernels {
         if constexpr (metric_is_pairwise(M)) {
           pairwise_kernel<M, scalar_t>
               <<<pairwise_grid(B, M_, N), kColsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-                  BatchedBoxRows<scalar_t>(b1), BatchedBoxRows<scalar_t>(b2), B, M_, N,
+                  BoxRows<scalar_t>(b1), BoxRows<scalar_t>(b2), B, M_, N,
                   MetricParams<scalar_t>{scalar_t(eps), scalar_t(offset)}, out.data_ptr<scalar_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
@@ -189,7 +189,7 @@ struct CudaKernels {
         constexpr BoxMetric M = decltype(mc)::value;
         if constexpr (metric_is_pairwise(M)) {
           const MetricParams<scalar_t> p{scalar_t(eps), scalar_t(offset)};
-          const BatchedBoxRows<scalar_t> r1(b1), r2(b2);
+          const BoxRows<scalar_t> r1(b1), r2(b2);
           pairwise_backward_rows_kernel<M, scalar_t><<<cuda::blocks_for(B * M_ * 32), cuda::kThreads, 0, stream>>>(
               grad.const_data_ptr<scalar_t>(), r1, r2, B, M_, N, p, g1.data_ptr<scalar_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -236,9 +236,7 @@ struct CudaKernels {
   }
 
   // ATen's CUDA sum reduces in a fixed order (no atomics): deterministic for a given input.
-  static at::Tensor sum(const at::Tensor& values) {
-    return values.sum(at::kDouble).to(values.scalar_type());
-  }
+  static at::Tensor sum(const at::Tensor& values) { return values.sum(at::kDouble).to(values.scalar_type()); }
 };
 
 }  // namespace

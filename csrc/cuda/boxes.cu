@@ -33,7 +33,8 @@ __global__ void area_backward_kernel(const T* grad, int64_t grad_stride, BoxRows
 
 template <class T>
 __global__ void convert_kernel(BoxRows<T> in, T* out, BoxFormat fi, BoxFormat fo) {
-  for (int64_t k = global_index(); k < in.size; k += grid_stride()) store_row(out, k, from_xyxy(fo, to_xyxy(fi, in[k])));
+  for (int64_t k = global_index(); k < in.size; k += grid_stride())
+    store_row(out, k, from_xyxy(fo, to_xyxy(fi, in[k])));
 }
 
 template <class T>

@@ -17,9 +17,9 @@ using cuda::global_index;
 using cuda::grid_stride;
 
 template <Coding C, class T>
-__global__ void encode_kernel(Rows3<T> ref, Rows3<T> tgt, const int64_t* idx, int64_t is0, int64_t is1,
-                              int64_t target_batch_stride, int64_t m, int64_t n_boxes, int64_t rows,
-                              CoderParams<T> p, T* out) {
+__global__ void encode_kernel(BoxRows<T> ref, BoxRows<T> tgt, const int64_t* idx, int64_t is0, int64_t is1,
+                              int64_t target_batch_stride, int64_t m, int64_t n_boxes, int64_t rows, CoderParams<T> p,
+                              T* out) {
   for (int64_t r = global_index(); r < rows; r += grid_stride()) {
     const int64_t b = r / n_boxes, n = r - b * n_boxes;
     if (idx == nullptr) {
@@ -27,7 +27,8 @@ __global__ void encode_kernel(Rows3<T> ref, Rows3<T> tgt, const int64_t* idx, in
     } else {
       const int64_t j = idx[b * is0 + n * is1];
       CUDA_KERNEL_ASSERT(j < m && "pydet.box_encode: target_index out of range");
-      store_row(out, r, j < 0 ? Box4<T>{0, 0, 0, 0} : encode_box<C>(ref.at(b, n, 0), tgt.at(b * target_batch_stride, j, 0), p));
+      store_row(out, r,
+                j < 0 ? Box4<T>{0, 0, 0, 0} : encode_box<C>(ref.at(b, n, 0), tgt.at(b * target_batch_stride, j, 0), p));
     }
   }
 }
@@ -35,7 +36,7 @@ __global__ void encode_kernel(Rows3<T> ref, Rows3<T> tgt, const int64_t* idx, in
 // Row r of out (over [B, K, C]) decodes deltas[b, n, c] against reference[b, n] with n = k, or n = idx[b, k]
 // when gathering (a negative index gives zeros).
 template <Coding C, bool kBackward, class T>
-__global__ void decode_kernel(Rows3<T> ref, Rows3<T> deltas, const T* grad, const int64_t* idx, int64_t is0,
+__global__ void decode_kernel(BoxRows<T> ref, BoxRows<T> deltas, const T* grad, const int64_t* idx, int64_t is0,
                               int64_t is1, int64_t n_src, int64_t k_rows, int64_t classes, int64_t rows,
                               CoderParams<T> p, T* out) {
   for (int64_t r = global_index(); r < rows; r += grid_stride()) {
@@ -65,12 +66,12 @@ struct CudaKernels {
     AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "box_encode", [&] {
       using T = scalar_t;
       with_coding(coding, [&](auto c) {
-        encode_kernel<decltype(c)::value, T><<<cuda::blocks_for(rows), cuda::kThreads, 0,
-                                               c10::cuda::getCurrentCUDAStream()>>>(
-            Rows3<T>(reference), Rows3<T>(targets), gather ? target_index.const_data_ptr<int64_t>() : nullptr,
-            gather && target_index.size(0) > 1 ? target_index.stride(0) : 0, gather ? target_index.stride(1) : 0,
-            targets.size(0) > 1 ? 1 : 0, targets.size(1), out.size(1), rows, cast_params<T>(params),
-            out.data_ptr<T>());
+        encode_kernel<decltype(c)::value, T>
+            <<<cuda::blocks_for(rows), cuda::kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+                BoxRows<T>(reference), BoxRows<T>(targets), gather ? target_index.const_data_ptr<int64_t>() : nullptr,
+                gather && target_index.size(0) > 1 ? target_index.stride(0) : 0, gather ? target_index.stride(1) : 0,
+                targets.size(0) > 1 ? 1 : 0, targets.size(1), out.size(1), rows, cast_params<T>(params),
+                out.data_ptr<T>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -86,12 +87,12 @@ struct CudaKernels {
     AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "box_decode", [&] {
       using T = scalar_t;
       with_coding(coding, [&](auto c) {
-        decode_kernel<decltype(c)::value, kBackward, T><<<cuda::blocks_for(rows), cuda::kThreads, 0,
-                                                          c10::cuda::getCurrentCUDAStream()>>>(
-            Rows3<T>(reference), Rows3<T>(deltas), kBackward ? g.const_data_ptr<T>() : nullptr,
-            gather ? index.const_data_ptr<int64_t>() : nullptr, gather && index.size(0) > 1 ? index.stride(0) : 0,
-            gather ? index.stride(1) : 0, deltas.size(1), k_rows, classes, rows, cast_params<T>(params),
-            out.data_ptr<T>());
+        decode_kernel<decltype(c)::value, kBackward, T>
+            <<<cuda::blocks_for(rows), cuda::kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+                BoxRows<T>(reference), BoxRows<T>(deltas), kBackward ? g.const_data_ptr<T>() : nullptr,
+                gather ? index.const_data_ptr<int64_t>() : nullptr, gather && index.size(0) > 1 ? index.stride(0) : 0,
+                gather ? index.stride(1) : 0, deltas.size(1), k_rows, classes, rows, cast_params<T>(params),
+                out.data_ptr<T>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });

@@ -82,8 +82,8 @@ __global__ void grad_input_kernel(const T* __restrict__ gp, const T* __restrict_
 
 // blockIdx.x = channel, blockIdx.y = tap (taps = kh * kw) or the bias (blockIdx.y == taps).
 template <class T>
-__global__ void grad_weight_kernel(const T* __restrict__ gp, const T* __restrict__ in, Geometry g,
-                                   T* __restrict__ gw, T* __restrict__ gb) {
+__global__ void grad_weight_kernel(const T* __restrict__ gp, const T* __restrict__ in, Geometry g, T* __restrict__ gw,
+                                   T* __restrict__ gb) {
   __shared__ Acc<T> partial[cuda::kThreads];
   const int64_t c = blockIdx.x, taps = g.kh * g.kw, tap = blockIdx.y;
   const int64_t kh = tap / g.kw, kw = tap % g.kw, per_plane = g.oh * g.ow;
@@ -115,9 +115,7 @@ __global__ void grad_weight_kernel(const T* __restrict__ gp, const T* __restrict
 }
 
 struct CudaKernels {
-  static at::ScalarType compute_dtype(at::ScalarType st) {
-    return st;
-  }
+  static at::ScalarType compute_dtype(at::ScalarType st) { return st; }
 
   static void forward(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, at::Tensor& out,
                       const Geometry& g, Activation act) {
@@ -126,10 +124,10 @@ struct CudaKernels {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "depthwise_conv2d", [&] {
       using T = scalar_t;
       with_activation(act, [&](auto a) {
-        forward_kernel<decltype(a)::value, T><<<cuda::blocks_for(total), cuda::kThreads, 0,
-                                                c10::cuda::getCurrentCUDAStream()>>>(
-            input.const_data_ptr<T>(), weight.const_data_ptr<T>(), bias.const_data_ptr<T>(), g, total,
-            out.data_ptr<T>());
+        forward_kernel<decltype(a)::value, T>
+            <<<cuda::blocks_for(total), cuda::kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+                input.const_data_ptr<T>(), weight.const_data_ptr<T>(), bias.const_data_ptr<T>(), g, total,
+                out.data_ptr<T>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -148,8 +146,8 @@ struct CudaKernels {
         grad_pre = at::empty(grad.sizes(), grad.options());
         with_activation(act, [&](auto a) {
           grad_pre_kernel<decltype(a)::value, T><<<cuda::blocks_for(outputs), cuda::kThreads, 0, stream>>>(
-              grad.const_data_ptr<T>(), input.const_data_ptr<T>(), weight.const_data_ptr<T>(),
-              bias.const_data_ptr<T>(), g, outputs, grad_pre.data_ptr<T>());
+              grad.const_data_ptr<T>(), input.const_data_ptr<T>(), weight.const_data_ptr<T>(), bias.const_data_ptr<T>(),
+              g, outputs, grad_pre.data_ptr<T>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
       }
@@ -160,8 +158,8 @@ struct CudaKernels {
       }
       const dim3 blocks(static_cast<unsigned int>(g.c), static_cast<unsigned int>(g.kh * g.kw + 1));
       grad_weight_kernel<T><<<blocks, cuda::kThreads, 0, stream>>>(grad_pre.const_data_ptr<T>(),
-                                                                  input.const_data_ptr<T>(), g,
-                                                                  grad_weight.data_ptr<T>(), grad_bias.data_ptr<T>());
+                                                                   input.const_data_ptr<T>(), g,
+                                                                   grad_weight.data_ptr<T>(), grad_bias.data_ptr<T>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }

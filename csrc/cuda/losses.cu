@@ -46,8 +46,7 @@ struct CudaKernels {
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_focal_loss", [&] {
       dispatch_gamma(p.gamma, [&]<Gamma G>() {
         focal_kernel<G><<<blocks_for(n), kThreads, 0, stream>>>(
-            x.const_data_ptr<scalar_t>(), t.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), n,
-            cast<scalar_t>(p));
+            x.const_data_ptr<scalar_t>(), t.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), n, cast<scalar_t>(p));
       });
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -48,9 +48,9 @@ __device__ __forceinline__ int64_t count_of(const int64_t* counts, int64_t b, in
 }
 
 template <BoxMetric M, class T>
-__global__ void anchor_max_kernel(BatchedBoxRows<T> gt, BoxRows<T> anchors, const int64_t* counts,
-                                  const bool* ignored, int64_t m_max, int64_t n, int64_t batch, bool anchors_first,
-                                  MetricParams<T> mp, T* anchor_max, int64_t* anchor_argmax) {
+__global__ void anchor_max_kernel(BoxRows<T> gt, BoxRows<T> anchors, const int64_t* counts, const bool* ignored,
+                                  int64_t m_max, int64_t n, int64_t batch, bool anchors_first, MetricParams<T> mp,
+                                  T* anchor_max, int64_t* anchor_argmax) {
   for (int64_t r = global_index(); r < batch * n; r += grid_stride()) {
     const int64_t b = r / n, j = r - b * n, m = count_of(counts, b, m_max);
     const Box4<T> a = anchors[j];
@@ -70,7 +70,7 @@ __global__ void anchor_max_kernel(BatchedBoxRows<T> gt, BoxRows<T> anchors, cons
 }
 
 template <BoxMetric M, class T>
-__global__ void gt_max_kernel(BatchedBoxRows<T> gt, BoxRows<T> anchors, const int64_t* counts, const bool* ignored,
+__global__ void gt_max_kernel(BoxRows<T> gt, BoxRows<T> anchors, const int64_t* counts, const bool* ignored,
                               int64_t m_max, int64_t n, bool anchors_first, MetricParams<T> mp, T* gt_max,
                               int64_t* gt_argmax) {
   __shared__ T s_best[cuda::kThreads];
@@ -110,7 +110,7 @@ __global__ void gt_max_kernel(BatchedBoxRows<T> gt, BoxRows<T> anchors, const in
 }
 
 template <BoxMetric M, class T>
-__global__ void ties_kernel(BatchedBoxRows<T> gt, BoxRows<T> anchors, const int64_t* counts, const bool* ignored,
+__global__ void ties_kernel(BoxRows<T> gt, BoxRows<T> anchors, const int64_t* counts, const bool* ignored,
                             const T* gt_best, T min_best, int64_t m_max, int64_t n, int64_t batch, MetricParams<T> mp,
                             int64_t* out) {
   for (int64_t r = global_index(); r < batch * n; r += grid_stride()) {
@@ -140,17 +140,17 @@ struct CudaKernels {
         constexpr BoxMetric kM = decltype(metric)::value;
         if (batch * n > 0) {
           anchor_max_kernel<kM, T><<<cuda::blocks_for(batch * n), cuda::kThreads, 0, stream>>>(
-              BatchedBoxRows<T>(p.gt), BoxRows<T>(p.anchors), p.counts.const_data_ptr<int64_t>(), ign, m_max, n,
-              batch, q.anchors_first, mp, anchor_max.data_ptr<T>(), anchor_argmax.data_ptr<int64_t>());
+              BoxRows<T>(p.gt), BoxRows<T>(p.anchors), p.counts.const_data_ptr<int64_t>(), ign, m_max, n, batch,
+              q.anchors_first, mp, anchor_max.data_ptr<T>(), anchor_argmax.data_ptr<int64_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
         if (m_max > 0) {
           TORCH_CHECK_VALUE(batch <= 65535, "pydet.box_overlap_max: at most 65535 images per call on CUDA, got ",
                             batch);
-          gt_max_kernel<kM, T><<<dim3(static_cast<unsigned>(m_max), static_cast<unsigned>(batch)), cuda::kThreads, 0,
-                                 stream>>>(BatchedBoxRows<T>(p.gt), BoxRows<T>(p.anchors),
-                                           p.counts.const_data_ptr<int64_t>(), ign, m_max, n, q.anchors_first, mp,
-                                           gt_max.data_ptr<T>(), gt_argmax.data_ptr<int64_t>());
+          gt_max_kernel<kM, T>
+              <<<dim3(static_cast<unsigned>(m_max), static_cast<unsigned>(batch)), cuda::kThreads, 0, stream>>>(
+                  BoxRows<T>(p.gt), BoxRows<T>(p.anchors), p.counts.const_data_ptr<int64_t>(), ign, m_max, n,
+                  q.anchors_first, mp, gt_max.data_ptr<T>(), gt_argmax.data_ptr<int64_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       });
@@ -166,10 +166,10 @@ struct CudaKernels {
       using T = scalar_t;
       const MetricParams<T> mp{T(q.eps), T(0)};
       with_metric(q.metric, [&](auto metric) {
-        ties_kernel<decltype(metric)::value, T><<<cuda::blocks_for(batch * n), cuda::kThreads, 0,
-                                                  c10::cuda::getCurrentCUDAStream()>>>(
-            BatchedBoxRows<T>(p.gt), BoxRows<T>(p.anchors), p.counts.const_data_ptr<int64_t>(), ign,
-            gt_best.const_data_ptr<T>(), T(min_best), m_max, n, batch, mp, out.data_ptr<int64_t>());
+        ties_kernel<decltype(metric)::value, T>
+            <<<cuda::blocks_for(batch * n), cuda::kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+                BoxRows<T>(p.gt), BoxRows<T>(p.anchors), p.counts.const_data_ptr<int64_t>(), ign,
+                gt_best.const_data_ptr<T>(), T(min_best), m_max, n, batch, mp, out.data_ptr<int64_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });

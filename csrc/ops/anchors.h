@@ -52,11 +52,14 @@ struct Ops {
     const char* op = "anchor_grid";
     const size_t L = base_anchors.size();
     TORCH_CHECK_VALUE(L > 0, "pydet.anchor_grid: base_anchors must hold at least one level");
-    TORCH_CHECK_VALUE(shifts_x.size() == L && shifts_y.size() == L, "pydet.anchor_grid: base_anchors, shifts_x and "
-                      "shifts_y must have one entry per level, got ", L, ", ", shifts_x.size(), " and ",
-                      shifts_y.size());
-    TORCH_CHECK_VALUE(scales.empty() || scales.size() == 2 * L, "pydet.anchor_grid: scales must be empty or hold "
-                      "(scale_x, scale_y) per level (", 2 * L, " values), got ", scales.size());
+    TORCH_CHECK_VALUE(shifts_x.size() == L && shifts_y.size() == L,
+                      "pydet.anchor_grid: base_anchors, shifts_x and "
+                      "shifts_y must have one entry per level, got ",
+                      L, ", ", shifts_x.size(), " and ", shifts_y.size());
+    TORCH_CHECK_VALUE(scales.empty() || scales.size() == 2 * L,
+                      "pydet.anchor_grid: scales must be empty or hold "
+                      "(scale_x, scale_y) per level (",
+                      2 * L, " values), got ", scales.size());
     const at::Tensor& first = base_anchors[0];
     c10::SymInt rows = 0;
     for (size_t l = 0; l < L; ++l) {
@@ -68,9 +71,10 @@ struct Ops {
                         shape_str(shifts_y[l].sym_sizes()));
       for (const at::Tensor* t : {&b, &shifts_x[l], &shifts_y[l]}) {
         check_floating(*t, op, "base_anchors/shifts");
-        TORCH_CHECK_TYPE(t->scalar_type() == first.scalar_type(), "pydet.anchor_grid: every tensor must have the "
-                         "dtype of base_anchors[0] (", dtype_name(first.scalar_type()), "), got ",
-                         dtype_name(t->scalar_type()));
+        TORCH_CHECK_TYPE(t->scalar_type() == first.scalar_type(),
+                         "pydet.anchor_grid: every tensor must have the "
+                         "dtype of base_anchors[0] (",
+                         dtype_name(first.scalar_type()), "), got ", dtype_name(t->scalar_type()));
         check_same_device(first, "base_anchors[0]", *t, "every other tensor", op);
       }
       rows += b.sym_size(0) * shifts_y[l].sym_size(0) * shifts_x[l].sym_size(0);
@@ -99,9 +103,7 @@ struct Ops {
     return out;
   }
 
-  static void register_all(torch::Library& m) {
-    m.impl("anchor_grid", &grid);
-  }
+  static void register_all(torch::Library& m) { m.impl("anchor_grid", &grid); }
 };
 
 }  // namespace pydet::anchors

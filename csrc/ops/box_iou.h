@@ -26,9 +26,9 @@ using boxes::kAnyRank;
 template <class F>
 void dispatch_metric(BoxMetric m, F&& f) {
   switch (m) {
-#define PYDET_METRIC_CASE(name)                                   \
-  case BoxMetric::name:                                           \
-    f(std::integral_constant<BoxMetric, BoxMetric::name>{});      \
+#define PYDET_METRIC_CASE(name)                              \
+  case BoxMetric::name:                                      \
+    f(std::integral_constant<BoxMetric, BoxMetric::name>{}); \
     break;
     PYDET_METRIC_CASE(kIoU)
     PYDET_METRIC_CASE(kGIoU)
@@ -53,7 +53,8 @@ constexpr bool metric_is_pairwise(BoxMetric m) {
 //   static void pairwise(const Tensor& b1 /*[B,M,4]*/, const Tensor& b2 /*[B,N,4]*/, Tensor& out /*[B,M,N]*/,
 //                        BoxMetric, double eps, double offset);
 //   static void pairwise_backward(const Tensor& grad /*[B,M,N]*/, const Tensor& b1, const Tensor& b2,
-//                                 Tensor& g1 /*[B,M,4]*/, Tensor& g2 /*[B,N,4]*/, BoxMetric, double eps, double offset);
+//                                 Tensor& g1 /*[B,M,4]*/, Tensor& g2 /*[B,N,4]*/, BoxMetric, double eps, double
+//                                 offset);
 //   static void aligned(const Tensor& b1 /*[K,4]*/, const Tensor& b2 /*[K,4]*/, Tensor& out /*[K]*/,
 //                       BoxMetric, double eps, double offset);
 //   static void aligned_backward(const Tensor& grad /*[K] or [1] broadcast*/, double grad_scale,
@@ -85,10 +86,9 @@ struct Ops {
     if (batched) {
       check_boxes(boxes1, op, n1, "[..., M, 4]", 2, kAnyRank);
       check_boxes(boxes2, op, n2, "[..., N, 4]", 2, kAnyRank);
-      TORCH_CHECK_VALUE(
-          boxes1.sym_sizes().slice(0, boxes1.dim() - 2) == boxes2.sym_sizes().slice(0, boxes2.dim() - 2), "pydet.",
-          op, ": the batch dimensions of ", n1, " ", shape_str(boxes1.sym_sizes()), " and ", n2, " ",
-          shape_str(boxes2.sym_sizes()), " must match");
+      TORCH_CHECK_VALUE(boxes1.sym_sizes().slice(0, boxes1.dim() - 2) == boxes2.sym_sizes().slice(0, boxes2.dim() - 2),
+                        "pydet.", op, ": the batch dimensions of ", n1, " ", shape_str(boxes1.sym_sizes()), " and ", n2,
+                        " ", shape_str(boxes2.sym_sizes()), " must match");
     } else {
       check_boxes(boxes1, op, n1, "[N, 4]", 2, 2);
       check_boxes(boxes2, op, n2, "[M, 4]", 2, 2);
@@ -135,7 +135,7 @@ struct Ops {
 
   // ---- aligned: [..., 4] x [..., 4] (broadcast) -> [...] ----------------------------------------------
   struct Aligned {
-    at::Tensor b1, b2;  // [K, 4] each, compute dtype
+    at::Tensor b1, b2;               // [K, 4] each, compute dtype
     std::vector<c10::SymInt> shape;  // broadcast leading shape
     at::ScalarType out_dtype;
   };
@@ -145,8 +145,8 @@ struct Ops {
     check_boxes(boxes1, op, n1, "[..., 4]", 1, kAnyRank);
     check_boxes(boxes2, op, n2, "[..., 4]", 1, kAnyRank);
     check_same_device(boxes1, n1, boxes2, n2, op);
-    const auto shape_opt = broadcast_shapes(boxes1.sym_sizes().slice(0, boxes1.dim() - 1),
-                                            boxes2.sym_sizes().slice(0, boxes2.dim() - 1));
+    const auto shape_opt =
+        broadcast_shapes(boxes1.sym_sizes().slice(0, boxes1.dim() - 1), boxes2.sym_sizes().slice(0, boxes2.dim() - 1));
     TORCH_CHECK_VALUE(shape_opt.has_value(), "pydet.", op, ": the leading dimensions of ", n1, " ",
                       shape_str(boxes1.sym_sizes()), " and ", n2, " ", shape_str(boxes2.sym_sizes()),
                       " must be equal or broadcastable");
@@ -173,9 +173,9 @@ struct Ops {
     const BoxMetric m = parse_choice(metric, kMetrics, "_aligned_box_metric_backward", "metric");
     Aligned a = aligned_inputs("_aligned_box_metric_backward", boxes1, "boxes1", boxes2, "boxes2");
     const c10::SymInt K = a.b1.sym_size(0);
-    const at::Tensor g =
-        grad.dim() == 0 ? grad.to(a.b1.scalar_type()).reshape({1})
-                        : grad.to(a.b1.scalar_type()).expand_symint(a.shape).reshape_symint({K}).contiguous();
+    const at::Tensor g = grad.dim() == 0
+                             ? grad.to(a.b1.scalar_type()).reshape({1})
+                             : grad.to(a.b1.scalar_type()).expand_symint(a.shape).reshape_symint({K}).contiguous();
     at::Tensor g1 = at::empty_symint({K, 4}, a.b1.options());
     at::Tensor g2 = at::empty_symint({K, 4}, a.b1.options());
     if (computes(g1)) Kernels::aligned_backward(g, grad_scale, a.b1, a.b2, g1, g2, m, eps, offset);
@@ -187,8 +187,8 @@ struct Ops {
   }
 
   // ---- losses ----------------------------------------------------------------------------------
-  static at::Tensor loss(const char* op, const at::Tensor& boxes1, const at::Tensor& boxes2,
-                         c10::string_view reduction, double eps, BoxMetric metric) {
+  static at::Tensor loss(const char* op, const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view reduction,
+                         double eps, BoxMetric metric) {
     const Reduction red = parse_choice(reduction, kReductions, op, "reduction");
     Aligned a = aligned_inputs(op, boxes1, "boxes1", boxes2, "boxes2");
     at::Tensor per_pair = at::empty_symint({a.b1.sym_size(0)}, a.b1.options());

@@ -72,8 +72,10 @@ struct Ops {
   }
 
   static void check_size(c10::SymIntArrayRef size) {
-    TORCH_CHECK_VALUE(size.size() == 2 && size[0] >= 0 && size[1] >= 0, "pydet.clip_boxes_to_image: size must be "
-                      "(height, width) with both >= 0, got ", shape_str(size));
+    TORCH_CHECK_VALUE(size.size() == 2 && size[0] >= 0 && size[1] >= 0,
+                      "pydet.clip_boxes_to_image: size must be "
+                      "(height, width) with both >= 0, got ",
+                      shape_str(size));
   }
 
   // torchvision.ops.clip_boxes_to_image: x clamped to [0, width], y to [0, height].
@@ -118,9 +120,7 @@ struct Ops {
   }
 
   // The ops whose output length depends on the data (their fakes are in pydet/ops/boxes.py).
-  static void register_data_dependent(torch::Library& m) {
-    m.impl("remove_small_boxes", &remove_small);
-  }
+  static void register_data_dependent(torch::Library& m) { m.impl("remove_small_boxes", &remove_small); }
 
   static void register_all(torch::Library& m) {
     register_shaped(m);

@@ -30,8 +30,8 @@ inline CoderParams<double> make_params(const char* op, c10::ArrayRef<double> wei
   for (double w : weights) {
     TORCH_CHECK_VALUE(std::isfinite(w) && w != 0.0, "pydet.", op, ": weights must be finite and non-zero");
   }
-  TORCH_CHECK_VALUE(!(wh_min > wh_max), "pydet.", op, ": wh_clip_min (", wh_min, ") must be <= wh_clip_max (",
-                    wh_max, ")");
+  TORCH_CHECK_VALUE(!(wh_min > wh_max), "pydet.", op, ": wh_clip_min (", wh_min, ") must be <= wh_clip_max (", wh_max,
+                    ")");
   TORCH_CHECK_VALUE(center_clamp >= 0.0, "pydet.", op, ": center_clamp must be >= 0, got ", center_clamp);
   CoderParams<double> p{};
   for (int k = 0; k < 4; ++k) {
@@ -90,9 +90,9 @@ struct Ops {
 
   static void check_reference(const char* op, const at::Tensor& reference, const c10::SymInt& batch,
                               const c10::SymInt& n, int64_t data_rank, const char* data_name) {
-    TORCH_CHECK_VALUE(reference.sym_size(-2) == n && (reference.dim() == 2 || reference.sym_size(0) == batch),
-                      "pydet.", op, ": reference must have shape [N, 4] or [B, N, 4] matching ", data_name, " (N = ",
-                      n, data_rank == 3 ? c10::str(", B = ", batch) : std::string(), "), got ",
+    TORCH_CHECK_VALUE(reference.sym_size(-2) == n && (reference.dim() == 2 || reference.sym_size(0) == batch), "pydet.",
+                      op, ": reference must have shape [N, 4] or [B, N, 4] matching ", data_name, " (N = ", n,
+                      data_rank == 3 ? c10::str(", B = ", batch) : std::string(), "), got ",
                       shape_str(reference.sym_sizes()));
     TORCH_CHECK_VALUE(reference.dim() == 2 || data_rank == 3, "pydet.", op, ": a batched reference [B, N, 4] needs ",
                       "batched ", data_name, " [B, ...], got ", data_name, " of rank 2");
@@ -130,8 +130,8 @@ struct Ops {
   }
 
   struct DecodeView {
-    at::Tensor reference, deltas;  // [B, N, 4], [B, N, 4C] in the compute dtype
-    at::Tensor index;              // [Bi, K], or undefined: every row
+    at::Tensor reference, deltas;        // [B, N, 4], [B, N, 4C] in the compute dtype
+    at::Tensor index;                    // [Bi, K], or undefined: every row
     std::vector<c10::SymInt> out_shape;  // deltas' shape, with K rows for N when gathering
   };
 
@@ -175,9 +175,9 @@ struct Ops {
   // With an index, the gradient of each gathered row is computed on the gathered rows and summed into
   // the rows of deltas they came from (an anchor may be gathered several times).
   static at::Tensor decode_backward(const at::Tensor& grad, const at::Tensor& reference, const at::Tensor& deltas,
-                                    c10::string_view coding, c10::ArrayRef<double> weights,
-                                    c10::ArrayRef<double> means, double wh_clip_min, double wh_clip_max,
-                                    double center_clamp, std::optional<c10::ArrayRef<double>> max_shape,
+                                    c10::string_view coding, c10::ArrayRef<double> weights, c10::ArrayRef<double> means,
+                                    double wh_clip_min, double wh_clip_max, double center_clamp,
+                                    std::optional<c10::ArrayRef<double>> max_shape,
                                     const std::optional<at::Tensor>& index) {
     const char* op = "box_decode";
     const Coding c = parse_choice(coding, kCodings, op, "coding");

@@ -26,9 +26,9 @@
 namespace pydet::depthwise {
 
 struct Geometry {
-  int64_t n, c, h, w;       // input
-  int64_t kh, kw;           // kernel
-  int64_t oh, ow;           // output
+  int64_t n, c, h, w;  // input
+  int64_t kh, kw;      // kernel
+  int64_t oh, ow;      // output
   int64_t sh, sw, ph, pw, dh, dw;
 };
 
@@ -49,7 +49,7 @@ struct Ops {
   struct Prepared {
     at::Tensor input, weight, bias;
     std::vector<c10::SymInt> out_shape;  // [N, C, OH, OW]
-    Geometry g;  // out_shape and the rest, as integers (not filled on the meta device)
+    Geometry g;                          // out_shape and the rest, as integers (not filled on the meta device)
     Activation act;
   };
 
@@ -94,9 +94,9 @@ struct Ops {
     p.out_shape = {input.sym_size(0), c, oh, ow};
     p.act = parse_choice(activation, kActivations, op, "activation");
     if (!input.is_meta()) {
-      p.g = Geometry{input.size(0), c.expect_int(), input.size(2), input.size(3), weight.size(2), weight.size(3),
-                     oh.expect_int(), ow.expect_int(), stride[0], stride[1], padding[0], padding[1], dilation[0],
-                     dilation[1]};
+      p.g = Geometry{input.size(0),  c.expect_int(),  input.size(2),   input.size(3), weight.size(2),
+                     weight.size(3), oh.expect_int(), ow.expect_int(), stride[0],     stride[1],
+                     padding[0],     padding[1],      dilation[0],     dilation[1]};
     }
     return p;
   }

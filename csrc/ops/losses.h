@@ -64,9 +64,9 @@ struct Ops {
   }
 
   // (grad_inputs, grad_targets); grad_targets is computed only when asked, else an empty [0] tensor.
-  static std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor& x,
-                                                     const at::Tensor& t, double alpha, double gamma,
-                                                     c10::string_view reduction, bool targets_grad) {
+  static std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& t,
+                                                     double alpha, double gamma, c10::string_view reduction,
+                                                     bool targets_grad) {
     const char* op = "_sigmoid_focal_loss_backward";
     const Reduction red = parse_choice(reduction, kReductions, op, "reduction");
     Inputs in = inputs(op, x, t, alpha, gamma);
@@ -96,10 +96,14 @@ struct Ops {
 template <class F>
 void dispatch_gamma(double gamma, const F& f) {
   switch (classify_gamma(gamma)) {
-    case Gamma::kZero: return f.template operator()<Gamma::kZero>();
-    case Gamma::kOne: return f.template operator()<Gamma::kOne>();
-    case Gamma::kTwo: return f.template operator()<Gamma::kTwo>();
-    default: return f.template operator()<Gamma::kAny>();
+    case Gamma::kZero:
+      return f.template operator()<Gamma::kZero>();
+    case Gamma::kOne:
+      return f.template operator()<Gamma::kOne>();
+    case Gamma::kTwo:
+      return f.template operator()<Gamma::kTwo>();
+    default:
+      return f.template operator()<Gamma::kAny>();
   }
 }
 

@@ -85,8 +85,8 @@ struct Ops {
       const at::Tensor& c = *num_gt;
       TORCH_CHECK_TYPE(c.scalar_type() == at::kLong, "pydet.", op, ": num_gt must be an int64 tensor, got ",
                        dtype_name(c.scalar_type()));
-      TORCH_CHECK_VALUE(c.dim() == 1 && c.sym_size(0) == batch, "pydet.", op, ": num_gt must have shape [B] = [",
-                        batch, "] (one count per image of gt), got ", shape_str(c.sym_sizes()));
+      TORCH_CHECK_VALUE(c.dim() == 1 && c.sym_size(0) == batch, "pydet.", op, ": num_gt must have shape [B] = [", batch,
+                        "] (one count per image of gt), got ", shape_str(c.sym_sizes()));
       check_same_device(gt, "gt", c, "num_gt", op);
       p.counts = c.contiguous();
     } else {
@@ -96,10 +96,10 @@ struct Ops {
       const at::Tensor& g = *ignored;
       TORCH_CHECK_TYPE(g.scalar_type() == at::kBool, "pydet.", op, ": ignored must be a bool tensor, got ",
                        dtype_name(g.scalar_type()));
-      TORCH_CHECK_VALUE((g.dim() == 1 && g.sym_size(0) == n) ||
-                            (g.dim() == 2 && g.sym_size(0) == batch && g.sym_size(1) == n),
-                        "pydet.", op, ": ignored must have shape [N] or [B, N] = [", batch, ", ", n, "], got ",
-                        shape_str(g.sym_sizes()));
+      TORCH_CHECK_VALUE(
+          (g.dim() == 1 && g.sym_size(0) == n) || (g.dim() == 2 && g.sym_size(0) == batch && g.sym_size(1) == n),
+          "pydet.", op, ": ignored must have shape [N] or [B, N] = [", batch, ", ", n, "], got ",
+          shape_str(g.sym_sizes()));
       check_same_device(gt, "gt", g, "ignored", op);
       p.ignored = g.expand_symint({batch, n}).contiguous();
     }
@@ -107,9 +107,7 @@ struct Ops {
   }
 
   // Results keep gt's rank: [N] / [M] for gt [M, 4], [B, N] / [B, M] for gt [B, M, 4].
-  static at::Tensor shaped(const at::Tensor& t, const at::Tensor& gt) {
-    return gt.dim() == 2 ? t.squeeze(0) : t;
-  }
+  static at::Tensor shaped(const at::Tensor& t, const at::Tensor& gt) { return gt.dim() == 2 ? t.squeeze(0) : t; }
 
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> overlap_max(
       const at::Tensor& gt, const at::Tensor& anchors, const std::optional<at::Tensor>& num_gt, c10::string_view mode,
@@ -137,8 +135,8 @@ struct Ops {
     const c10::SymInt batch = p.gt.sym_size(0), m = p.gt.sym_size(1), n = p.anchors.sym_size(0);
     TORCH_CHECK_VALUE(gt_best.dim() == gt.dim() - 1 && gt_best.sym_size(-1) == m &&
                           (gt_best.dim() == 1 || gt_best.sym_size(0) == batch),
-                      "pydet.", op, ": gt_best must have shape ", gt.dim() == 2 ? "[M]" : "[B, M]", " matching gt, got ",
-                      shape_str(gt_best.sym_sizes()));
+                      "pydet.", op, ": gt_best must have shape ", gt.dim() == 2 ? "[M]" : "[B, M]",
+                      " matching gt, got ", shape_str(gt_best.sym_sizes()));
     check_same_device(gt, "gt", gt_best, "gt_best", op);
     TORCH_CHECK_TYPE(gt_best.scalar_type() == p.gt.scalar_type(), "pydet.", op, ": gt_best must have dtype ",
                      dtype_name(p.gt.scalar_type()), " (box_overlap_max's gt_max), got ",

@@ -67,18 +67,23 @@ def _with_grad(loss_fn):
 
 def box_cases() -> list[Case]:
     tv = _tv()
+    return _iou_matrix_cases(tv) + _aligned_box_cases(tv) + _per_box_cases(tv)
+
+
+def _box_pair(m: int, n: int) -> Callable[[str], tuple]:
+    return lambda d: (random_boxes(m, d, 1), random_boxes(n, d, 2))
+
+
+def _iou_matrix_cases(tv) -> list[Case]:
+    """IoU variants between every box of one set and every box of another."""
     cases: list[Case] = []
-
-    def pair(m, n):
-        return lambda d: (random_boxes(m, d, 1), random_boxes(n, d, 2))
-
     for m, n, heavy in ((100, 20_000, False), (1000, 100_000, True)):  # the eager 1000x100000: ~3 s
         cases.append(
             Case(
                 "box_iou",
                 f"{m}x{n}",
                 "boxes",
-                pair(m, n),
+                _box_pair(m, n),
                 ops.box_iou,
                 R.box_iou,
                 tv and tv.box_iou,
@@ -92,7 +97,7 @@ def box_cases() -> list[Case]:
                 name,
                 "100x20000",
                 "boxes",
-                pair(100, 20_000),
+                _box_pair(100, 20_000),
                 getattr(ops, name),
                 getattr(R, name),
                 tv and getattr(tv, name),
@@ -113,24 +118,29 @@ def box_cases() -> list[Case]:
             quick=False,
         )
     )
-    cases.append(
+    return cases
+
+
+def _aligned_box_cases(tv) -> list[Case]:
+    """IoU and IoU losses between the i-th boxes of two equally long sets."""
+    cases = [
         Case(
             "generalized_box_iou_aligned",
             "1000000",
             "boxes",
-            pair(1_000_000, 1_000_000),
+            _box_pair(1_000_000, 1_000_000),
             ops.generalized_box_iou_aligned,
             R.generalized_box_iou_aligned,
             quick=False,
         )
-    )
+    ]
     for name in ("generalized_box_iou_loss", "complete_box_iou_loss"):
         cases.append(
             Case(
                 name + " fwd+bwd",
                 "100000",
                 "boxes",
-                pair(100_000, 100_000),
+                _box_pair(100_000, 100_000),
                 _with_grad(lambda x, y, name=name: getattr(ops, name)(x, y, "mean")),
                 _with_grad(lambda x, y, name=name: getattr(R, name)(x, y, "mean")),
                 tv and _with_grad(lambda x, y, name=name: getattr(tv, name)(x, y, "mean")),
@@ -138,8 +148,13 @@ def box_cases() -> list[Case]:
                 memory_bound=False,
             )
         )
+    return cases
+
+
+def _per_box_cases(tv) -> list[Case]:
+    """Operations on each box of one set alone."""
     one = lambda d: (random_boxes(1_000_000, d, 5),)  # noqa: E731
-    cases += [
+    return [
         Case("box_area", "1000000", "boxes", one, ops.box_area, R.box_area, tv and tv.box_area),
         Case(
             "box_convert(cxcywh->xyxy)",
@@ -171,7 +186,6 @@ def box_cases() -> list[Case]:
             quick=False,
         ),
     ]
-    return cases
 
 
 def image_boxes(n: int, device: str, seed: int, image=(1333.0, 800.0), sizes=(8.0, 400.0)):
@@ -196,6 +210,17 @@ def nms_cases() -> list[Case]:
     single_nms = (
         native.greedy_nms if native.library() else R.nms
     )  # torchvision's CPU kernel, else plain torch
+    return [
+        *_greedy_nms_cases(tv, single_nms),
+        _multiclass_nms_case(tv, single_nms),
+        _soft_nms_case(),
+        _nms_rotated_case(),
+        _topk_per_level_case(),
+    ]
+
+
+def _greedy_nms_cases(tv, single_nms: Callable) -> list[Case]:
+    """nms at two sizes and batched_nms (one NMS per class), with ``single_nms`` as the baseline."""
     cases = [
         Case(
             "nms",
@@ -236,6 +261,10 @@ def nms_cases() -> list[Case]:
             memory_bound=False,
         )
     )
+    return cases
+
+
+def _multiclass_nms_case(tv, single_nms: Callable) -> Case:
     ssd_args = (0.01, 0.45, 400, 200, False, 0)
 
     def ssd(d):
@@ -244,35 +273,36 @@ def nms_cases() -> list[Case]:
     def tv_postprocess(boxes, scores, *args):
         return R.multiclass_nms(boxes, scores, *args, batched_nms=tv.batched_nms)
 
-    cases.append(
-        Case(
-            "multiclass_nms",
-            "SSD300 8x8732x91",
-            "nms",
-            ssd,
-            ops.multiclass_nms,
-            lambda boxes, scores, *a: R.multiclass_nms(
-                boxes, scores, *a, batched_nms=lambda *x: R.batched_nms(*x, nms=single_nms)
-            ),
-            tv and tv_postprocess,
-            quick=False,  # the eager baseline takes ~1 s a call; ssd300 postprocess[1x...] is the quick one
-            memory_bound=False,
-        )
-    )
-    soft_ref = (lambda b, s, *a: native.soft_nms(b, s, *a[:4])) if native.library() else R.soft_nms
-    cases.append(
-        Case(
-            "soft_nms(gaussian)",
-            "2000",
-            "nms",
-            lambda d: (*image_boxes(2000, d, 4), 0.3, 0.5, 1e-3, "gaussian"),
-            ops.soft_nms,
-            soft_ref,
-            quick=False,
-            memory_bound=False,
-        )
+    return Case(
+        "multiclass_nms",
+        "SSD300 8x8732x91",
+        "nms",
+        ssd,
+        ops.multiclass_nms,
+        lambda boxes, scores, *a: R.multiclass_nms(
+            boxes, scores, *a, batched_nms=lambda *x: R.batched_nms(*x, nms=single_nms)
+        ),
+        tv and tv_postprocess,
+        quick=False,  # the eager baseline takes ~1 s a call; ssd300 postprocess[1x...] is the quick one
+        memory_bound=False,
     )
 
+
+def _soft_nms_case() -> Case:
+    soft_ref = (lambda b, s, *a: native.soft_nms(b, s, *a[:4])) if native.library() else R.soft_nms
+    return Case(
+        "soft_nms(gaussian)",
+        "2000",
+        "nms",
+        lambda d: (*image_boxes(2000, d, 4), 0.3, 0.5, 1e-3, "gaussian"),
+        ops.soft_nms,
+        soft_ref,
+        quick=False,
+        memory_bound=False,
+    )
+
+
+def _nms_rotated_case() -> Case:
     def rotated(d):
         g = torch.Generator().manual_seed(5)
         r = torch.cat(
@@ -285,10 +315,10 @@ def nms_cases() -> list[Case]:
         )
         return r.to(d), torch.rand(5000, generator=g).to(d), 0.5
 
-    cases.append(
-        Case("nms_rotated", "5000", "nms", rotated, ops.nms_rotated, None, quick=False, memory_bound=False)
-    )
+    return Case("nms_rotated", "5000", "nms", rotated, ops.nms_rotated, None, quick=False, memory_bound=False)
 
+
+def _topk_per_level_case() -> Case:
     def level_logits(d):
         # RetinaNet's head at 800x800: 120,087 anchors x 91 classes in 5 levels; ~0.1% of the logits
         # above the 0.05 score's logit, as in a trained model; torchvision's topk_candidates
@@ -296,17 +326,14 @@ def nms_cases() -> list[Case]:
         logits = torch.randn(1, 120_087, 91, generator=g) - 6
         return logits.to(d), 1000, math.log(0.05 / 0.95), [90_000, 22_500, 5625, 1521, 441]
 
-    cases.append(
-        Case(
-            "topk_per_level",
-            "RetinaNet 1x120087x91",
-            "nms",
-            level_logits,
-            ops.topk_per_level,
-            lambda *a: R.topk_per_level(*a, stable=False),  # torchvision's threshold, then topk
-        )
+    return Case(
+        "topk_per_level",
+        "RetinaNet 1x120087x91",
+        "nms",
+        level_logits,
+        ops.topk_per_level,
+        lambda *a: R.topk_per_level(*a, stable=False),  # torchvision's threshold, then topk
     )
-    return cases
 
 
 RETINANET_STRIDES = (8, 16, 32, 64, 128)
@@ -556,6 +583,16 @@ def _per_image(output: ops.MulticlassNmsOutput) -> list[tuple]:
 def detector_cases() -> list[Case]:
     nms_kernel = native.greedy_nms if native.library() else R.nms
     batched = lambda *x: R.batched_nms(*x, nms=nms_kernel)  # noqa: E731
+    return [
+        *_ssd300_postprocess_cases(batched),
+        _retinanet_postprocess_case(batched),
+        # whole detectors: the same model, fused post-processing vs torchvision's algorithm in plain torch
+        *_ssd300_eval_cases(batched),
+        _retinanet_eval_case(batched),
+    ]
+
+
+def _ssd300_postprocess_cases(batched: Callable) -> list[Case]:
     cases = []
     for batch in (1, 8):
 
@@ -583,7 +620,10 @@ def detector_cases() -> list[Case]:
                 memory_bound=False,
             )
         )
+    return cases
 
+
+def _retinanet_postprocess_case(batched: Callable) -> Case:
     def retina_inputs(d):
         model = detector("retinanet_resnet50_fpn")
         # ~0.1% of the (anchor, class) pairs above the 0.05 score threshold, as in a trained model
@@ -598,20 +638,19 @@ def detector_cases() -> list[Case]:
         out = R.retinanet_postprocess(deltas, logits, anchors, counts, (800, 800), batched_nms=batched)
         return [(d["boxes"], d["scores"], d["labels"]) for d in out]
 
-    cases.append(
-        Case(
-            "retinanet postprocess",
-            "1x120087x91",
-            "detector",
-            retina_inputs,
-            retina_fused,
-            retina_plain,
-            quick=False,
-            memory_bound=False,
-        )
+    return Case(
+        "retinanet postprocess",
+        "1x120087x91",
+        "detector",
+        retina_inputs,
+        retina_fused,
+        retina_plain,
+        quick=False,
+        memory_bound=False,
     )
 
-    # whole detectors: the same model, fused post-processing vs torchvision's algorithm in plain torch
+
+def _ssd300_eval_cases(batched: Callable) -> list[Case]:
     def ssd_model_plain(images):
         model = detector("ssd300_vgg16")
         x = model.transform.normalize(images)
@@ -620,6 +659,25 @@ def detector_cases() -> list[Case]:
             head["bbox_regression"], head["cls_logits"], anchors, (300, 300), batched_nms=batched
         )
 
+    return [
+        Case(
+            "ssd300_vgg16 eval",
+            f"{batch}x300x300",
+            "detector",
+            lambda d, batch=batch: (
+                torch.rand(batch, 3, 300, 300, generator=torch.Generator().manual_seed(0)).to(d),
+            ),
+            lambda images: detector("ssd300_vgg16").predict_batch(images),
+            ssd_model_plain,
+            quick=False,
+            heavy=batch > 1,
+            memory_bound=False,
+        )
+        for batch in (1, 8)
+    ]
+
+
+def _retinanet_eval_case(batched: Callable) -> Case:
     def retina_model_plain(images):
         model = detector("retinanet_resnet50_fpn")
         x = model.transform.normalize(images)
@@ -629,36 +687,17 @@ def detector_cases() -> list[Case]:
         )
         return [(d["boxes"], d["scores"], d["labels"]) for d in out]
 
-    for batch in (1, 8):
-        cases.append(
-            Case(
-                "ssd300_vgg16 eval",
-                f"{batch}x300x300",
-                "detector",
-                lambda d, batch=batch: (
-                    torch.rand(batch, 3, 300, 300, generator=torch.Generator().manual_seed(0)).to(d),
-                ),
-                lambda images: detector("ssd300_vgg16").predict_batch(images),
-                ssd_model_plain,
-                quick=False,
-                heavy=batch > 1,
-                memory_bound=False,
-            )
-        )
-    cases.append(
-        Case(
-            "retinanet_resnet50_fpn eval",
-            "1x800x800",
-            "detector",
-            lambda d: (torch.rand(1, 3, 800, 800, generator=torch.Generator().manual_seed(0)).to(d),),
-            lambda images: _per_image(detector("retinanet_resnet50_fpn").predict_batch(images)),
-            retina_model_plain,
-            quick=False,
-            heavy=True,
-            memory_bound=False,
-        )
+    return Case(
+        "retinanet_resnet50_fpn eval",
+        "1x800x800",
+        "detector",
+        lambda d: (torch.rand(1, 3, 800, 800, generator=torch.Generator().manual_seed(0)).to(d),),
+        lambda images: _per_image(detector("retinanet_resnet50_fpn").predict_batch(images)),
+        retina_model_plain,
+        quick=False,
+        heavy=True,
+        memory_bound=False,
     )
-    return cases
 
 
 def all_cases() -> list[Case]:

@@ -3,8 +3,9 @@ the data have (``remove_small_boxes`` and the greedy and soft NMS ops; every oth
 is registered for Meta and checks once for every mode).
 
 They raise the same exception types and messages as the C++ checks in ``csrc/common/checks.cpp``
-and ``csrc/ops/nms.h``, so a bad call fails identically in eager mode, under ``torch.compile`` and
-under ``torch.export`` (``tests/test_bad_input.py`` holds the two sides to that).
+and the NMS front ends (``csrc/ops/nms.h``, ``soft_nms.h``, ``nms_rotated.h``), so a bad call fails
+identically in eager mode, under ``torch.compile`` and under ``torch.export``
+(``tests/test_bad_input.py`` holds the two sides to that).
 """
 
 from __future__ import annotations

@@ -202,7 +202,7 @@ def batched_nms_rotated(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thresho
 # ---- fake kernels of the data-dependent ops -----------------------------------------------------
 # The number of kept boxes depends on the data, so these ops have Python fakes (an unbacked output
 # size) instead of Meta registrations of their C++ front ends; they repeat the front ends' checks
-# (csrc/ops/nms.h), which tests/test_bad_input.py keeps identical.
+# (csrc/ops/nms.h, soft_nms.h, nms_rotated.h), which tests/test_bad_input.py keeps identical.
 def _check_threshold(op: str, arg: str, value: float) -> None:
     if not value >= 0:
         raise ValueError(f"pydet.{op}: {arg} must be >= 0 (an IoU threshold), got {value:g}")
