@@ -208,6 +208,20 @@ def test_mmdet_decode(dtype, add_ctr_clamp, max_shape, classes):
     assert_coded(batched[1], want2)
 
 
+@pytest.mark.parametrize(
+    "max_shape, batch",
+    [([(300, 500), (100, 50), (20, 20)], 2), ([(300, 500)], 2), ([(300, 500), (100, 50)], None)],
+)
+def test_mmdet_decode_per_image_shapes_must_match_the_batch(max_shape, batch):
+    """mmdet asserts one (h, w) per image; a mismatch must not broadcast or clip every image to one shape."""
+    anchors, _ = boxes_pair(10, 9, torch.float32)
+    deltas = torch.zeros(10, 4)
+    if batch is not None:
+        anchors, deltas = anchors.expand(batch, -1, -1), deltas.expand(batch, -1, -1)
+    with pytest.raises(ValueError, match=r"DeltaXYWHBBoxCoder.decode: max_shape holds \d+ \(h, w\) pairs"):
+        DeltaXYWHBBoxCoder().decode(anchors, deltas, max_shape=max_shape)
+
+
 def test_ssd_matches_super_gradients():
     anchors, gt = boxes_pair(2000, 11, torch.float32)
     priors, boxes = cxcywh(anchors) / 300, cxcywh(gt) / 300

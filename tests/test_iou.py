@@ -47,16 +47,27 @@ def test_aligned_is_the_diagonal_of_pairwise(name, device):
     assert_same(getattr(ops, name + "_aligned")(b1, b2), getattr(ops, name)(b1, b2).diagonal())
 
 
-@pytest.mark.parametrize("name", PAIRWISE)
+@pytest.mark.parametrize("name", PAIRWISE + [n + "_aligned" for n in PAIRWISE])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_is_computed_in_float32(name, dtype, device):
+def test_half_precision_is_computed_and_returned_in_float32(name, dtype, device):
+    """torchvision up-casts float16/bfloat16 boxes (its _upcast) and returns float32; so do the
+    aligned forms, the diagonals of the pairwise functions."""
     b1, b2 = (
-        random_boxes(31, dtype=dtype, device=device),
+        random_boxes(17, dtype=dtype, device=device),
         random_boxes(17, dtype=dtype, device=device, seed=3),
     )
     out = getattr(ops, name)(b1, b2)
-    expected = getattr(ops, name)(b1.float(), b2.float()).to(dtype)
-    assert_same(out, expected)
+    assert out.dtype == torch.float32
+    assert_same(out, getattr(ops, name)(b1.float(), b2.float()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_bbox_overlaps_keeps_the_half_dtype(dtype, device):
+    """mmdet's bbox_overlaps returns the boxes' dtype."""
+    b1, b2 = random_boxes(7, dtype=dtype, device=device), random_boxes(5, dtype=dtype, device=device, seed=3)
+    out = ops.bbox_overlaps(b1, b2)
+    assert out.dtype == dtype
+    assert_same(out, ops.bbox_overlaps(b1.float(), b2.float()).to(dtype))
 
 
 def test_mixed_dtypes_promote(device):

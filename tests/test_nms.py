@@ -10,6 +10,8 @@ import torch
 from helpers import assert_same, box_arrays, random_boxes
 from hypothesis import given
 from hypothesis import strategies as st
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 import pydet.ops as ops
 from pydet.benchmarks import reference as R
@@ -116,6 +118,26 @@ def test_empty_and_all_nan(device):
     assert ops.nms(e, torch.zeros(0, device=device), 0.5).shape == (0,)
     b = random_boxes(3, device=device)
     assert ops.nms(b, torch.full((3,), float("nan"), device=device), 0.5).shape == (0,)
+
+
+@pytest.mark.parametrize(
+    "op, boxes",
+    [
+        (ops.batched_nms, torch.zeros(0, 4)),
+        (ops.batched_nms, torch.zeros(0)),
+        (ops.batched_nms_rotated, torch.zeros(0, 5)),
+    ],
+)
+def test_batched_nms_of_no_boxes_returns_before_checking_the_rest(op, boxes, device):
+    """torchvision's batched_nms (and detectron2's batched_nms_rotated) return an empty result for no
+    boxes before looking at scores and idxs: float idxs (torch.empty's default) are fine there."""
+    keep = op(boxes.to(device), torch.empty(0, device=device), torch.empty(0, device=device), 0.5)
+    assert keep.dtype == torch.int64 and keep.shape == (0,) and keep.device == boxes.to(device).device
+    with FakeTensorMode(allow_non_fake_inputs=True, shape_env=ShapeEnv()):  # ShapeEnv: data-dependent sizes
+        assert (
+            op(boxes.to(device), torch.empty(3, device=device), torch.empty(0, device=device), 0.5).dtype
+            == torch.int64
+        )
 
 
 def test_nms_half_and_mixed_dtypes(device):

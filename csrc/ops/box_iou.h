@@ -68,10 +68,13 @@ struct Ops {
     at::ScalarType out_dtype;
   };
 
-  static Promoted promote(const at::Tensor& boxes1, const at::Tensor& boxes2) {
-    const at::ScalarType out = c10::promoteTypes(boxes1.scalar_type(), boxes2.scalar_type());
-    const at::ScalarType comp = compute_dtype(out);
-    return {boxes1.to(comp), boxes2.to(comp), out};
+  // torchvision's IoU functions and losses return float32 for float16/bfloat16 boxes (its _upcast and
+  // _upcast_non_float); mmdet's bbox_overlaps returns the boxes' dtype.
+  static Promoted promote(const at::Tensor& boxes1, const at::Tensor& boxes2, BoxMetric metric) {
+    const at::ScalarType promoted = c10::promoteTypes(boxes1.scalar_type(), boxes2.scalar_type());
+    const at::ScalarType comp = compute_dtype(promoted);
+    const bool mmdet = metric == BoxMetric::kMmIoU || metric == BoxMetric::kMmIoF || metric == BoxMetric::kMmGIoU;
+    return {boxes1.to(comp), boxes2.to(comp), mmdet ? promoted : comp};
   }
 
   // ---- pairwise: [..., M, 4] x [..., N, 4] -> [..., M, N] -------------------------------------------
@@ -99,7 +102,7 @@ struct Ops {
   static at::Tensor pairwise(const char* op, const at::Tensor& boxes1, const char* n1, const at::Tensor& boxes2,
                              const char* n2, bool batched, BoxMetric metric, double eps, double offset) {
     check_pairwise(op, boxes1, n1, boxes2, n2, batched);
-    const Promoted p = promote(boxes1, boxes2);
+    const Promoted p = promote(boxes1, boxes2, metric);
     const c10::SymInt B = batch_size(boxes1), M = boxes1.sym_size(-2), N = boxes2.sym_size(-2);
     const at::Tensor b1 = p.b1.reshape_symint({B, M, 4});
     const at::Tensor b2 = p.b2.reshape_symint({B, N, 4});
@@ -116,7 +119,7 @@ struct Ops {
     const BoxMetric m = parse_choice(metric, kMetrics, "_pairwise_box_metric_backward", "metric");
     TORCH_CHECK_VALUE(metric_is_pairwise(m), "pydet._pairwise_box_metric_backward: metric '", std::string(metric),
                       "' exists only in aligned form");
-    const Promoted p = promote(boxes1, boxes2);
+    const Promoted p = promote(boxes1, boxes2, m);
     const c10::SymInt B = batch_size(boxes1), M = boxes1.sym_size(-2), N = boxes2.sym_size(-2);
     const at::Tensor b1 = p.b1.reshape_symint({B, M, 4});
     const at::Tensor b2 = p.b2.reshape_symint({B, N, 4});
@@ -141,7 +144,7 @@ struct Ops {
   };
 
   static Aligned aligned_inputs(const char* op, const at::Tensor& boxes1, const char* n1, const at::Tensor& boxes2,
-                                const char* n2) {
+                                const char* n2, BoxMetric metric) {
     check_boxes(boxes1, op, n1, "[..., 4]", 1, kAnyRank);
     check_boxes(boxes2, op, n2, "[..., 4]", 1, kAnyRank);
     check_same_device(boxes1, n1, boxes2, n2, op);
@@ -153,14 +156,14 @@ struct Ops {
     std::vector<c10::SymInt> shape = *shape_opt;
     std::vector<c10::SymInt> full = shape;
     full.push_back(4);
-    const Promoted p = promote(boxes1, boxes2);
+    const Promoted p = promote(boxes1, boxes2, metric);
     return {p.b1.expand_symint(full).reshape_symint({-1, 4}), p.b2.expand_symint(full).reshape_symint({-1, 4}),
             std::move(shape), p.out_dtype};
   }
 
   static at::Tensor aligned(const char* op, const at::Tensor& boxes1, const char* n1, const at::Tensor& boxes2,
                             const char* n2, BoxMetric metric, double eps, double offset) {
-    Aligned a = aligned_inputs(op, boxes1, n1, boxes2, n2);
+    Aligned a = aligned_inputs(op, boxes1, n1, boxes2, n2, metric);
     at::Tensor out = at::empty_symint({a.b1.sym_size(0)}, a.b1.options());
     if (computes(out)) Kernels::aligned(a.b1, a.b2, out, metric, eps, offset);
     return out.to(a.out_dtype).view_symint(a.shape);
@@ -171,7 +174,7 @@ struct Ops {
                                                              const at::Tensor& boxes2, c10::string_view metric,
                                                              double eps, double offset, double grad_scale) {
     const BoxMetric m = parse_choice(metric, kMetrics, "_aligned_box_metric_backward", "metric");
-    Aligned a = aligned_inputs("_aligned_box_metric_backward", boxes1, "boxes1", boxes2, "boxes2");
+    Aligned a = aligned_inputs("_aligned_box_metric_backward", boxes1, "boxes1", boxes2, "boxes2", m);
     const c10::SymInt K = a.b1.sym_size(0);
     const at::Tensor g = grad.dim() == 0
                              ? grad.to(a.b1.scalar_type()).reshape({1})
@@ -190,7 +193,7 @@ struct Ops {
   static at::Tensor loss(const char* op, const at::Tensor& boxes1, const at::Tensor& boxes2, c10::string_view reduction,
                          double eps, BoxMetric metric) {
     const Reduction red = parse_choice(reduction, kReductions, op, "reduction");
-    Aligned a = aligned_inputs(op, boxes1, "boxes1", boxes2, "boxes2");
+    Aligned a = aligned_inputs(op, boxes1, "boxes1", boxes2, "boxes2", metric);
     at::Tensor per_pair = at::empty_symint({a.b1.sym_size(0)}, a.b1.options());
     if (computes(per_pair)) Kernels::aligned(a.b1, a.b2, per_pair, metric, eps, 0.0);
     if (red == Reduction::kNone) return per_pair.to(a.out_dtype).view_symint(a.shape);

@@ -40,6 +40,11 @@ struct Ops {
 
   static at::Tensor batched_nms_rotated(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
                                         double iou_threshold) {
+    // detectron2 asserts boxes' last dimension, then returns before it looks at the other arguments
+    // when there are no boxes.
+    if (boxes.dim() > 0 && boxes.sym_size(-1) == 5 && boxes.sym_numel() == 0) {
+      return at::empty({0}, boxes.options().dtype(at::kLong));
+    }
     check_rotated("batched_nms_rotated", boxes, "boxes");
     check_scores("batched_nms_rotated", boxes, scores);
     check_idxs("batched_nms_rotated", boxes, idxs);

@@ -68,9 +68,25 @@ class DeltaXYWHBBoxCoder:
             if shapes.dim() == 1:
                 shape = shapes.tolist()[:2]
             else:
+                _check_per_image_shapes(shapes, pred_bboxes)
                 per_image = shapes[..., :2]
         out = box_decode(bboxes, pred_bboxes, "mmdet", self.stds, self.means, wh_clip, center_clamp, shape)
         if per_image is not None:  # one (h, w) per image: clip each image's boxes by its own shape
             hw = per_image.to(out).flip(-1).repeat(1, out.size(-1) // 2).unsqueeze(-2)  # (w, h, w, h, ...)
             out = torch.minimum(out.clamp(min=0), hw)
         return out
+
+
+def _check_per_image_shapes(shapes: Tensor, pred_bboxes: Tensor) -> None:
+    """One ``(h, w)`` per image, as mmdet's ``delta2bbox`` asserts: the list must match the batch (a
+    length mismatch would otherwise broadcast, or clip every image to one image's shape)."""
+    if pred_bboxes.ndim != 3:
+        raise ValueError(
+            f"DeltaXYWHBBoxCoder.decode: max_shape holds {shapes.size(0)} (h, w) pairs, one per image, which needs "
+            f"batched pred_bboxes [B, N, 4C]; got pred_bboxes {list(pred_bboxes.shape)}"
+        )
+    if shapes.dim() != 2 or shapes.size(0) != pred_bboxes.size(0):
+        raise ValueError(
+            f"DeltaXYWHBBoxCoder.decode: max_shape holds {shapes.size(0)} (h, w) pairs but the batch has "
+            f"{pred_bboxes.size(0)} images (max_shape {list(shapes.shape)}, pred_bboxes {list(pred_bboxes.shape)})"
+        )

@@ -3,9 +3,10 @@
 Conventions shared by every function here:
 
 * Boxes are ``(x1, y1, x2, y2)`` ("xyxy") unless a format argument says otherwise.
-* dtypes: float32 and float64 are computed natively; float16 and bfloat16 are computed in float32
-  and returned in the input dtype (``box_area`` returns float32, like torchvision). Under
-  ``torch.autocast`` the ops run in float32. Integer boxes raise ``TypeError``.
+* dtypes: float32 and float64 are computed natively; float16 and bfloat16 are computed in float32.
+  Like torchvision (its ``_upcast``), ``box_area``, the IoU functions, their ``_aligned`` forms and
+  the IoU losses then return float32; ``bbox_overlaps`` (mmdet) and the box utilities return the
+  input dtype. Under ``torch.autocast`` the ops run in float32. Integer boxes raise ``TypeError``.
 * Results are bit-identical to the reference library's float32/float64 eager formulas (the same
   operations in the same order, no fused multiply-add); ``complete_*`` may differ in the last ulp
   because of ``atan``.

@@ -251,6 +251,8 @@ def _nms(boxes, scores, iou_threshold):
 
 @torch.library.register_fake("pydet::batched_nms")
 def _batched_nms(boxes, scores, idxs, iou_threshold):
+    if boxes.numel() == 0:  # torchvision's early return, before the other arguments are looked at
+        return _kept_indices(boxes)
     _checks.check_boxes(boxes, "batched_nms", "boxes", "[N, 4]", 2, 2)
     _check_scores("batched_nms", boxes, scores)
     _check_idxs("batched_nms", boxes, idxs)
@@ -285,6 +287,8 @@ def _nms_rotated(boxes, scores, iou_threshold):
 
 @torch.library.register_fake("pydet::batched_nms_rotated")
 def _batched_nms_rotated(boxes, scores, idxs, iou_threshold):
+    if boxes.dim() > 0 and boxes.shape[-1] == 5 and boxes.numel() == 0:  # detectron2's early return
+        return _kept_indices(boxes)
     _check_rotated("batched_nms_rotated", boxes, "boxes")
     _check_scores("batched_nms_rotated", boxes, scores)
     _check_idxs("batched_nms_rotated", boxes, idxs)
