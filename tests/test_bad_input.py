@@ -19,11 +19,16 @@ CASES = [
     (lambda: ops.box_iou(b, torch.rand(4)), ValueError, "boxes2 must have shape [M, 4], got [4]"),
     (lambda: ops.box_iou(b3, b), ValueError, "boxes1 must have shape [N, 4], got [1, 5, 4]"),
     (
-        lambda: ops.box_iou(b.long(), b),
+        lambda: ops.box_iou(b.bool(), b),
         TypeError,
-        "boxes1 must be a floating-point tensor (float32, float64, float16 or bfloat16), got int64",
+        "boxes1 must be a floating-point or integer tensor (float32, float64, float16, bfloat16 or int8 to "
+        "int64), got bool",
     ),
-    (lambda: ops.generalized_box_iou(b, b.int()), TypeError, "boxes2 must be a floating-point tensor"),
+    (
+        lambda: ops.bbox_overlaps(b, b.int()),
+        TypeError,
+        "bboxes2 must be a floating-point tensor (float32, float64, float16 or bfloat16), got int32",
+    ),
     (lambda: ops.distance_box_iou(b, b.bool()), TypeError, "got bool"),
     (lambda: ops.complete_box_iou(b.to(torch.complex64), b), TypeError, "got complex64"),
     (
@@ -37,7 +42,11 @@ CASES = [
         "pydet.box_area: boxes must have shape [..., 4], got [5, 5]",
     ),
     (lambda: ops.box_area(torch.rand(())), ValueError, "boxes must have shape [..., 4], got []"),
-    (lambda: ops.box_area(b.long()), TypeError, "pydet.box_area: boxes must be a floating-point tensor"),
+    (
+        lambda: ops.box_area(b.bool()),
+        TypeError,
+        "pydet.box_area: boxes must be a floating-point or integer tensor",
+    ),
     (
         lambda: ops.box_convert(b, "xyxy", "ltrb"),
         ValueError,
@@ -88,9 +97,9 @@ CASES = [
     ),
     (lambda: ops.distance_box_iou_loss(b, b[:2]), ValueError, "must be equal or broadcastable"),
     (
-        lambda: ops.complete_box_iou_loss(b.half(), b.long()),
+        lambda: ops.complete_box_iou_loss(b.half(), b.bool()),
         TypeError,
-        "boxes2 must be a floating-point tensor",
+        "boxes2 must be a floating-point or integer tensor",
     ),
     (
         lambda: torch.ops.pydet._pairwise_box_metric_backward(torch.ones(5, 5), b, b, "nope", 0.0, 0.0),

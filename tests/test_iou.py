@@ -1,6 +1,8 @@
 """The IoU family against the reference formulas (pydet.benchmarks.reference): values, dtypes, layouts,
 adversarial inputs, gradients and batch dimensions."""
 
+import re
+
 import pytest
 import torch
 from helpers import FLOAT_DTYPES, assert_same, box_arrays, random_boxes, ulp_tolerance
@@ -68,6 +70,49 @@ def test_bbox_overlaps_keeps_the_half_dtype(dtype, device):
     out = ops.bbox_overlaps(b1, b2)
     assert out.dtype == dtype
     assert_same(out, ops.bbox_overlaps(b1.float(), b2.float()).to(dtype))
+
+
+@pytest.mark.parametrize("name", PAIRWISE)
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16, torch.int8])
+def test_integer_boxes_follow_torchvision(name, dtype, device):
+    """torchvision takes pixel coordinates as integers: integer arithmetic (int8/int16/uint8 up-cast to
+    int32 after the corner differences, which uint8 therefore wraps as in torchvision), then true
+    division into float32; box_area stays integral. The aligned forms are the diagonals of the
+    pairwise ones."""
+    g = torch.Generator().manual_seed(11)
+    xy = torch.randint(0, 60, (2, 40, 2), generator=g)
+    wh = torch.randint(0, 60, (2, 40, 2), generator=g)  # zero sizes included
+    b1, b2 = (torch.cat([xy[i], xy[i] + wh[i]], -1).to(dtype).to(device) for i in range(2))
+    wide = (b1.int(), b2.int()) if dtype in (torch.int16, torch.int8) else (b1, b2)
+    out = getattr(ops, name)(b1, b2[:25])
+    assert out.dtype == torch.float32
+    assert_same(out, getattr(R, name)(wide[0], wide[1][:25]))
+    assert_same(getattr(ops, name + "_aligned")(b1, b2), getattr(ops, name)(b1, b2).diagonal())
+    area = ops.box_area(b1)
+    assert area.dtype == (torch.int64 if dtype == torch.int64 else torch.int32)
+    assert torch.equal(area, R.box_area(wide[0]))
+
+
+def test_integer_boxes_in_losses_are_float32(device):
+    """torchvision's IoU losses up-cast every non-float32/64 input to float32 (_upcast_non_float)."""
+    b1, b2 = random_boxes(9, device=device) * 100, random_boxes(9, device=device, seed=3) * 100
+    for name in ("generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"):
+        got = getattr(ops, name)(b1.long(), b2.int(), "sum")
+        assert got.dtype == torch.float32
+        assert_same(got, getattr(ops, name)(b1.long().float(), b2.int().float(), "sum"))
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.complex64])
+def test_non_numeric_boxes_are_rejected(dtype):
+    b = random_boxes(3).to(dtype)
+    with pytest.raises(
+        TypeError, match=re.escape("pydet.box_iou: boxes1 must be a floating-point or integer tensor")
+    ):
+        ops.box_iou(b, random_boxes(2))
+    with pytest.raises(
+        TypeError, match=re.escape("pydet.bbox_overlaps: bboxes1 must be a floating-point tensor")
+    ):
+        ops.bbox_overlaps(random_boxes(3).long(), random_boxes(2).long())
 
 
 def test_mixed_dtypes_promote(device):

@@ -20,6 +20,7 @@ def sample_calls(device):
 
     calls = [
         (pd.box_area, (g(b),)),
+        (pd.box_area, ((b * 100).to(torch.int8),)),
         (pd.box_convert, (g(b), "xyxy", "cxcywh")),
         (pd.box_convert, (g(b), "xywh", "xywh")),
         (pd.clip_boxes_to_image, (g(b), [40, 60])),
@@ -31,6 +32,8 @@ def sample_calls(device):
         (pd.generalized_box_iou, (g(b), g(c))),
         (pd.distance_box_iou, (g(b), g(c), 1e-7)),
         (pd.complete_box_iou, (g(b), g(c), 1e-7)),
+        (pd.complete_box_iou, ((b * 100).long(), (c * 100).int(), 1e-7)),  # integer boxes (torchvision)
+        (pd.generalized_box_iou_aligned, ((b * 100).short(), (b.flip(0) * 100).long())),
         (pd.box_iou_aligned, (g(b), g(b.flip(0)))),
         (pd.generalized_box_iou_aligned, (g(b), g(b.flip(0)))),
         (pd.distance_box_iou_aligned, (g(b), g(b.flip(0)), 1e-7)),

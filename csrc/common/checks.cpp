@@ -81,10 +81,16 @@ void check_integer(const at::Tensor& t, const char* op, const char* arg, const c
 }
 
 void check_boxes(const at::Tensor& t, const char* op, const char* arg, const char* expected, int64_t min_rank,
-                 int64_t max_rank) {
+                 int64_t max_rank, BoxDtypes dtypes) {
   TORCH_CHECK_VALUE(t.dim() >= min_rank && t.dim() <= max_rank && t.sym_size(-1) == 4, "pydet.", op, ": ", arg,
                     " must have shape ", expected, ", got ", shape_str(t.sym_sizes()));
-  check_floating(t, op, arg);
+  if (dtypes == BoxDtypes::kFloating) return check_floating(t, op, arg);
+  const auto st = t.scalar_type();
+  const bool floating = st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16;
+  TORCH_CHECK_TYPE(floating || at::isIntegralType(st, /*includeBool=*/false), "pydet.", op, ": ", arg,
+                   " must be a floating-point or integer tensor (float32, float64, float16, bfloat16 or int8 to "
+                   "int64), got ",
+                   dtype_name(st));
 }
 
 void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name,

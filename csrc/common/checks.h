@@ -39,10 +39,15 @@ std::string dtype_name(at::ScalarType st);
 // NumPy broadcast of two shapes; nullopt when they are not broadcastable.
 std::optional<std::vector<c10::SymInt>> broadcast_shapes(c10::SymIntArrayRef a, c10::SymIntArrayRef b);
 
-// `t` must be a float32/float64/float16/bfloat16 tensor of rank in [min_rank, max_rank] whose last
-// dimension is 4. `expected` is the shape as documented, e.g. "[N, 4]".
+// Which dtypes a box argument takes: floating only, or integers too (torchvision's box_area and
+// pairwise IoU functions take pixel coordinates as int8 to int64).
+enum class BoxDtypes : int8_t { kFloating, kFloatingOrInteger };
+
+// `t` must be a float32/float64/float16/bfloat16 tensor (or an integer one, with kFloatingOrInteger)
+// of rank in [min_rank, max_rank] whose last dimension is 4. `expected` is the shape as documented,
+// e.g. "[N, 4]".
 void check_boxes(const at::Tensor& t, const char* op, const char* arg, const char* expected, int64_t min_rank,
-                 int64_t max_rank);
+                 int64_t max_rank, BoxDtypes dtypes = BoxDtypes::kFloating);
 
 void check_floating(const at::Tensor& t, const char* op, const char* arg);
 

@@ -17,6 +17,7 @@
 
 #include "common/checks.h"
 #include "ops/boxes.h"
+#include "ops/integer_boxes.h"
 
 namespace pydet::box_iou {
 
@@ -72,7 +73,8 @@ struct Ops {
   // _upcast_non_float); mmdet's bbox_overlaps returns the boxes' dtype.
   static Promoted promote(const at::Tensor& boxes1, const at::Tensor& boxes2, BoxMetric metric) {
     const at::ScalarType promoted = c10::promoteTypes(boxes1.scalar_type(), boxes2.scalar_type());
-    const at::ScalarType comp = compute_dtype(promoted);
+    // integer boxes reach the kernels only in the losses, which torchvision computes in float32
+    const at::ScalarType comp = at::isIntegralType(promoted, false) ? at::kFloat : compute_dtype(promoted);
     const bool mmdet = metric == BoxMetric::kMmIoU || metric == BoxMetric::kMmIoF || metric == BoxMetric::kMmGIoU;
     return {boxes1.to(comp), boxes2.to(comp), mmdet ? promoted : comp};
   }
@@ -84,24 +86,33 @@ struct Ops {
     return b;
   }
 
+  // torchvision's IoU functions and losses take integer boxes; mmdet's bbox_overlaps does not.
+  static BoxDtypes box_dtypes(BoxMetric metric) {
+    const bool mmdet = metric == BoxMetric::kMmIoU || metric == BoxMetric::kMmIoF || metric == BoxMetric::kMmGIoU;
+    return mmdet ? BoxDtypes::kFloating : BoxDtypes::kFloatingOrInteger;
+  }
+
   static void check_pairwise(const char* op, const at::Tensor& boxes1, const char* n1, const at::Tensor& boxes2,
-                             const char* n2, bool batched) {
+                             const char* n2, bool batched, BoxDtypes dtypes) {
     if (batched) {
-      check_boxes(boxes1, op, n1, "[..., M, 4]", 2, kAnyRank);
-      check_boxes(boxes2, op, n2, "[..., N, 4]", 2, kAnyRank);
+      check_boxes(boxes1, op, n1, "[..., M, 4]", 2, kAnyRank, dtypes);
+      check_boxes(boxes2, op, n2, "[..., N, 4]", 2, kAnyRank, dtypes);
       TORCH_CHECK_VALUE(boxes1.sym_sizes().slice(0, boxes1.dim() - 2) == boxes2.sym_sizes().slice(0, boxes2.dim() - 2),
                         "pydet.", op, ": the batch dimensions of ", n1, " ", shape_str(boxes1.sym_sizes()), " and ", n2,
                         " ", shape_str(boxes2.sym_sizes()), " must match");
     } else {
-      check_boxes(boxes1, op, n1, "[N, 4]", 2, 2);
-      check_boxes(boxes2, op, n2, "[M, 4]", 2, 2);
+      check_boxes(boxes1, op, n1, "[N, 4]", 2, 2, dtypes);
+      check_boxes(boxes2, op, n2, "[M, 4]", 2, 2, dtypes);
     }
     check_same_device(boxes1, n1, boxes2, n2, op);
   }
 
   static at::Tensor pairwise(const char* op, const at::Tensor& boxes1, const char* n1, const at::Tensor& boxes2,
                              const char* n2, bool batched, BoxMetric metric, double eps, double offset) {
-    check_pairwise(op, boxes1, n1, boxes2, n2, batched);
+    check_pairwise(op, boxes1, n1, boxes2, n2, batched, box_dtypes(metric));
+    if (integer_boxes::is_integer(boxes1) && integer_boxes::is_integer(boxes2)) {
+      return integer_boxes::metric(metric, boxes1.unsqueeze(-2), boxes2.unsqueeze(-3), eps);
+    }
     const Promoted p = promote(boxes1, boxes2, metric);
     const c10::SymInt B = batch_size(boxes1), M = boxes1.sym_size(-2), N = boxes2.sym_size(-2);
     const at::Tensor b1 = p.b1.reshape_symint({B, M, 4});
@@ -145,8 +156,8 @@ struct Ops {
 
   static Aligned aligned_inputs(const char* op, const at::Tensor& boxes1, const char* n1, const at::Tensor& boxes2,
                                 const char* n2, BoxMetric metric) {
-    check_boxes(boxes1, op, n1, "[..., 4]", 1, kAnyRank);
-    check_boxes(boxes2, op, n2, "[..., 4]", 1, kAnyRank);
+    check_boxes(boxes1, op, n1, "[..., 4]", 1, kAnyRank, box_dtypes(metric));
+    check_boxes(boxes2, op, n2, "[..., 4]", 1, kAnyRank, box_dtypes(metric));
     check_same_device(boxes1, n1, boxes2, n2, op);
     const auto shape_opt =
         broadcast_shapes(boxes1.sym_sizes().slice(0, boxes1.dim() - 1), boxes2.sym_sizes().slice(0, boxes2.dim() - 1));
@@ -164,6 +175,9 @@ struct Ops {
   static at::Tensor aligned(const char* op, const at::Tensor& boxes1, const char* n1, const at::Tensor& boxes2,
                             const char* n2, BoxMetric metric, double eps, double offset) {
     Aligned a = aligned_inputs(op, boxes1, n1, boxes2, n2, metric);
+    if (integer_boxes::is_integer(boxes1) && integer_boxes::is_integer(boxes2)) {
+      return integer_boxes::metric(metric, boxes1, boxes2, eps);  // the diagonal of the pairwise form
+    }
     at::Tensor out = at::empty_symint({a.b1.sym_size(0)}, a.b1.options());
     if (computes(out)) Kernels::aligned(a.b1, a.b2, out, metric, eps, offset);
     return out.to(a.out_dtype).view_symint(a.shape);

@@ -12,6 +12,7 @@
 #include <limits>
 
 #include "common/checks.h"
+#include "ops/integer_boxes.h"
 
 namespace pydet::boxes {
 
@@ -35,7 +36,8 @@ struct Ops {
   // torchvision.ops.box_area; float16/bfloat16 give float32 areas, as torchvision's _upcast does
   // (areas overflow float16 above 65504 px^2).
   static at::Tensor area(const at::Tensor& boxes) {
-    check_boxes(boxes, "box_area", "boxes", "[..., 4]", 1, kAnyRank);
+    check_boxes(boxes, "box_area", "boxes", "[..., 4]", 1, kAnyRank, BoxDtypes::kFloatingOrInteger);
+    if (integer_boxes::is_integer(boxes)) return integer_boxes::area(boxes);
     const at::Tensor r = rows(boxes);
     at::Tensor out = at::empty_symint({r.sym_size(0)}, r.options());
     if (computes(out)) Kernels::area(r, out);

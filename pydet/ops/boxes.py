@@ -6,7 +6,11 @@ Conventions shared by every function here:
 * dtypes: float32 and float64 are computed natively; float16 and bfloat16 are computed in float32.
   Like torchvision (its ``_upcast``), ``box_area``, the IoU functions, their ``_aligned`` forms and
   the IoU losses then return float32; ``bbox_overlaps`` (mmdet) and the box utilities return the
-  input dtype. Under ``torch.autocast`` the ops run in float32. Integer boxes raise ``TypeError``.
+  input dtype. Under ``torch.autocast`` the ops run in float32.
+* Integer boxes (int8 to int64, pixel coordinates) are accepted where torchvision accepts them:
+  ``box_area`` (an integer result), the IoU functions and their ``_aligned`` forms (float32), computed
+  with torchvision's integer arithmetic in its order (ATen operations, not the fused kernels), and the
+  IoU losses (converted to float32 first, as torchvision does). Other ops raise ``TypeError``.
 * Results are bit-identical to the reference library's float32/float64 eager formulas (the same
   operations in the same order, no fused multiply-add); ``complete_*`` may differ in the last ulp
   because of ``atan``.

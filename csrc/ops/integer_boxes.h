@@ -1,0 +1,106 @@
+// Integer boxes (pixel coordinates): torchvision's box_area and pairwise IoU functions accept int8 to
+// int64 boxes and compute in integers -- int8/int16/uint8 up-cast to int32 by its _upcast, int32 and
+// int64 kept, differences taken before the up-cast where its code takes them there -- and divide into
+// the default float dtype. These ATen compositions follow its code operation by operation, so the
+// results, overflow included, are torchvision's; the fused kernels serve floating boxes. Operands are
+// broadcastable [..., 4] tensors (a[..., None, :, :] against b for the pairwise forms).
+#pragma once
+
+#include <ATen/TensorOperators.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/atan.h>
+#include <ATen/ops/max.h>
+#include <ATen/ops/min.h>
+#include <ATen/ops/pow.h>
+#include <c10/util/MathConstants.h>
+
+#include <utility>
+
+#include "common/box_math.h"
+
+namespace pydet::integer_boxes {
+
+inline bool is_integer(const at::Tensor& t) {
+  return at::isIntegralType(t.scalar_type(), /*includeBool=*/false);
+}
+
+// torchvision's _upcast for integers.
+inline at::Tensor upcast(const at::Tensor& t) {
+  const at::ScalarType st = t.scalar_type();
+  return st == at::kInt || st == at::kLong ? t : t.to(at::kInt);
+}
+
+inline at::Tensor area(const at::Tensor& boxes) {
+  const at::Tensor b = upcast(boxes);
+  return (b.select(-1, 2) - b.select(-1, 0)) * (b.select(-1, 3) - b.select(-1, 1));
+}
+
+inline at::Tensor lo(const at::Tensor& b) {
+  return b.slice(-1, 0, 2);
+}
+inline at::Tensor hi(const at::Tensor& b) {
+  return b.slice(-1, 2, 4);
+}
+
+// width * height of the box spanning [lo, hi], clamped at 0 (torchvision's _upcast(rb - lt).clamp(min=0)).
+inline at::Tensor clamped_area(const at::Tensor& lt, const at::Tensor& rb) {
+  const at::Tensor wh = upcast(rb - lt).clamp_min(0);
+  return wh.select(-1, 0) * wh.select(-1, 1);
+}
+
+struct InterUnion {
+  at::Tensor inter, union_;
+};
+
+// torchvision's _box_inter_union.
+inline InterUnion inter_union(const at::Tensor& a, const at::Tensor& b) {
+  const at::Tensor inter = clamped_area(at::max(lo(a), lo(b)), at::min(hi(a), hi(b)));
+  return {inter, area(a) + area(b) - inter};
+}
+
+inline at::Tensor iou(const at::Tensor& a, const at::Tensor& b) {
+  const InterUnion iu = inter_union(a, b);
+  return iu.inter / iu.union_;
+}
+
+inline at::Tensor generalized_iou(const at::Tensor& a, const at::Tensor& b) {
+  const InterUnion iu = inter_union(a, b);
+  const at::Tensor enclosing = clamped_area(at::min(lo(a), lo(b)), at::max(hi(a), hi(b)));
+  return iu.inter / iu.union_ - (enclosing - iu.union_) / enclosing;
+}
+
+// torchvision's _box_diou_iou on up-cast boxes: (distance IoU, IoU).
+inline std::pair<at::Tensor, at::Tensor> distance_iou(const at::Tensor& a, const at::Tensor& b, double eps) {
+  const at::Tensor plain = iou(a, b);
+  const at::Tensor wh = upcast(at::max(hi(a), hi(b)) - at::min(lo(a), lo(b))).clamp_min(0);
+  const at::Tensor diagonal_squared = wh.select(-1, 0).pow(2) + wh.select(-1, 1).pow(2) + eps;
+  const at::Tensor dx = (a.select(-1, 0) + a.select(-1, 2)) / 2 - (b.select(-1, 0) + b.select(-1, 2)) / 2;
+  const at::Tensor dy = (a.select(-1, 1) + a.select(-1, 3)) / 2 - (b.select(-1, 1) + b.select(-1, 3)) / 2;
+  const at::Tensor centers_squared = dx.pow(2) + dy.pow(2);
+  return {plain - centers_squared / diagonal_squared, plain};
+}
+
+inline at::Tensor complete_iou(const at::Tensor& a, const at::Tensor& b, double eps) {
+  const auto [diou, plain] = distance_iou(a, b, eps);
+  const at::Tensor aspect_a = at::atan((a.select(-1, 2) - a.select(-1, 0)) / (a.select(-1, 3) - a.select(-1, 1)));
+  const at::Tensor aspect_b = at::atan((b.select(-1, 2) - b.select(-1, 0)) / (b.select(-1, 3) - b.select(-1, 1)));
+  const at::Tensor v = (4 / (c10::pi<double> * c10::pi<double>)) * at::pow(aspect_a - aspect_b, 2);
+  const at::Tensor alpha = v / (1 - plain + v + eps);
+  return diou - alpha * v;
+}
+
+// The metric of integer boxes a, b (broadcastable [..., 4]): box_iou, generalized, distance or complete.
+inline at::Tensor metric(BoxMetric m, const at::Tensor& a, const at::Tensor& b, double eps) {
+  switch (m) {
+    case BoxMetric::kGIoU:
+      return generalized_iou(a, b);
+    case BoxMetric::kDIoU:
+      return distance_iou(upcast(a), upcast(b), eps).first;
+    case BoxMetric::kCIoU:
+      return complete_iou(upcast(a), upcast(b), eps);
+    default:
+      return iou(a, b);
+  }
+}
+
+}  // namespace pydet::integer_boxes
