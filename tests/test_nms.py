@@ -140,6 +140,21 @@ def test_batched_nms_of_no_boxes_returns_before_checking_the_rest(op, boxes, dev
         )
 
 
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")  # deprecated in torch 2.13
+@pytest.mark.parametrize("scale, zero_point", [(1.0, 0), (0.5, 3), (2.0, 10)])
+def test_quantized_nms_follows_torchvision(scale, zero_point):
+    """torchvision's quantized CPU nms: IoU of the integer representations, scores by representation."""
+    g = torch.Generator().manual_seed(5)
+    xy = torch.randint(0, 150, (300, 2), generator=g).float()
+    wh = torch.randint(1, 100, (300, 2), generator=g).float()
+    real = torch.cat([xy, xy + wh], 1) * scale
+    boxes = torch.quantize_per_tensor(real, scale, zero_point, torch.quint8)
+    scores = torch.quantize_per_tensor(torch.rand(300, generator=g), 1 / 255, 0, torch.quint8)
+    keep = ops.nms(boxes, scores, 0.5)
+    assert keep.dtype == torch.int64
+    assert torch.equal(keep, R.nms(boxes.int_repr().float(), scores.int_repr().float(), 0.5))
+
+
 def test_nms_half_and_mixed_dtypes(device):
     boxes, scores = image_boxes(700, seed=1)
     boxes, scores = boxes.to(device), scores.to(device)

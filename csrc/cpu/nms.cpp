@@ -270,8 +270,20 @@ struct CpuKernels {
 
 }  // namespace
 
+// torchvision's quantized nms (its QuantizedCPU kernel): the IoU of the boxes' integer
+// representations -- scale and zero point cancel in it -- compared with the threshold in float, and
+// the scores ordered by their representations (the same order for a positive scale).
+at::Tensor quantized_nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
+  const auto representation = [](const at::Tensor& t) { return t.is_quantized() ? t.int_repr().to(at::kFloat) : t; };
+  return Ops<CpuKernels>::nms(representation(boxes), representation(scores), iou_threshold);
+}
+
 TORCH_LIBRARY_IMPL(pydet, CPU, m) {
   Ops<CpuKernels>::register_all(m);
+}
+
+TORCH_LIBRARY_IMPL(pydet, QuantizedCPU, m) {
+  m.impl("nms", &quantized_nms);
 }
 
 }  // namespace pydet::nms
