@@ -140,6 +140,20 @@ struct BoxTerms {
   V aspect;  // atan((x2 - x1) / (y2 - y1))  (CIoU)
 };
 
+// The terms an IoU-type metric reads (corners and area), loaded from where a kernel stored them; the
+// centre and aspect, which only DIoU/CIoU read, are zero.
+template <class V>
+PYDET_HD BoxTerms<V> stored_terms(V x1, V y1, V x2, V y2, V area) {
+  BoxTerms<V> t;
+  t.x1 = x1;
+  t.y1 = y1;
+  t.x2 = x2;
+  t.y2 = y2;
+  t.area = area;
+  t.cx = t.cy = t.aspect = V(0);
+  return t;
+}
+
 template <BoxMetric M, class V, class S>
 PYDET_HD BoxTerms<V> box_terms(V x1, V y1, V x2, V y2, const MetricParams<S>& p) {
   BoxTerms<V> t;

@@ -64,15 +64,13 @@ struct TermsSoA {
   // The terms of box (b, j) as constants of value type V (plain T, or a dual with zero partials).
   template <class V>
   BoxTerms<V> get(int64_t b, int64_t j) const {
-    BoxTerms<V> t;
-    t.x1 = V(field(b, 0)[j]);
-    t.y1 = V(field(b, 1)[j]);
-    t.x2 = V(field(b, 2)[j]);
-    t.y2 = V(field(b, 3)[j]);
-    t.area = V(field(b, 4)[j]);
-    t.cx = kCenter >= 0 ? V(field(b, kCenter)[j]) : V(0);
-    t.cy = kCenter >= 0 ? V(field(b, kCenter + 1)[j]) : V(0);
-    t.aspect = kAspect >= 0 ? V(field(b, kAspect)[j]) : V(0);
+    BoxTerms<V> t =
+        stored_terms(V(field(b, 0)[j]), V(field(b, 1)[j]), V(field(b, 2)[j]), V(field(b, 3)[j]), V(field(b, 4)[j]));
+    if constexpr (kCenter >= 0) {
+      t.cx = V(field(b, kCenter)[j]);
+      t.cy = V(field(b, kCenter + 1)[j]);
+    }
+    if constexpr (kAspect >= 0) t.aspect = V(field(b, kAspect)[j]);
     return t;
   }
 };
@@ -87,23 +85,12 @@ PYDET_SIMD_INLINE void metric_rows(const BoxTerms<T>* a, const T* __restrict x1,
   BoxTerms<T> rows[R];
   for (int r = 0; r < R; ++r) rows[r] = a[r];
   for (int64_t j = 0; j < n; ++j) {
-    BoxTerms<T> b;
-    b.x1 = x1[j];
-    b.y1 = y1[j];
-    b.x2 = x2[j];
-    b.y2 = y2[j];
-    b.area = area[j];
+    BoxTerms<T> b = stored_terms(x1[j], y1[j], x2[j], y2[j], area[j]);
     if constexpr (metric_needs_center(M)) {
       b.cx = cx[j];
       b.cy = cy[j];
-    } else {
-      b.cx = b.cy = T(0);
     }
-    if constexpr (metric_needs_aspect(M)) {
-      b.aspect = aspect[j];
-    } else {
-      b.aspect = T(0);
-    }
+    if constexpr (metric_needs_aspect(M)) b.aspect = aspect[j];
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) out[r * out_stride + j] = box_metric<M>(rows[r], b, p);
   }

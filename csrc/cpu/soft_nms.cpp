@@ -26,13 +26,7 @@ PYDET_SIMD_INLINE void soft_decay(const BoxTerms<T> a, const T* __restrict x1, c
   // mmcv's overlap: widths with the legacy +offset, no eps (an eps of -inf disables the clamp).
   const MetricParams<T> p{-std::numeric_limits<T>::infinity(), offset};
   for (int64_t k = 0; k < n; ++k) {
-    BoxTerms<T> b;
-    b.x1 = x1[k];
-    b.y1 = y1[k];
-    b.x2 = x2[k];
-    b.y2 = y2[k];
-    b.area = area[k];
-    b.cx = b.cy = b.aspect = T(0);
+    const BoxTerms<T> b = stored_terms(x1[k], y1[k], x2[k], y2[k], area[k]);
     const T ovr = box_metric<BoxMetric::kMmIoU>(a, b, p);
     T weight;
     if constexpr (kMethod == SoftNmsMethod::kNaive) {
@@ -87,13 +81,7 @@ std::tuple<at::Tensor, at::Tensor> soft_nms_impl(const at::Tensor& boxes, const 
     std::swap(area[i], area[best]);
     std::swap(ind[i], ind[best]);
     dets.insert(dets.end(), {x1[i], y1[i], x2[i], y2[i], sc[i]});
-    BoxTerms<T> a;
-    a.x1 = x1[i];
-    a.y1 = y1[i];
-    a.x2 = x2[i];
-    a.y2 = y2[i];
-    a.area = area[i];
-    a.cx = a.cy = a.aspect = T(0);
+    const BoxTerms<T> a = stored_terms(x1[i], y1[i], x2[i], y2[i], area[i]);
     const size_t o = i + 1;
     const auto decay = [&](auto kind) {
       simd::dispatch([&] {

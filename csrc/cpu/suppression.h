@@ -35,16 +35,7 @@ struct SoaBoxes {
     y2.push_back(t.y2);
     area.push_back(t.area);
   }
-  BoxTerms<T> terms(size_t i) const {
-    BoxTerms<T> t;
-    t.x1 = x1[i];
-    t.y1 = y1[i];
-    t.x2 = x2[i];
-    t.y2 = y2[i];
-    t.area = area[i];
-    t.cx = t.cy = t.aspect = T(0);
-    return t;
-  }
+  BoxTerms<T> terms(size_t i) const { return stored_terms(x1[i], y1[i], x2[i], y2[i], area[i]); }
   size_t size() const { return x1.size(); }
 };
 
@@ -56,13 +47,7 @@ PYDET_SIMD_INLINE bool any_iou_above(const BoxTerms<T> b, const T* __restrict x1
                                      int64_t n, T t) {
   int hit = 0;
   for (int64_t j = 0; j < n; ++j) {
-    BoxTerms<T> a;
-    a.x1 = x1[j];
-    a.y1 = y1[j];
-    a.x2 = x2[j];
-    a.y2 = y2[j];
-    a.area = area[j];
-    a.cx = a.cy = a.aspect = T(0);
+    const BoxTerms<T> a = stored_terms(x1[j], y1[j], x2[j], y2[j], area[j]);
     hit |= nms_iou(a, b) > t;
   }
   return hit != 0;

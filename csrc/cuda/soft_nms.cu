@@ -93,21 +93,9 @@ __global__ void soft_nms_kernel(SoftArrays<T> w, int64_t n0, T t, T sigma, T min
       dets[i * 5 + 4] = w.sc[i];
     }
     __syncthreads();
-    BoxTerms<T> a;
-    a.x1 = w.x1[i];
-    a.y1 = w.y1[i];
-    a.x2 = w.x2[i];
-    a.y2 = w.y2[i];
-    a.area = w.area[i];
-    a.cx = a.cy = a.aspect = T(0);
+    const BoxTerms<T> a = stored_terms(w.x1[i], w.y1[i], w.x2[i], w.y2[i], w.area[i]);
     for (int64_t k = i + 1 + tid; k < n; k += kSoftThreads) {
-      BoxTerms<T> b;
-      b.x1 = w.x1[k];
-      b.y1 = w.y1[k];
-      b.x2 = w.x2[k];
-      b.y2 = w.y2[k];
-      b.area = w.area[k];
-      b.cx = b.cy = b.aspect = T(0);
+      const BoxTerms<T> b = stored_terms(w.x1[k], w.y1[k], w.x2[k], w.y2[k], w.area[k]);
       const T ovr = box_metric<BoxMetric::kMmIoU>(a, b, p);
       T weight = T(1);
       if (method == SoftNmsMethod::kNaive) {
