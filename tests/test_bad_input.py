@@ -15,9 +15,13 @@ b3 = b.reshape(1, 5, 4)
 
 CASES = [
     # (call, exception, message fragment)
-    (lambda: ops.box_iou(torch.rand(5, 3), b), ValueError, "boxes1 must have shape [N, 4], got [5, 3]"),
-    (lambda: ops.box_iou(b, torch.rand(4)), ValueError, "boxes2 must have shape [M, 4], got [4]"),
-    (lambda: ops.box_iou(b3, b), ValueError, "boxes1 must have shape [N, 4], got [1, 5, 4]"),
+    (lambda: ops.box_iou(torch.rand(5, 3), b), ValueError, "boxes1 must have shape [..., N, 4], got [5, 3]"),
+    (lambda: ops.box_iou(b, torch.rand(4)), ValueError, "boxes2 must have shape [..., M, 4], got [4]"),
+    (
+        lambda: ops.box_iou(b3.expand(2, 5, 4), b.expand(3, 5, 4)),
+        ValueError,
+        "the batch dimensions of boxes1 [2, 5, 4] and boxes2 [3, 5, 4] must be equal or broadcastable",
+    ),
     (
         lambda: ops.box_iou(b.bool(), b),
         TypeError,

@@ -115,6 +115,25 @@ def test_non_numeric_boxes_are_rejected(dtype):
         ops.bbox_overlaps(random_boxes(3).long(), random_boxes(2).long())
 
 
+@pytest.mark.parametrize("name", PAIRWISE)
+def test_batched_boxes_broadcast_like_torchvision(name, device):
+    """torchvision 0.29: [..., N, 4] x [..., M, 4] -> [..., N, M], the batch dimensions broadcast;
+    each slice equals the unbatched call, and gradients sum over the broadcast dimensions."""
+    b1 = random_boxes(2 * 5, device=device, seed=1).view(2, 1, 5, 4)
+    b2 = random_boxes(3 * 7, device=device, seed=2).view(3, 7, 4)
+    out = getattr(ops, name)(b1, b2)
+    assert out.shape == (2, 3, 5, 7)
+    for i in range(2):
+        for j in range(3):
+            assert_same(out[i, j], getattr(ops, name)(b1[i, 0], b2[j]))
+    if name != "complete_box_iou":  # CIoU's alpha is a constant by design: no gradcheck (see below)
+        x = b1.double().requires_grad_()
+        y = b2.double().requires_grad_()
+        assert torch.autograd.gradcheck(lambda p, q: getattr(ops, name)(p, q), (x, y))
+    ints = getattr(ops, name)((b1 * 100).long(), (b2 * 100).long())
+    assert ints.shape == (2, 3, 5, 7) and ints.dtype == torch.float32
+
+
 def test_mixed_dtypes_promote(device):
     b1 = random_boxes(5, dtype=torch.float32, device=device)
     b2 = random_boxes(6, dtype=torch.float64, device=device)

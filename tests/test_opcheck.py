@@ -34,6 +34,7 @@ def sample_calls(device):
         (pd.complete_box_iou, (g(b), g(c), 1e-7)),
         (pd.complete_box_iou, ((b * 100).long(), (c * 100).int(), 1e-7)),  # integer boxes (torchvision)
         (pd.generalized_box_iou_aligned, ((b * 100).short(), (b.flip(0) * 100).long())),
+        (pd.distance_box_iou, (g(b.expand(2, -1, -1)), g(c[None]), 1e-7)),  # batch dims broadcast
         (pd.box_iou_aligned, (g(b), g(b.flip(0)))),
         (pd.generalized_box_iou_aligned, (g(b), g(b.flip(0)))),
         (pd.distance_box_iou_aligned, (g(b), g(b.flip(0)), 1e-7)),

@@ -80,48 +80,68 @@ struct Ops {
   }
 
   // ---- pairwise: [..., M, 4] x [..., N, 4] -> [..., M, N] -------------------------------------------
-  static c10::SymInt batch_size(const at::Tensor& boxes) {
-    c10::SymInt b = 1;
-    for (int64_t d = 0; d < boxes.dim() - 2; ++d) b *= boxes.sym_size(d);
-    return b;
-  }
-
   // torchvision's IoU functions and losses take integer boxes; mmdet's bbox_overlaps does not.
   static BoxDtypes box_dtypes(BoxMetric metric) {
     const bool mmdet = metric == BoxMetric::kMmIoU || metric == BoxMetric::kMmIoF || metric == BoxMetric::kMmGIoU;
     return mmdet ? BoxDtypes::kFloating : BoxDtypes::kFloatingOrInteger;
   }
 
-  static void check_pairwise(const char* op, const at::Tensor& boxes1, const char* n1, const at::Tensor& boxes2,
-                             const char* n2, bool batched, BoxDtypes dtypes) {
-    if (batched) {
-      check_boxes(boxes1, op, n1, "[..., M, 4]", 2, kAnyRank, dtypes);
-      check_boxes(boxes2, op, n2, "[..., N, 4]", 2, kAnyRank, dtypes);
-      TORCH_CHECK_VALUE(boxes1.sym_sizes().slice(0, boxes1.dim() - 2) == boxes2.sym_sizes().slice(0, boxes2.dim() - 2),
-                        "pydet.", op, ": the batch dimensions of ", n1, " ", shape_str(boxes1.sym_sizes()), " and ", n2,
-                        " ", shape_str(boxes2.sym_sizes()), " must match");
-    } else {
-      check_boxes(boxes1, op, n1, "[N, 4]", 2, 2, dtypes);
-      check_boxes(boxes2, op, n2, "[M, 4]", 2, 2, dtypes);
-    }
+  // The batch dimensions of a pairwise call: torchvision 0.29's IoU functions broadcast them
+  // ([..., N, 4] x [..., M, 4] -> [..., N, M]); mmdet's bbox_overlaps wants them equal.
+  enum class Batch : int8_t { kBroadcast, kEqual };
+
+  // Checks a pairwise call; returns its batch shape.
+  static std::vector<c10::SymInt> check_pairwise(const char* op, const at::Tensor& boxes1, const char* n1,
+                                                 const at::Tensor& boxes2, const char* n2, Batch batch,
+                                                 BoxDtypes dtypes) {
+    const bool mmdet = batch == Batch::kEqual;
+    check_boxes(boxes1, op, n1, mmdet ? "[..., M, 4]" : "[..., N, 4]", 2, kAnyRank, dtypes);
+    check_boxes(boxes2, op, n2, mmdet ? "[..., N, 4]" : "[..., M, 4]", 2, kAnyRank, dtypes);
     check_same_device(boxes1, n1, boxes2, n2, op);
+    const c10::SymIntArrayRef lead1 = boxes1.sym_sizes().slice(0, boxes1.dim() - 2);
+    const c10::SymIntArrayRef lead2 = boxes2.sym_sizes().slice(0, boxes2.dim() - 2);
+    if (mmdet) {
+      TORCH_CHECK_VALUE(lead1 == lead2, "pydet.", op, ": the batch dimensions of ", n1, " ",
+                        shape_str(boxes1.sym_sizes()), " and ", n2, " ", shape_str(boxes2.sym_sizes()), " must match");
+      return lead1.vec();
+    }
+    auto shape = broadcast_shapes(lead1, lead2);
+    TORCH_CHECK_VALUE(shape.has_value(), "pydet.", op, ": the batch dimensions of ", n1, " ",
+                      shape_str(boxes1.sym_sizes()), " and ", n2, " ", shape_str(boxes2.sym_sizes()),
+                      " must be equal or broadcastable");
+    return *shape;
+  }
+
+  // boxes [..., rows, 4] broadcast to the batch and flattened to [B, rows, 4] (a view when possible).
+  static at::Tensor flat_batch(const at::Tensor& boxes, const std::vector<c10::SymInt>& batch) {
+    std::vector<c10::SymInt> full = batch;
+    full.push_back(boxes.sym_size(-2));
+    full.push_back(4);
+    c10::SymInt flat = 1;
+    for (const c10::SymInt& d : batch) flat *= d;
+    return boxes.expand_symint(full).reshape_symint({flat, boxes.sym_size(-2), 4});
+  }
+
+  static std::vector<c10::SymInt> with_rows(std::vector<c10::SymInt> batch, const c10::SymInt& rows,
+                                            const c10::SymInt& cols) {
+    batch.push_back(rows);
+    batch.push_back(cols);
+    return batch;
   }
 
   static at::Tensor pairwise(const char* op, const at::Tensor& boxes1, const char* n1, const at::Tensor& boxes2,
-                             const char* n2, bool batched, BoxMetric metric, double eps, double offset) {
-    check_pairwise(op, boxes1, n1, boxes2, n2, batched, box_dtypes(metric));
+                             const char* n2, Batch batching, BoxMetric metric, double eps, double offset) {
+    const std::vector<c10::SymInt> batch = check_pairwise(op, boxes1, n1, boxes2, n2, batching, box_dtypes(metric));
     if (integer_boxes::is_integer(boxes1) && integer_boxes::is_integer(boxes2)) {
       return integer_boxes::metric(metric, boxes1.unsqueeze(-2), boxes2.unsqueeze(-3), eps);
     }
     const Promoted p = promote(boxes1, boxes2, metric);
-    const c10::SymInt B = batch_size(boxes1), M = boxes1.sym_size(-2), N = boxes2.sym_size(-2);
-    const at::Tensor b1 = p.b1.reshape_symint({B, M, 4});
-    const at::Tensor b2 = p.b2.reshape_symint({B, N, 4});
-    at::Tensor out = at::empty_symint({B, M, N}, b1.options());
+    const at::Tensor b1 = flat_batch(p.b1, batch);
+    const at::Tensor b2 = flat_batch(p.b2, batch);
+    const c10::SymInt M = b1.sym_size(1), N = b2.sym_size(1);
+    at::Tensor out = at::empty_symint({b1.sym_size(0), M, N}, b1.options());
     if (computes(out)) Kernels::pairwise(b1, b2, out, metric, eps, offset);
-    std::vector<c10::SymInt> shape(boxes1.sym_sizes().begin(), boxes1.sym_sizes().end() - 1);
-    shape.push_back(N);
-    return out.to(p.out_dtype).view_symint(shape);
+    return out.to(p.out_dtype).view_symint(with_rows(batch, M, N));
   }
 
   static std::tuple<at::Tensor, at::Tensor> pairwise_backward(const at::Tensor& grad, const at::Tensor& boxes1,
@@ -131,10 +151,12 @@ struct Ops {
     TORCH_CHECK_VALUE(metric_is_pairwise(m), "pydet._pairwise_box_metric_backward: metric '", std::string(metric),
                       "' exists only in aligned form");
     const Promoted p = promote(boxes1, boxes2, m);
-    const c10::SymInt B = batch_size(boxes1), M = boxes1.sym_size(-2), N = boxes2.sym_size(-2);
-    const at::Tensor b1 = p.b1.reshape_symint({B, M, 4});
-    const at::Tensor b2 = p.b2.reshape_symint({B, N, 4});
-    const at::Tensor g = grad.to(b1.scalar_type()).reshape_symint({B, M, N}).contiguous();
+    const std::vector<c10::SymInt> batch =
+        *broadcast_shapes(boxes1.sym_sizes().slice(0, boxes1.dim() - 2), boxes2.sym_sizes().slice(0, boxes2.dim() - 2));
+    const at::Tensor b1 = flat_batch(p.b1, batch);
+    const at::Tensor b2 = flat_batch(p.b2, batch);
+    const c10::SymInt M = b1.sym_size(1), N = b2.sym_size(1);
+    const at::Tensor g = grad.to(b1.scalar_type()).reshape_symint({b1.sym_size(0), M, N}).contiguous();
     at::Tensor g1 = at::empty_symint(b1.sym_sizes(), b1.options());
     at::Tensor g2 = at::empty_symint(b2.sym_sizes(), b2.options());
     if (computes(g)) {
@@ -143,8 +165,9 @@ struct Ops {
       g1.zero_();
       g2.zero_();
     }
-    return {g1.to(boxes1.scalar_type()).view_symint(boxes1.sym_sizes()),
-            g2.to(boxes2.scalar_type()).view_symint(boxes2.sym_sizes())};
+    // Undo the batch broadcast: sum each gradient over the dimensions its boxes were expanded along.
+    return {at::sum_to(g1.view_symint(with_rows(batch, M, 4)), boxes1.sym_sizes()).to(boxes1.scalar_type()),
+            at::sum_to(g2.view_symint(with_rows(batch, N, 4)), boxes2.sym_sizes()).to(boxes2.scalar_type())};
   }
 
   // ---- aligned: [..., 4] x [..., 4] (broadcast) -> [...] ----------------------------------------------
@@ -219,16 +242,16 @@ struct Ops {
 
   static void register_all(torch::Library& m) {
     m.impl("box_iou", [](const at::Tensor& b1, const at::Tensor& b2) {
-      return pairwise("box_iou", b1, "boxes1", b2, "boxes2", false, BoxMetric::kIoU, 0.0, 0.0);
+      return pairwise("box_iou", b1, "boxes1", b2, "boxes2", Batch::kBroadcast, BoxMetric::kIoU, 0.0, 0.0);
     });
     m.impl("generalized_box_iou", [](const at::Tensor& b1, const at::Tensor& b2) {
-      return pairwise("generalized_box_iou", b1, "boxes1", b2, "boxes2", false, BoxMetric::kGIoU, 0.0, 0.0);
+      return pairwise("generalized_box_iou", b1, "boxes1", b2, "boxes2", Batch::kBroadcast, BoxMetric::kGIoU, 0.0, 0.0);
     });
     m.impl("distance_box_iou", [](const at::Tensor& b1, const at::Tensor& b2, double eps) {
-      return pairwise("distance_box_iou", b1, "boxes1", b2, "boxes2", false, BoxMetric::kDIoU, eps, 0.0);
+      return pairwise("distance_box_iou", b1, "boxes1", b2, "boxes2", Batch::kBroadcast, BoxMetric::kDIoU, eps, 0.0);
     });
     m.impl("complete_box_iou", [](const at::Tensor& b1, const at::Tensor& b2, double eps) {
-      return pairwise("complete_box_iou", b1, "boxes1", b2, "boxes2", false, BoxMetric::kCIoU, eps, 0.0);
+      return pairwise("complete_box_iou", b1, "boxes1", b2, "boxes2", Batch::kBroadcast, BoxMetric::kCIoU, eps, 0.0);
     });
     m.impl("box_iou_aligned", [](const at::Tensor& b1, const at::Tensor& b2) {
       return aligned("box_iou_aligned", b1, "boxes1", b2, "boxes2", BoxMetric::kIoU, 0.0, 0.0);
@@ -246,7 +269,8 @@ struct Ops {
                                double eps, int64_t offset) {
       const BoxMetric metric = parse_choice(mode, kOverlapModes, "bbox_overlaps", "mode");
       TORCH_CHECK_VALUE(offset == 0 || offset == 1, "pydet.bbox_overlaps: offset must be 0 or 1, got ", offset);
-      if (!is_aligned) return pairwise("bbox_overlaps", b1, "bboxes1", b2, "bboxes2", true, metric, eps, offset);
+      if (!is_aligned)
+        return pairwise("bbox_overlaps", b1, "bboxes1", b2, "bboxes2", Batch::kEqual, metric, eps, offset);
       // mmdet's aligned mode wants identical shapes (no broadcasting).
       check_boxes(b1, "bbox_overlaps", "bboxes1", "[..., M, 4]", 2, kAnyRank);
       check_boxes(b2, "bbox_overlaps", "bboxes2", "[..., M, 4]", 2, kAnyRank);

@@ -78,7 +78,9 @@ def _remove_small_boxes_fake(boxes, min_size):
 
 # ---- pairwise IoU family (torchvision) ---------------------------------------------------------
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Pairwise IoU of ``boxes1 [N, 4]`` and ``boxes2 [M, 4]`` -> ``[N, M]`` (torchvision ``box_iou``).
+    """Pairwise IoU of ``boxes1 [..., N, 4]`` and ``boxes2 [..., M, 4]`` -> ``[..., N, M]`` (torchvision
+    ``box_iou``). The batch dimensions broadcast, as in torchvision 0.29; so do the other three
+    pairwise functions'.
 
     ``inter = clamp(min(x2) - max(x1), 0) * clamp(min(y2) - max(y1), 0)``,
     ``iou = inter / (area1 + area2 - inter)``. Like torchvision, two zero-area boxes that do not
