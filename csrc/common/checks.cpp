@@ -68,11 +68,17 @@ std::string dtype_name(at::ScalarType st) {
   }
 }
 
+namespace {
+// The floating dtypes pydet's kernels take (not float8 or complex).
+bool is_kernel_floating(at::ScalarType st) {
+  return st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16;
+}
+}  // namespace
+
 void check_floating(const at::Tensor& t, const char* op, const char* arg) {
   const auto st = t.scalar_type();
-  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16, "pydet.", op, ": ",
-                   arg, " must be a floating-point tensor (float32, float64, float16 or bfloat16), got ",
-                   dtype_name(st));
+  TORCH_CHECK_TYPE(is_kernel_floating(st), "pydet.", op, ": ", arg,
+                   " must be a floating-point tensor (float32, float64, float16 or bfloat16), got ", dtype_name(st));
 }
 
 void check_integer(const at::Tensor& t, const char* op, const char* arg, const char* what) {
@@ -86,8 +92,7 @@ void check_boxes(const at::Tensor& t, const char* op, const char* arg, const cha
                     " must have shape ", expected, ", got ", shape_str(t.sym_sizes()));
   if (dtypes == BoxDtypes::kFloating) return check_floating(t, op, arg);
   const auto st = t.scalar_type();
-  const bool floating = st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16;
-  TORCH_CHECK_TYPE(floating || at::isIntegralType(st, /*includeBool=*/false), "pydet.", op, ": ", arg,
+  TORCH_CHECK_TYPE(is_kernel_floating(st) || at::isIntegralType(st, /*includeBool=*/false), "pydet.", op, ": ", arg,
                    " must be a floating-point or integer tensor (float32, float64, float16, bfloat16 or int8 to "
                    "int64), got ",
                    dtype_name(st));

@@ -75,15 +75,13 @@ struct Ops {
     const at::ScalarType promoted = c10::promoteTypes(boxes1.scalar_type(), boxes2.scalar_type());
     // integer boxes reach the kernels only in the losses, which torchvision computes in float32
     const at::ScalarType comp = at::isIntegralType(promoted, false) ? at::kFloat : compute_dtype(promoted);
-    const bool mmdet = metric == BoxMetric::kMmIoU || metric == BoxMetric::kMmIoF || metric == BoxMetric::kMmGIoU;
-    return {boxes1.to(comp), boxes2.to(comp), mmdet ? promoted : comp};
+    return {boxes1.to(comp), boxes2.to(comp), metric_is_mm(metric) ? promoted : comp};
   }
 
   // ---- pairwise: [..., M, 4] x [..., N, 4] -> [..., M, N] -------------------------------------------
   // torchvision's IoU functions and losses take integer boxes; mmdet's bbox_overlaps does not.
   static BoxDtypes box_dtypes(BoxMetric metric) {
-    const bool mmdet = metric == BoxMetric::kMmIoU || metric == BoxMetric::kMmIoF || metric == BoxMetric::kMmGIoU;
-    return mmdet ? BoxDtypes::kFloating : BoxDtypes::kFloatingOrInteger;
+    return metric_is_mm(metric) ? BoxDtypes::kFloating : BoxDtypes::kFloatingOrInteger;
   }
 
   // The batch dimensions of a pairwise call: torchvision 0.29's IoU functions broadcast them
