@@ -12,17 +12,17 @@
 TORCH_LIBRARY(pydet, m) {
   // ---- boxes: csrc/{cpu,cuda}/boxes ----------------------------------------------------------
   m.set_python_module("pydet.ops.boxes");
-  m.def("box_area(Tensor boxes) -> Tensor");
+  m.def("box_area(Tensor boxes, str fmt=\"xyxy\") -> Tensor");
   m.def("box_convert(Tensor boxes, str in_fmt, str out_fmt) -> Tensor");
   m.def("clip_boxes_to_image(Tensor boxes, SymInt[2] size) -> Tensor");
   m.def("remove_small_boxes(Tensor boxes, float min_size) -> Tensor");
-  m.def("_box_area_backward(Tensor grad, Tensor boxes) -> Tensor");
-  m.def("_box_convert_backward(Tensor grad, str in_fmt, str out_fmt) -> Tensor");
+  m.def("_box_area_backward(Tensor grad, Tensor boxes, str fmt) -> Tensor");
+  m.def("_box_convert_backward(Tensor grad, Tensor boxes, str in_fmt, str out_fmt) -> Tensor");
   m.def("_clip_boxes_to_image_backward(Tensor grad, Tensor boxes, SymInt[2] size) -> Tensor");
 
   // ---- IoU family: csrc/{cpu,cuda}/box_iou ---------------------------------------------------
   m.set_python_module("pydet.ops.boxes");
-  m.def("box_iou(Tensor boxes1, Tensor boxes2) -> Tensor");
+  m.def("box_iou(Tensor boxes1, Tensor boxes2, str fmt=\"xyxy\") -> Tensor");
   m.def("generalized_box_iou(Tensor boxes1, Tensor boxes2) -> Tensor");
   m.def("distance_box_iou(Tensor boxes1, Tensor boxes2, float eps=1e-07) -> Tensor");
   m.def("complete_box_iou(Tensor boxes1, Tensor boxes2, float eps=1e-07) -> Tensor");
@@ -38,7 +38,7 @@ TORCH_LIBRARY(pydet, m) {
   m.def("complete_box_iou_loss(Tensor boxes1, Tensor boxes2, str reduction=\"none\", float eps=1e-07) -> Tensor");
   m.def(
       "_pairwise_box_metric_backward(Tensor grad, Tensor boxes1, Tensor boxes2, str metric, float eps, "
-      "float offset) -> (Tensor, Tensor)");
+      "float offset, str fmt) -> (Tensor, Tensor)");
   m.def(
       "_aligned_box_metric_backward(Tensor grad, Tensor boxes1, Tensor boxes2, str metric, float eps, "
       "float offset, float grad_scale) -> (Tensor, Tensor)");

@@ -54,12 +54,32 @@ CASES = [
     (
         lambda: ops.box_convert(b, "xyxy", "ltrb"),
         ValueError,
-        "out_fmt must be one of 'xyxy', 'xywh', 'cxcywh', got 'ltrb'",
+        "out_fmt must be one of 'xyxy', 'xywh', 'cxcywh', 'xywhr', 'cxcywhr', 'xyxyxyxy', got 'ltrb'",
     ),
     (
         lambda: ops.box_convert(b, "XYXY", "xywh"),
         ValueError,
-        "in_fmt must be one of 'xyxy', 'xywh', 'cxcywh', got 'XYXY'",
+        "in_fmt must be one of 'xyxy', 'xywh', 'cxcywh', 'xywhr', 'cxcywhr', 'xyxyxyxy', got 'XYXY'",
+    ),
+    (
+        lambda: ops.box_area(b, "xywhr"),
+        ValueError,
+        "pydet.box_area: fmt must be one of 'xyxy', 'xywh', 'cxcywh', got 'xywhr'",
+    ),
+    (
+        lambda: ops.box_iou(b, b, "XYWH"),
+        ValueError,
+        "pydet.box_iou: fmt must be one of 'xyxy', 'xywh', 'cxcywh', 'xywhr', 'cxcywhr', 'xyxyxyxy', got 'XYWH'",
+    ),
+    (
+        lambda: ops.box_iou(b, b, "cxcywhr"),
+        ValueError,
+        "pydet.box_iou: boxes1 must have shape [N, 5], got [5, 4]",
+    ),
+    (
+        lambda: ops.box_convert(b, "xyxy", "xywhr"),
+        ValueError,
+        "pydet.box_convert: no conversion from 'xyxy' to 'xywhr'",
     ),
     (
         lambda: ops.box_convert(torch.rand(5, 2), "xyxy", "xywh"),
@@ -106,7 +126,7 @@ CASES = [
         "boxes2 must be a floating-point or integer tensor",
     ),
     (
-        lambda: torch.ops.pydet._pairwise_box_metric_backward(torch.ones(5, 5), b, b, "nope", 0.0, 0.0),
+        lambda: torch.ops.pydet._pairwise_box_metric_backward(torch.ones(5, 5), b, b, "nope", 0.0, 0.0, "xyxy"),
         ValueError,
         "metric must be one of",
     ),

@@ -122,11 +122,16 @@ def ints(values):
 THRESHOLD_BAD = [-0.1, float("nan")]
 
 
-def _pairwise(name, fn, eps=False):
-    scalars = {}
+def _pairwise(name, fn, eps=False, fmt=False):
+    scalars = {"fmt": ["XYWH", "ltrb"]} if fmt else {}
     return Spec(
         name,
-        lambda a: fn(a["boxes1"], a["boxes2"], **({"eps": a["eps"]} if eps else {})),
+        lambda a: fn(
+            a["boxes1"],
+            a["boxes2"],
+            **({"eps": a["eps"]} if eps else {}),
+            **({"fmt": a["fmt"]} if fmt else {}),
+        ),
         {"boxes1": box(5), "boxes2": box(3, seed=7)},
         scalars,
         integers=frozenset({"boxes1", "boxes2"}),
@@ -178,12 +183,19 @@ def depthwise_module():
 
 
 SPECS: list[Spec] = [
-    Spec("box_area", lambda a: ops.box_area(a["boxes"]), {"boxes": box(5)}, integers=frozenset({"boxes"})),
+    Spec(
+        "box_area",
+        lambda a: ops.box_area(a["boxes"], a["fmt"]),
+        {"boxes": box(5)},
+        {"fmt": ["XYXY", "xywhr"]},
+        integers=frozenset({"boxes"}),
+    ),
     Spec(
         "box_convert",
         lambda a: ops.box_convert(a["boxes"], a["in_fmt"], a["out_fmt"]),
         {"boxes": box(5)},
         {"in_fmt": ["XYXY", "ltrb", ""], "out_fmt": ["xyxy ", "ltrb"]},
+        integers=frozenset({"boxes"}),
     ),
     Spec(
         "clip_boxes_to_image",
@@ -197,7 +209,7 @@ SPECS: list[Spec] = [
         {"boxes": box(5)},
         static_shape=False,
     ),
-    _pairwise("box_iou", ops.box_iou),
+    _pairwise("box_iou", ops.box_iou, fmt=True),
     _pairwise("generalized_box_iou", ops.generalized_box_iou),
     _pairwise("distance_box_iou", ops.distance_box_iou, eps=True),
     _pairwise("complete_box_iou", ops.complete_box_iou, eps=True),
@@ -477,6 +489,7 @@ SCALAR_DEFAULTS = {
     "mode": "iou",
     "anchors_first": False,
     "in_fmt": "xyxy",
+    "fmt": "xyxy",
     "out_fmt": "cxcywh",
     "size": (40, 60),
     "min_size": 1.0,

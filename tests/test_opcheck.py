@@ -14,6 +14,7 @@ def sample_calls(device):
     """(op, args) pairs covering every operator, with gradients requested where they exist."""
     b = random_boxes(6, device=device, seed=1)
     c = random_boxes(5, device=device, seed=2)
+    rotated = torch.cat([b, b[:, :1] * 3.6], 1)  # cxcywhr: centre, size, degrees
 
     def g(t):
         return t.clone().requires_grad_()
@@ -21,14 +22,22 @@ def sample_calls(device):
     calls = [
         (pd.box_area, (g(b),)),
         (pd.box_area, ((b * 100).to(torch.int8),)),
+        (pd.box_area, (g(b), "cxcywh")),
         (pd.box_convert, (g(b), "xyxy", "cxcywh")),
         (pd.box_convert, (g(b), "xywh", "xywh")),
+        (pd.box_convert, ((b * 100).int(), "xyxy", "cxcywh")),
+        (pd.box_convert, (g(rotated), "cxcywhr", "xyxyxyxy")),
+        (pd.box_convert, (g(torch.cat([b, b], 1)), "xyxyxyxy", "cxcywhr")),
         (pd.clip_boxes_to_image, (g(b), [40, 60])),
         (pd.remove_small_boxes, (b, 20.0)),
-        (pd._box_area_backward, (torch.ones(6, device=device), b)),
-        (pd._box_convert_backward, (torch.ones(6, 4, device=device), "cxcywh", "xyxy")),
+        (pd._box_area_backward, (torch.ones(6, device=device), b, "xywh")),
+        (pd._box_convert_backward, (torch.ones(6, 4, device=device), b, "cxcywh", "xyxy")),
+        (pd._box_convert_backward, (torch.ones(6, 8, device=device), rotated, "xywhr", "xyxyxyxy")),
         (pd._clip_boxes_to_image_backward, (torch.ones(6, 4, device=device), b, [40, 60])),
         (pd.box_iou, (g(b), g(c))),
+        (pd.box_iou, (g(b), g(c), "xywh")),
+        (pd.box_iou, ((b * 100).int(), (c * 100).long(), "cxcywh")),
+        (pd.box_iou, (rotated, rotated.flip(0), "xywhr")),
         (pd.generalized_box_iou, (g(b), g(c))),
         (pd.distance_box_iou, (g(b), g(c), 1e-7)),
         (pd.complete_box_iou, (g(b), g(c), 1e-7)),
@@ -41,7 +50,8 @@ def sample_calls(device):
         (pd.complete_box_iou_aligned, (g(b), g(b.flip(0)), 1e-7)),
         (pd.bbox_overlaps, (g(b.reshape(2, 3, 4)), g(b.reshape(2, 3, 4).flip(1)), "giou", False, 1e-6, 1)),
         (pd.bbox_overlaps, (g(b), g(b.flip(0)), "iof", True, 1e-6, 0)),
-        (pd._pairwise_box_metric_backward, (torch.ones(6, 5, device=device), b, c, "ciou", 1e-7, 0.0)),
+        (pd._pairwise_box_metric_backward, (torch.ones(6, 5, device=device), b, c, "ciou", 1e-7, 0.0, "xyxy")),
+        (pd._pairwise_box_metric_backward, (torch.ones(6, 5, device=device), b, c, "iou", 0.0, 0.0, "cxcywh")),
         (
             pd._aligned_box_metric_backward,
             (torch.ones(6, device=device), b, b.flip(0), "mm_giou", 1e-6, 1.0, 1.0),

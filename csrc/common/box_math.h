@@ -13,7 +13,15 @@
 namespace pydet {
 
 // ---- formats ------------------------------------------------------------------------------------
-enum class BoxFormat : int8_t { kXYXY, kXYWH, kCXCYWH };
+// The axis-aligned formats (4 coordinates), then torchvision 0.29's rotated ones (ops/rotated_formats.h),
+// which only box_convert and box_iou's front ends read: the kernels take axis-aligned boxes.
+enum class BoxFormat : int8_t { kXYXY, kXYWH, kCXCYWH, kXYWHR, kCXCYWHR, kXYXYXYXY };
+constexpr bool is_rotated(BoxFormat f) {
+  return f >= BoxFormat::kXYWHR;
+}
+constexpr int64_t coordinates_of(BoxFormat f) {
+  return f == BoxFormat::kXYXYXYXY ? 8 : is_rotated(f) ? 5 : 4;
+}
 
 template <class V>
 struct Box4 {
@@ -68,6 +76,15 @@ PYDET_HD Box4<V> from_xyxy(BoxFormat fmt, const Box4<V>& q) {
 template <class V>
 PYDET_HD V box_area(const Box4<V>& q) {
   return (q.c - q.a) * (q.d - q.b);
+}
+// torchvision 0.29's box_area(fmt="xywh" or "cxcywh"): the stored width times the stored height.
+template <class V>
+PYDET_HD V box_area_of_size(const Box4<V>& q) {
+  return q.c * q.d;
+}
+template <class V>
+PYDET_HD V box_area(BoxFormat fmt, const Box4<V>& q) {
+  return fmt == BoxFormat::kXYXY ? box_area(q) : box_area_of_size(q);
 }
 
 // torchvision clip_boxes_to_image: x clamped to [lo, width], y to [lo, height], lo = 0. (With
@@ -173,6 +190,23 @@ PYDET_HD BoxTerms<V> box_terms(V x1, V y1, V x2, V y2, const MetricParams<S>& p)
   }
   if constexpr (metric_needs_aspect(M)) {
     t.aspect = atan_((x2 - x1) / (y2 - y1));
+  }
+  return t;
+}
+
+// torchvision 0.29's box_iou(fmt=...) terms of a box in format fmt: the corners as its _box_inter_union
+// computes them (x + w; cx -/+ w / 2, which to_xyxy's 0.5 * w equals exactly) and, for the formats
+// that store a size, the area as its box_area(fmt) computes it: w * h, not the corners' difference.
+template <BoxMetric M, class V, class S>
+PYDET_HD BoxTerms<V> box_terms(BoxFormat fmt, const Box4<V>& q, const MetricParams<S>& p) {
+  const Box4<V> c = to_xyxy(fmt, q);
+  BoxTerms<V> t = box_terms<M>(c.a, c.b, c.c, c.d, p);
+  if (fmt != BoxFormat::kXYXY) {
+    // box_metric's plain min/max rely on a NaN corner making its box's area NaN, which w * h alone
+    // would not do for a NaN position or an x + w of inf - inf: their sum carries the NaN.
+    const scalar_of_t<V> x1 = value_of(c.a), y1 = value_of(c.b), x2 = value_of(c.c), y2 = value_of(c.d);
+    const bool nan_corner = x1 != x1 || y1 != y1 || x2 != x2 || y2 != y2;
+    t.area = nan_corner ? V(x1 + y1 + x2 + y2) : box_area_of_size(q);
   }
   return t;
 }

@@ -44,10 +44,10 @@ std::optional<std::vector<c10::SymInt>> broadcast_shapes(c10::SymIntArrayRef a, 
 enum class BoxDtypes : int8_t { kFloating, kFloatingOrInteger };
 
 // `t` must be a float32/float64/float16/bfloat16 tensor (or an integer one, with kFloatingOrInteger)
-// of rank in [min_rank, max_rank] whose last dimension is 4. `expected` is the shape as documented,
-// e.g. "[N, 4]".
+// of rank in [min_rank, max_rank] whose last dimension is `coordinates` (4, or a rotated format's 5
+// or 8). `expected` is the shape as documented, e.g. "[N, 4]".
 void check_boxes(const at::Tensor& t, const char* op, const char* arg, const char* expected, int64_t min_rank,
-                 int64_t max_rank, BoxDtypes dtypes = BoxDtypes::kFloating);
+                 int64_t max_rank, BoxDtypes dtypes = BoxDtypes::kFloating, int64_t coordinates = 4);
 
 void check_floating(const at::Tensor& t, const char* op, const char* arg);
 

@@ -34,8 +34,12 @@ E parse_choice(c10::string_view value, const Choice<E> (&choices)[N], const char
 
 enum class Reduction : int8_t { kNone, kMean, kSum };
 
+// The axis-aligned formats (box_area, the kernels); box_convert and box_iou also take the rotated ones.
 inline constexpr Choice<BoxFormat> kBoxFormats[] = {
     {"xyxy", BoxFormat::kXYXY}, {"xywh", BoxFormat::kXYWH}, {"cxcywh", BoxFormat::kCXCYWH}};
+inline constexpr Choice<BoxFormat> kAllBoxFormats[] = {
+    {"xyxy", BoxFormat::kXYXY},   {"xywh", BoxFormat::kXYWH},       {"cxcywh", BoxFormat::kCXCYWH},
+    {"xywhr", BoxFormat::kXYWHR}, {"cxcywhr", BoxFormat::kCXCYWHR}, {"xyxyxyxy", BoxFormat::kXYXYXYXY}};
 // multiclass_nms decodes no xywh boxes.
 inline constexpr Choice<BoxFormat> kCornerOrCenterFormats[] = {{"xyxy", BoxFormat::kXYXY},
                                                                {"cxcywh", BoxFormat::kCXCYWH}};

@@ -36,14 +36,13 @@ struct TermsSoA {
   std::vector<T> buf;
   int64_t n;
 
-  TermsSoA(const BoxRows<T>& rows, int64_t batches, int64_t n_, const MetricParams<T>& p)
+  TermsSoA(const BoxRows<T>& rows, int64_t batches, int64_t n_, BoxFormat fmt, const MetricParams<T>& p)
       : buf(size_t(batches * kFields * n_)), n(n_) {
     at::parallel_for(0, batches * n, 4096, [&](int64_t begin, int64_t end) {
       // One division per chunk, not per box: (b, j) advance like an odometer.
       for (int64_t idx = begin, b = begin / n, j = begin % n; idx < end; ++idx, j = (j + 1 == n) ? 0 : j + 1) {
         if (j == 0 && idx != begin) ++b;
-        const Box4<T> q = rows.at(b, j);
-        const BoxTerms<T> t = box_terms<M>(q.a, q.b, q.c, q.d, p);
+        const BoxTerms<T> t = box_terms<M>(fmt, rows.at(b, j), p);
         T* base = buf.data() + b * kFields * n + j;
         base[0 * n] = t.x1;
         base[1 * n] = t.y1;
@@ -97,13 +96,14 @@ PYDET_SIMD_INLINE void metric_rows(const BoxTerms<T>* a, const T* __restrict x1,
 }
 
 template <BoxMetric M, class T>
-void pairwise_impl(const at::Tensor& boxes1, const at::Tensor& boxes2, at::Tensor& out, const MetricParams<T>& p) {
+void pairwise_impl(const at::Tensor& boxes1, const at::Tensor& boxes2, at::Tensor& out, BoxFormat fmt,
+                   const MetricParams<T>& p) {
   using Soa = TermsSoA<M, T>;
   constexpr int kRows = 4;          // rows per task (register blocking)
   constexpr int64_t kBlock = 1024;  // columns per task: 1024 columns' terms (<= 32 KB) stay in L1
   const int64_t B = boxes1.size(0), rows = boxes1.size(1), N = boxes2.size(1);
   const BoxRows<T> r1(boxes1), r2(boxes2);
-  const Soa cols(r2, B, N, p);
+  const Soa cols(r2, B, N, fmt, p);
   const int64_t block = std::min(N, kBlock);
   const int64_t blocks = (N + block - 1) / block;
   const int64_t groups = (rows + kRows - 1) / kRows;
@@ -116,10 +116,7 @@ void pairwise_impl(const at::Tensor& boxes1, const at::Tensor& boxes2, at::Tenso
       const int64_t i0 = g * kRows, j0 = blk * block, n = std::min(block, N - j0);
       const int64_t nrows = std::min<int64_t>(kRows, rows - i0);
       BoxTerms<T> a[kRows];
-      for (int64_t r = 0; r < nrows; ++r) {
-        const Box4<T> q = r1.at(b, i0 + r);
-        a[r] = box_terms<M>(q.a, q.b, q.c, q.d, p);
-      }
+      for (int64_t r = 0; r < nrows; ++r) a[r] = box_terms<M>(fmt, r1.at(b, i0 + r), p);
       const auto col = [&](int f) { return f < 0 ? nullptr : cols.field(b, f) + j0; };
       T* dst = o + (b * rows + i0) * N + j0;
       simd::dispatch([&] {
@@ -147,7 +144,7 @@ void pairwise_impl(const at::Tensor& boxes1, const at::Tensor& boxes2, at::Tenso
 
 template <BoxMetric M, class T>
 void pairwise_backward_impl(const at::Tensor& grad, const at::Tensor& boxes1, const at::Tensor& boxes2, at::Tensor& g1,
-                            at::Tensor& g2, const MetricParams<T>& p) {
+                            at::Tensor& g2, BoxFormat fmt, const MetricParams<T>& p) {
   using D = Dual<T, 4>;
   const int64_t B = boxes1.size(0), rows = boxes1.size(1), N = boxes2.size(1);
   const BoxRows<T> r1(boxes1), r2(boxes2);
@@ -158,14 +155,12 @@ void pairwise_backward_impl(const at::Tensor& grad, const at::Tensor& boxes1, co
 
   // d/d boxes1[b, i] = sum_j grad[b, i, j] * d metric(i, j) / d boxes1[b, i]
   {
-    const TermsSoA<M, T> cols(r2, B, N, p);
+    const TermsSoA<M, T> cols(r2, B, N, fmt, p);
     at::parallel_for(0, B * rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(N, 1)),
                      [&](int64_t begin, int64_t end) {
                        for (int64_t t = begin; t < end; ++t) {
                          const int64_t b = t / rows;
-                         const Box4<T> q = r1.at(b, t % rows);
-                         const auto s = seed_box(q);
-                         const BoxTerms<D> a = box_terms<M>(s.a, s.b, s.c, s.d, pd);
+                         const BoxTerms<D> a = box_terms<M>(fmt, seed_box(r1.at(b, t % rows)), pd);
                          const T* gr = g + t * N;
                          double acc[4] = {0, 0, 0, 0};
                          for (int64_t j = 0; j < N; ++j) {
@@ -179,17 +174,14 @@ void pairwise_backward_impl(const at::Tensor& grad, const at::Tensor& boxes1, co
   // d/d boxes2[b, j] = sum_i grad[b, i, j] * d metric(i, j) / d boxes2[b, j], 16 columns at a time so
   // each grad row segment read is one cache line.
   {
-    const TermsSoA<M, T> rows_terms(r1, B, rows, p);
+    const TermsSoA<M, T> rows_terms(r1, B, rows, fmt, p);
     constexpr int64_t kStrip = 16;
     const int64_t strips = (N + kStrip - 1) / kStrip;
     at::parallel_for(0, B * strips, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int64_t b = t / strips, j0 = (t % strips) * kStrip, n = std::min(kStrip, N - j0);
         BoxTerms<D> cols[kStrip];
-        for (int64_t jj = 0; jj < n; ++jj) {
-          const auto s = seed_box(r2.at(b, j0 + jj));
-          cols[jj] = box_terms<M>(s.a, s.b, s.c, s.d, pd);
-        }
+        for (int64_t jj = 0; jj < n; ++jj) cols[jj] = box_terms<M>(fmt, seed_box(r2.at(b, j0 + jj)), pd);
         double acc[kStrip][4] = {};
         for (int64_t i = 0; i < rows; ++i) {
           const BoxTerms<D> a = rows_terms.template get<D>(b, i);
@@ -245,25 +237,25 @@ PYDET_SIMD_INLINE void aligned_backward_chunk(const T* __restrict b1, const T* _
 
 struct CpuKernels {
   static void pairwise(const at::Tensor& b1, const at::Tensor& b2, at::Tensor& out, BoxMetric metric, double eps,
-                       double offset) {
+                       double offset, BoxFormat fmt) {
     cpu::advise_huge_pages(out);
     AT_DISPATCH_FLOATING_TYPES(b1.scalar_type(), "pairwise_box_metric", [&] {
       dispatch_metric(metric, [&](auto mc) {
         constexpr BoxMetric M = decltype(mc)::value;
         if constexpr (metric_is_pairwise(M)) {
-          pairwise_impl<M, scalar_t>(b1, b2, out, {scalar_t(eps), scalar_t(offset)});
+          pairwise_impl<M, scalar_t>(b1, b2, out, fmt, {scalar_t(eps), scalar_t(offset)});
         }
       });
     });
   }
 
   static void pairwise_backward(const at::Tensor& grad, const at::Tensor& b1, const at::Tensor& b2, at::Tensor& g1,
-                                at::Tensor& g2, BoxMetric metric, double eps, double offset) {
+                                at::Tensor& g2, BoxMetric metric, double eps, double offset, BoxFormat fmt) {
     AT_DISPATCH_FLOATING_TYPES(b1.scalar_type(), "pairwise_box_metric_backward", [&] {
       dispatch_metric(metric, [&](auto mc) {
         constexpr BoxMetric M = decltype(mc)::value;
         if constexpr (metric_is_pairwise(M)) {
-          pairwise_backward_impl<M, scalar_t>(grad, b1, b2, g1, g2, {scalar_t(eps), scalar_t(offset)});
+          pairwise_backward_impl<M, scalar_t>(grad, b1, b2, g1, g2, fmt, {scalar_t(eps), scalar_t(offset)});
         }
       });
     });

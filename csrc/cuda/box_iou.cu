@@ -24,11 +24,6 @@ using cuda::grid_stride;
 constexpr int kRowTile = 16;
 constexpr int kColsPerBlock = cuda::kThreads;
 
-template <BoxMetric M, class T>
-__device__ __forceinline__ BoxTerms<T> terms_of(const Box4<T>& q, const MetricParams<T>& p) {
-  return box_terms<M>(q.a, q.b, q.c, q.d, p);
-}
-
 // Terms as dual-number constants (zero partials).
 template <class D, class T>
 __device__ __forceinline__ BoxTerms<D> as_constant(const BoxTerms<T>& t) {
@@ -44,16 +39,10 @@ __device__ __forceinline__ BoxTerms<D> as_constant(const BoxTerms<T>& t) {
   return r;
 }
 
-template <BoxMetric M, class T>
-__device__ __forceinline__ BoxTerms<Dual<T, 4>> seeded_terms(const Box4<T>& q, const MetricParams<T>& p) {
-  const auto s = seed_box(q);
-  return box_terms<M>(s.a, s.b, s.c, s.d, p);
-}
-
 // grid: x = column blocks, y = (batch, row tile) pairs (grid-stride).
 template <BoxMetric M, class T>
-__global__ void pairwise_kernel(BoxRows<T> rows1, BoxRows<T> rows2, int64_t B, int64_t M_, int64_t N, MetricParams<T> p,
-                                T* out) {
+__global__ void pairwise_kernel(BoxRows<T> rows1, BoxRows<T> rows2, int64_t B, int64_t M_, int64_t N, BoxFormat fmt,
+                                MetricParams<T> p, T* out) {
   __shared__ BoxTerms<T> tile[kRowTile];
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kColsPerBlock + threadIdx.x;
   const int64_t row_tiles = (M_ + kRowTile - 1) / kRowTile;
@@ -61,10 +50,10 @@ __global__ void pairwise_kernel(BoxRows<T> rows1, BoxRows<T> rows2, int64_t B, i
     const int64_t b = t / row_tiles, i0 = (t % row_tiles) * kRowTile;
     const int rows = static_cast<int>(M_ - i0 < kRowTile ? M_ - i0 : kRowTile);
     __syncthreads();  // the previous tile is no longer read
-    if (threadIdx.x < rows) tile[threadIdx.x] = terms_of<M>(rows1.at(b, i0 + threadIdx.x), p);
+    if (threadIdx.x < rows) tile[threadIdx.x] = box_terms<M>(fmt, rows1.at(b, i0 + threadIdx.x), p);
     __syncthreads();
     if (j < N) {
-      const BoxTerms<T> col = terms_of<M>(rows2.at(b, j), p);
+      const BoxTerms<T> col = box_terms<M>(fmt, rows2.at(b, j), p);
       T* o = out + (b * M_ + i0) * N + j;
       for (int r = 0; r < rows; ++r) o[r * N] = box_metric<M>(tile[r], col, p);
     }
@@ -74,16 +63,16 @@ __global__ void pairwise_kernel(BoxRows<T> rows1, BoxRows<T> rows2, int64_t B, i
 // One warp per (batch, row): grad1[b, i] = sum_j grad[b, i, j] * d metric / d boxes1[b, i].
 template <BoxMetric M, class T>
 __global__ void pairwise_backward_rows_kernel(const T* grad, BoxRows<T> rows1, BoxRows<T> rows2, int64_t B, int64_t M_,
-                                              int64_t N, MetricParams<T> p, T* grad1) {
+                                              int64_t N, BoxFormat fmt, MetricParams<T> p, T* grad1) {
   using D = Dual<T, 4>;
   const int lane = threadIdx.x % 32;
   const int64_t warps = grid_stride() / 32;
   for (int64_t w = global_index() / 32; w < B * M_; w += warps) {
     const int64_t b = w / M_;
-    const BoxTerms<D> a = seeded_terms<M>(rows1.at(b, w % M_), p);
+    const BoxTerms<D> a = box_terms<M>(fmt, seed_box(rows1.at(b, w % M_)), p);
     double acc[4] = {0, 0, 0, 0};
     for (int64_t j = lane; j < N; j += 32) {
-      const D r = box_metric<M>(a, as_constant<D>(terms_of<M>(rows2.at(b, j), p)), p);
+      const D r = box_metric<M>(a, as_constant<D>(box_terms<M>(fmt, rows2.at(b, j), p)), p);
       const double g = double(grad[w * N + j]);
       for (int k = 0; k < 4; ++k) acc[k] += g * double(r.d[k]);
     }
@@ -100,18 +89,18 @@ __global__ void pairwise_backward_rows_kernel(const T* grad, BoxRows<T> rows1, B
 // grad2[b, j] = sum_i grad[b, i, j] * d metric / d boxes2[b, j].
 template <BoxMetric M, class T>
 __global__ void pairwise_backward_cols_kernel(const T* grad, BoxRows<T> rows1, BoxRows<T> rows2, int64_t B, int64_t M_,
-                                              int64_t N, MetricParams<T> p, T* grad2) {
+                                              int64_t N, BoxFormat fmt, MetricParams<T> p, T* grad2) {
   using D = Dual<T, 4>;
   __shared__ BoxTerms<T> tile[kRowTile];
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kColsPerBlock + threadIdx.x;
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
     BoxTerms<D> col;
-    if (j < N) col = seeded_terms<M>(rows2.at(b, j), p);
+    if (j < N) col = box_terms<M>(fmt, seed_box(rows2.at(b, j)), p);
     double acc[4] = {0, 0, 0, 0};
     for (int64_t i0 = 0; i0 < M_; i0 += kRowTile) {
       const int rows = static_cast<int>(M_ - i0 < kRowTile ? M_ - i0 : kRowTile);
       __syncthreads();
-      if (threadIdx.x < rows) tile[threadIdx.x] = terms_of<M>(rows1.at(b, i0 + threadIdx.x), p);
+      if (threadIdx.x < rows) tile[threadIdx.x] = box_terms<M>(fmt, rows1.at(b, i0 + threadIdx.x), p);
       __syncthreads();
       if (j < N) {
         for (int r = 0; r < rows; ++r) {
@@ -130,7 +119,8 @@ __global__ void pairwise_backward_cols_kernel(const T* grad, BoxRows<T> rows1, B
 template <BoxMetric M, class T>
 __global__ void aligned_kernel(BoxRows<T> rows1, BoxRows<T> rows2, MetricParams<T> p, T* out) {
   for (int64_t k = global_index(); k < rows1.size; k += grid_stride()) {
-    out[k] = box_metric<M>(terms_of<M>(rows1[k], p), terms_of<M>(rows2[k], p), p);
+    const Box4<T> q1 = rows1[k], q2 = rows2[k];
+    out[k] = box_metric<M>(box_terms<M>(q1.a, q1.b, q1.c, q1.d, p), box_terms<M>(q2.a, q2.b, q2.c, q2.d, p), p);
   }
 }
 
@@ -162,7 +152,7 @@ dim3 pairwise_grid(int64_t B, int64_t M_, int64_t N) {
 
 struct CudaKernels {
   static void pairwise(const at::Tensor& b1, const at::Tensor& b2, at::Tensor& out, BoxMetric metric, double eps,
-                       double offset) {
+                       double offset, BoxFormat fmt) {
     const c10::cuda::CUDAGuard guard(b1.device());
     const int64_t B = b1.size(0), M_ = b1.size(1), N = b2.size(1);
     AT_DISPATCH_FLOATING_TYPES(b1.scalar_type(), "pairwise_box_metric", [&] {
@@ -171,7 +161,7 @@ struct CudaKernels {
         if constexpr (metric_is_pairwise(M)) {
           pairwise_kernel<M, scalar_t>
               <<<pairwise_grid(B, M_, N), kColsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-                  BoxRows<scalar_t>(b1), BoxRows<scalar_t>(b2), B, M_, N,
+                  BoxRows<scalar_t>(b1), BoxRows<scalar_t>(b2), B, M_, N, fmt,
                   MetricParams<scalar_t>{scalar_t(eps), scalar_t(offset)}, out.data_ptr<scalar_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
@@ -180,7 +170,7 @@ struct CudaKernels {
   }
 
   static void pairwise_backward(const at::Tensor& grad, const at::Tensor& b1, const at::Tensor& b2, at::Tensor& g1,
-                                at::Tensor& g2, BoxMetric metric, double eps, double offset) {
+                                at::Tensor& g2, BoxMetric metric, double eps, double offset, BoxFormat fmt) {
     const c10::cuda::CUDAGuard guard(b1.device());
     const int64_t B = b1.size(0), M_ = b1.size(1), N = b2.size(1);
     const auto stream = c10::cuda::getCurrentCUDAStream();
@@ -191,12 +181,12 @@ struct CudaKernels {
           const MetricParams<scalar_t> p{scalar_t(eps), scalar_t(offset)};
           const BoxRows<scalar_t> r1(b1), r2(b2);
           pairwise_backward_rows_kernel<M, scalar_t><<<cuda::blocks_for(B * M_ * 32), cuda::kThreads, 0, stream>>>(
-              grad.const_data_ptr<scalar_t>(), r1, r2, B, M_, N, p, g1.data_ptr<scalar_t>());
+              grad.const_data_ptr<scalar_t>(), r1, r2, B, M_, N, fmt, p, g1.data_ptr<scalar_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
           const dim3 grid(static_cast<unsigned int>((N + kColsPerBlock - 1) / kColsPerBlock),
                           static_cast<unsigned int>(std::min<int64_t>(B, 65535)));
           pairwise_backward_cols_kernel<M, scalar_t><<<grid, kColsPerBlock, 0, stream>>>(
-              grad.const_data_ptr<scalar_t>(), r1, r2, B, M_, N, p, g2.data_ptr<scalar_t>());
+              grad.const_data_ptr<scalar_t>(), r1, r2, B, M_, N, fmt, p, g2.data_ptr<scalar_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       });

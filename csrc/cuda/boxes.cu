@@ -18,14 +18,14 @@ using cuda::global_index;
 using cuda::grid_stride;
 
 template <class T>
-__global__ void area_kernel(BoxRows<T> in, T* out) {
-  for (int64_t k = global_index(); k < in.size; k += grid_stride()) out[k] = box_area(in[k]);
+__global__ void area_kernel(BoxRows<T> in, BoxFormat fmt, T* out) {
+  for (int64_t k = global_index(); k < in.size; k += grid_stride()) out[k] = box_area(fmt, in[k]);
 }
 
 template <class T>
-__global__ void area_backward_kernel(const T* grad, int64_t grad_stride, BoxRows<T> in, T* out) {
+__global__ void area_backward_kernel(const T* grad, int64_t grad_stride, BoxRows<T> in, BoxFormat fmt, T* out) {
   for (int64_t k = global_index(); k < in.size; k += grid_stride()) {
-    const auto a = box_area(seed_box(in[k]));
+    const auto a = box_area(fmt, seed_box(in[k]));
     const T g = grad[k * grad_stride];
     store_row(out, k, Box4<T>{g * a.d[0], g * a.d[1], g * a.d[2], g * a.d[3]});
   }
@@ -65,22 +65,22 @@ __global__ void large_mask_kernel(BoxRows<T> in, T min_size, bool* mask) {
 }
 
 struct CudaKernels {
-  static void area(const at::Tensor& boxes, at::Tensor& out) {
+  static void area(const at::Tensor& boxes, at::Tensor& out, BoxFormat fmt) {
     const c10::cuda::CUDAGuard guard(boxes.device());
     AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "box_area", [&] {
       const BoxRows<scalar_t> in(boxes);
       area_kernel<<<cuda::blocks_for(in.size), cuda::kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          in, out.data_ptr<scalar_t>());
+          in, fmt, out.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
 
-  static void area_backward(const at::Tensor& grad, const at::Tensor& boxes, at::Tensor& grad_boxes) {
+  static void area_backward(const at::Tensor& grad, const at::Tensor& boxes, at::Tensor& grad_boxes, BoxFormat fmt) {
     const c10::cuda::CUDAGuard guard(boxes.device());
     AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "box_area_backward", [&] {
       const BoxRows<scalar_t> in(boxes);
       area_backward_kernel<<<cuda::blocks_for(in.size), cuda::kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          grad.const_data_ptr<scalar_t>(), grad.stride(0), in, grad_boxes.data_ptr<scalar_t>());
+          grad.const_data_ptr<scalar_t>(), grad.stride(0), in, fmt, grad_boxes.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }

@@ -6,6 +6,7 @@
 
 #include <ATen/ExpandUtils.h>  // at::sum_to
 #include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/ScalarType.h>
@@ -18,6 +19,7 @@
 #include "common/checks.h"
 #include "ops/boxes.h"
 #include "ops/integer_boxes.h"
+#include "ops/rotated_formats.h"
 
 namespace pydet::box_iou {
 
@@ -52,10 +54,11 @@ constexpr bool metric_is_pairwise(BoxMetric m) {
 
 // Kernels must provide (boxes float/double, any strides; outputs and grads contiguous):
 //   static void pairwise(const Tensor& b1 /*[B,M,4]*/, const Tensor& b2 /*[B,N,4]*/, Tensor& out /*[B,M,N]*/,
-//                        BoxMetric, double eps, double offset);
+//                        BoxMetric, double eps, double offset, BoxFormat fmt);
 //   static void pairwise_backward(const Tensor& grad /*[B,M,N]*/, const Tensor& b1, const Tensor& b2,
-//                                 Tensor& g1 /*[B,M,4]*/, Tensor& g2 /*[B,N,4]*/, BoxMetric, double eps, double
-//                                 offset);
+//                                 Tensor& g1 /*[B,M,4]*/, Tensor& g2 /*[B,N,4]*/, BoxMetric, double eps,
+//                                 double offset, BoxFormat fmt);
+// (fmt, the boxes' format, is box_iou's; every other metric reads xyxy boxes.)
 //   static void aligned(const Tensor& b1 /*[K,4]*/, const Tensor& b2 /*[K,4]*/, Tensor& out /*[K]*/,
 //                       BoxMetric, double eps, double offset);
 //   static void aligned_backward(const Tensor& grad /*[K] or [1] broadcast*/, double grad_scale,
@@ -128,24 +131,28 @@ struct Ops {
   }
 
   static at::Tensor pairwise(const char* op, const at::Tensor& boxes1, const char* n1, const at::Tensor& boxes2,
-                             const char* n2, Batch batching, BoxMetric metric, double eps, double offset) {
+                             const char* n2, Batch batching, BoxMetric metric, double eps, double offset,
+                             BoxFormat fmt = BoxFormat::kXYXY) {
     const std::vector<c10::SymInt> batch = check_pairwise(op, boxes1, n1, boxes2, n2, batching, box_dtypes(metric));
     if (integer_boxes::is_integer(boxes1) && integer_boxes::is_integer(boxes2)) {
-      return integer_boxes::metric(metric, boxes1.unsqueeze(-2), boxes2.unsqueeze(-3), eps);
+      return integer_boxes::metric(metric, boxes1.unsqueeze(-2), boxes2.unsqueeze(-3), eps, fmt);
     }
     const Promoted p = promote(boxes1, boxes2, metric);
     const at::Tensor b1 = flat_batch(p.b1, batch);
     const at::Tensor b2 = flat_batch(p.b2, batch);
     const c10::SymInt M = b1.sym_size(1), N = b2.sym_size(1);
     at::Tensor out = at::empty_symint({b1.sym_size(0), M, N}, b1.options());
-    if (computes(out)) Kernels::pairwise(b1, b2, out, metric, eps, offset);
+    if (computes(out)) Kernels::pairwise(b1, b2, out, metric, eps, offset, fmt);
     return out.to(p.out_dtype).view_symint(with_rows(batch, M, N));
   }
 
   static std::tuple<at::Tensor, at::Tensor> pairwise_backward(const at::Tensor& grad, const at::Tensor& boxes1,
                                                               const at::Tensor& boxes2, c10::string_view metric,
-                                                              double eps, double offset) {
+                                                              double eps, double offset, c10::string_view fmt) {
     const BoxMetric m = parse_choice(metric, kMetrics, "_pairwise_box_metric_backward", "metric");
+    const BoxFormat f = parse_choice(fmt, kAllBoxFormats, "_pairwise_box_metric_backward", "fmt");
+    TORCH_CHECK(!is_rotated(f), "pydet.box_iou: the IoU of rotated boxes (fmt='", std::string(fmt),
+                "') has no gradient, as torchvision's box_iou_rotated has none");
     TORCH_CHECK_VALUE(metric_is_pairwise(m), "pydet._pairwise_box_metric_backward: metric '", std::string(metric),
                       "' exists only in aligned form");
     const Promoted p = promote(boxes1, boxes2, m);
@@ -158,7 +165,7 @@ struct Ops {
     at::Tensor g1 = at::empty_symint(b1.sym_sizes(), b1.options());
     at::Tensor g2 = at::empty_symint(b2.sym_sizes(), b2.options());
     if (computes(g)) {
-      Kernels::pairwise_backward(g, b1, b2, g1, g2, m, eps, offset);
+      Kernels::pairwise_backward(g, b1, b2, g1, g2, m, eps, offset, f);
     } else {
       g1.zero_();
       g2.zero_();
@@ -238,9 +245,28 @@ struct Ops {
     return total.to(a.out_dtype);
   }
 
+  // torchvision 0.29's box_iou of rotated boxes [N, K] x [M, K]: converted to cxcywhr and handed to
+  // box_iou_rotated, as torchvision hands them to its own.
+  static at::Tensor rotated_iou(const at::Tensor& boxes1, const at::Tensor& boxes2, BoxFormat fmt) {
+    const bool polygon = fmt == BoxFormat::kXYXYXYXY;
+    check_boxes(boxes1, "box_iou", "boxes1", polygon ? "[N, 8]" : "[N, 5]", 2, 2, BoxDtypes::kFloating,
+                coordinates_of(fmt));
+    check_boxes(boxes2, "box_iou", "boxes2", polygon ? "[M, 8]" : "[M, 5]", 2, 2, BoxDtypes::kFloating,
+                coordinates_of(fmt));
+    const auto centered = [fmt](const at::Tensor& b) {
+      return fmt == BoxFormat::kCXCYWHR ? b : rotated_formats::convert(b, fmt, BoxFormat::kCXCYWHR);
+    };
+    static const auto box_iou_rotated = c10::Dispatcher::singleton()
+                                            .findSchemaOrThrow("pydet::box_iou_rotated", "")
+                                            .typed<at::Tensor(const at::Tensor&, const at::Tensor&)>();
+    return box_iou_rotated.call(centered(boxes1), centered(boxes2));
+  }
+
   static void register_all(torch::Library& m) {
-    m.impl("box_iou", [](const at::Tensor& b1, const at::Tensor& b2) {
-      return pairwise("box_iou", b1, "boxes1", b2, "boxes2", Batch::kBroadcast, BoxMetric::kIoU, 0.0, 0.0);
+    m.impl("box_iou", [](const at::Tensor& b1, const at::Tensor& b2, c10::string_view fmt) {
+      const BoxFormat f = parse_choice(fmt, kAllBoxFormats, "box_iou", "fmt");
+      if (is_rotated(f)) return rotated_iou(b1, b2, f);
+      return pairwise("box_iou", b1, "boxes1", b2, "boxes2", Batch::kBroadcast, BoxMetric::kIoU, 0.0, 0.0, f);
     });
     m.impl("generalized_box_iou", [](const at::Tensor& b1, const at::Tensor& b2) {
       return pairwise("generalized_box_iou", b1, "boxes1", b2, "boxes2", Batch::kBroadcast, BoxMetric::kGIoU, 0.0, 0.0);

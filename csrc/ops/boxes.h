@@ -13,6 +13,7 @@
 
 #include "common/checks.h"
 #include "ops/integer_boxes.h"
+#include "ops/rotated_formats.h"
 
 namespace pydet::boxes {
 
@@ -24,8 +25,8 @@ inline at::Tensor rows(const at::Tensor& boxes) {
 constexpr int64_t kAnyRank = std::numeric_limits<int64_t>::max();
 
 // Kernels must provide (inputs [K, 4] float/double with any strides, outputs contiguous):
-//   static void area(const Tensor& boxes, Tensor& out /*[K]*/);
-//   static void area_backward(const Tensor& grad /*[K]*/, const Tensor& boxes, Tensor& grad_boxes);
+//   static void area(const Tensor& boxes, Tensor& out /*[K]*/, BoxFormat fmt);
+//   static void area_backward(const Tensor& grad /*[K]*/, const Tensor& boxes, Tensor& grad_boxes, BoxFormat fmt);
 //   static void convert(const Tensor& boxes, Tensor& out, BoxFormat in, BoxFormat out_fmt);
 //   static void convert_backward(const Tensor& grad, Tensor& grad_boxes, BoxFormat in, BoxFormat out_fmt);
 //   static void clip(const Tensor& boxes, Tensor& out, double height, double width);
@@ -33,40 +34,55 @@ constexpr int64_t kAnyRank = std::numeric_limits<int64_t>::max();
 //   static at::Tensor keep_large(const Tensor& boxes, double min_size);  // int64 indices
 template <class Kernels>
 struct Ops {
-  // torchvision.ops.box_area; float16/bfloat16 give float32 areas, as torchvision's _upcast does
-  // (areas overflow float16 above 65504 px^2).
-  static at::Tensor area(const at::Tensor& boxes) {
+  // torchvision.ops.box_area(boxes, fmt): (x2 - x1) * (y2 - y1) for xyxy, w * h for xywh and cxcywh.
+  // float16/bfloat16 give float32 areas, as torchvision's _upcast does (areas overflow float16 above
+  // 65504 px^2).
+  static at::Tensor area(const at::Tensor& boxes, c10::string_view fmt) {
     check_boxes(boxes, "box_area", "boxes", "[..., 4]", 1, kAnyRank, BoxDtypes::kFloatingOrInteger);
-    if (integer_boxes::is_integer(boxes)) return integer_boxes::area(boxes);
+    const BoxFormat f = parse_choice(fmt, kBoxFormats, "box_area", "fmt");
+    if (integer_boxes::is_integer(boxes)) return integer_boxes::area(boxes, f);
     const at::Tensor r = rows(boxes);
     at::Tensor out = at::empty_symint({r.sym_size(0)}, r.options());
-    if (computes(out)) Kernels::area(r, out);
+    if (computes(out)) Kernels::area(r, out, f);
     return out.view_symint(boxes.sym_sizes().slice(0, boxes.dim() - 1));
   }
 
-  static at::Tensor area_backward(const at::Tensor& grad, const at::Tensor& boxes) {
+  static at::Tensor area_backward(const at::Tensor& grad, const at::Tensor& boxes, c10::string_view fmt) {
+    const BoxFormat f = parse_choice(fmt, kBoxFormats, "_box_area_backward", "fmt");
     const at::Tensor r = rows(boxes);
     at::Tensor g = grad.to(r.scalar_type()).reshape_symint({-1});
     at::Tensor out = at::empty_symint(r.sym_sizes(), r.options());
-    if (computes(out)) Kernels::area_backward(g, r, out);
+    if (computes(out)) Kernels::area_backward(g, r, out, f);
     return out.to(boxes.scalar_type()).view_symint(boxes.sym_sizes());
   }
 
+  // torchvision.ops.box_convert: between the axis-aligned formats (the kernels; integer boxes as
+  // torchvision computes them) or between the rotated ones (ops/rotated_formats.h).
   static at::Tensor convert(const at::Tensor& boxes, c10::string_view in_fmt, c10::string_view out_fmt) {
-    check_boxes(boxes, "box_convert", "boxes", "[..., 4]", 1, kAnyRank);
-    const BoxFormat fi = parse_choice(in_fmt, kBoxFormats, "box_convert", "in_fmt");
-    const BoxFormat fo = parse_choice(out_fmt, kBoxFormats, "box_convert", "out_fmt");
+    const BoxFormat fi = parse_choice(in_fmt, kAllBoxFormats, "box_convert", "in_fmt");
+    const BoxFormat fo = parse_choice(out_fmt, kAllBoxFormats, "box_convert", "out_fmt");
+    const int64_t k = coordinates_of(fi);
+    check_boxes(boxes, "box_convert", "boxes", k == 4 ? "[..., 4]" : k == 5 ? "[..., 5]" : "[..., 8]", 1, kAnyRank,
+                BoxDtypes::kFloatingOrInteger, k);
     if (fi == fo) return boxes.clone();  // torchvision also returns a copy
+    // torchvision raises NotImplementedError here; under fake tensors (torch.compile, export) that
+    // exception means "no fake kernel", so the message would be lost.
+    TORCH_CHECK_VALUE(is_rotated(fi) == is_rotated(fo), "pydet.box_convert: no conversion from '", std::string(in_fmt),
+                      "' to '", std::string(out_fmt), "': one format is rotated, the other axis-aligned");
+    if (is_rotated(fi)) return rotated_formats::convert(boxes, fi, fo);
+    if (integer_boxes::is_integer(boxes)) return integer_boxes::convert(boxes, fi, fo);
     const at::Tensor r = rows(boxes);
     at::Tensor out = at::empty_symint(r.sym_sizes(), r.options());
     if (computes(out)) Kernels::convert(r, out, fi, fo);
     return out.to(boxes.scalar_type()).view_symint(boxes.sym_sizes());
   }
 
-  static at::Tensor convert_backward(const at::Tensor& grad, c10::string_view in_fmt, c10::string_view out_fmt) {
-    const BoxFormat fi = parse_choice(in_fmt, kBoxFormats, "box_convert", "in_fmt");
-    const BoxFormat fo = parse_choice(out_fmt, kBoxFormats, "box_convert", "out_fmt");
+  static at::Tensor convert_backward(const at::Tensor& grad, const at::Tensor& boxes, c10::string_view in_fmt,
+                                     c10::string_view out_fmt) {
+    const BoxFormat fi = parse_choice(in_fmt, kAllBoxFormats, "_box_convert_backward", "in_fmt");
+    const BoxFormat fo = parse_choice(out_fmt, kAllBoxFormats, "_box_convert_backward", "out_fmt");
     if (fi == fo) return grad.clone();
+    if (is_rotated(fi)) return rotated_formats::convert_backward(grad, boxes, fi, fo);
     const at::Tensor g = rows(grad);
     at::Tensor out = at::empty_symint(g.sym_sizes(), g.options());
     if (computes(out)) Kernels::convert_backward(g, out, fi, fo);

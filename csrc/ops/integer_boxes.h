@@ -12,9 +12,11 @@
 #include <ATen/ops/max.h>
 #include <ATen/ops/min.h>
 #include <ATen/ops/pow.h>
+#include <ATen/ops/stack.h>
 #include <c10/util/MathConstants.h>
 
 #include <utility>
+#include <vector>
 
 #include "common/box_math.h"
 
@@ -24,14 +26,33 @@ inline bool is_integer(const at::Tensor& t) {
   return at::isIntegralType(t.scalar_type(), /*includeBool=*/false);
 }
 
-// torchvision's _upcast for integers.
+// torchvision's _upcast: int32/int64 kept, narrower integers to int32; floating values (the halved
+// corners of cxcywh boxes) are float32 and kept.
 inline at::Tensor upcast(const at::Tensor& t) {
   const at::ScalarType st = t.scalar_type();
-  return st == at::kInt || st == at::kLong ? t : t.to(at::kInt);
+  return st == at::kInt || st == at::kLong || t.is_floating_point() ? t : t.to(at::kInt);
 }
 
-inline at::Tensor area(const at::Tensor& boxes) {
+// torchvision's box_convert between axis-aligned formats (its _box_convert.py helpers, through xyxy):
+// integer where its arithmetic stays integer, float32 where it halves (cxcywh).
+inline at::Tensor convert(const at::Tensor& boxes, BoxFormat in, BoxFormat out) {
+  at::Tensor b = boxes;
+  std::vector<at::Tensor> f = b.unbind(-1);
+  if (in == BoxFormat::kXYWH) {
+    b = at::stack({f[0], f[1], f[0] + f[2], f[1] + f[3]}, -1);
+  } else if (in == BoxFormat::kCXCYWH) {
+    b = at::stack({f[0] - 0.5 * f[2], f[1] - 0.5 * f[3], f[0] + 0.5 * f[2], f[1] + 0.5 * f[3]}, -1);
+  }
+  f = b.unbind(-1);
+  if (out == BoxFormat::kXYWH) return at::stack({f[0], f[1], f[2] - f[0], f[3] - f[1]}, -1);
+  if (out == BoxFormat::kCXCYWH) return at::stack({(f[0] + f[2]) / 2, (f[1] + f[3]) / 2, f[2] - f[0], f[3] - f[1]}, -1);
+  return b;
+}
+
+// box_area(boxes, fmt): the corners' difference for xyxy, the stored width times height otherwise.
+inline at::Tensor area(const at::Tensor& boxes, BoxFormat fmt = BoxFormat::kXYXY) {
   const at::Tensor b = upcast(boxes);
+  if (fmt != BoxFormat::kXYXY) return b.select(-1, 2) * b.select(-1, 3);
   return (b.select(-1, 2) - b.select(-1, 0)) * (b.select(-1, 3) - b.select(-1, 1));
 }
 
@@ -52,14 +73,28 @@ struct InterUnion {
   at::Tensor inter, union_;
 };
 
-// torchvision's _box_inter_union.
-inline InterUnion inter_union(const at::Tensor& a, const at::Tensor& b) {
-  const at::Tensor inter = clamped_area(at::max(lo(a), lo(b)), at::min(hi(a), hi(b)));
-  return {inter, area(a) + area(b) - inter};
+// The corners of boxes in format fmt as torchvision's _box_inter_union computes them: (lo, hi).
+inline std::pair<at::Tensor, at::Tensor> corners(const at::Tensor& b, BoxFormat fmt) {
+  switch (fmt) {
+    case BoxFormat::kXYWH:
+      return {lo(b), lo(b) + hi(b)};
+    case BoxFormat::kCXCYWH:
+      return {lo(b) - hi(b) / 2, lo(b) + hi(b) / 2};
+    default:
+      return {lo(b), hi(b)};
+  }
 }
 
-inline at::Tensor iou(const at::Tensor& a, const at::Tensor& b) {
-  const InterUnion iu = inter_union(a, b);
+// torchvision's _box_inter_union(boxes1, boxes2, fmt).
+inline InterUnion inter_union(const at::Tensor& a, const at::Tensor& b, BoxFormat fmt = BoxFormat::kXYXY) {
+  const auto [lo_a, hi_a] = corners(a, fmt);
+  const auto [lo_b, hi_b] = corners(b, fmt);
+  const at::Tensor inter = clamped_area(at::max(lo_a, lo_b), at::min(hi_a, hi_b));
+  return {inter, area(a, fmt) + area(b, fmt) - inter};
+}
+
+inline at::Tensor iou(const at::Tensor& a, const at::Tensor& b, BoxFormat fmt = BoxFormat::kXYXY) {
+  const InterUnion iu = inter_union(a, b, fmt);
   return iu.inter / iu.union_;
 }
 
@@ -90,7 +125,9 @@ inline at::Tensor complete_iou(const at::Tensor& a, const at::Tensor& b, double 
 }
 
 // The metric of integer boxes a, b (broadcastable [..., 4]): box_iou, generalized, distance or complete.
-inline at::Tensor metric(BoxMetric m, const at::Tensor& a, const at::Tensor& b, double eps) {
+// fmt: box_iou's format (the other metrics take xyxy boxes).
+inline at::Tensor metric(BoxMetric m, const at::Tensor& a, const at::Tensor& b, double eps,
+                         BoxFormat fmt = BoxFormat::kXYXY) {
   switch (m) {
     case BoxMetric::kGIoU:
       return generalized_iou(a, b);
@@ -99,7 +136,7 @@ inline at::Tensor metric(BoxMetric m, const at::Tensor& a, const at::Tensor& b, 
     case BoxMetric::kCIoU:
       return complete_iou(upcast(a), upcast(b), eps);
     default:
-      return iou(a, b);
+      return iou(a, b, fmt);
   }
 }
 

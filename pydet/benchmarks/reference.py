@@ -17,7 +17,9 @@ from pydet.ops.conv import ACTIVATIONS
 
 
 # ---- box utilities -----------------------------------------------------------------------------
-def box_area(boxes: Tensor) -> Tensor:
+def box_area(boxes: Tensor, fmt: str = "xyxy") -> Tensor:
+    if fmt != "xyxy":
+        return boxes[..., 2] * boxes[..., 3]
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
@@ -61,16 +63,25 @@ def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
 # torchvision's formulas, written on [..., 4] tensors that broadcast against each other: the pairwise
 # functions pass boxes1[:, None] and boxes2[None], the aligned ones the boxes themselves. Every
 # element sees exactly torchvision's operations in torchvision's order.
-def _inter_union(b1: Tensor, b2: Tensor) -> tuple[Tensor, Tensor]:
-    lt = torch.max(b1[..., :2], b2[..., :2])
-    rb = torch.min(b1[..., 2:], b2[..., 2:])
+def _corners(b: Tensor, fmt: str) -> tuple[Tensor, Tensor]:
+    if fmt == "xywh":
+        return b[..., :2], b[..., :2] + b[..., 2:]
+    if fmt == "cxcywh":
+        return b[..., :2] - b[..., 2:] / 2, b[..., :2] + b[..., 2:] / 2
+    return b[..., :2], b[..., 2:]
+
+
+def _inter_union(b1: Tensor, b2: Tensor, fmt: str = "xyxy") -> tuple[Tensor, Tensor]:
+    (lt1, rb1), (lt2, rb2) = _corners(b1, fmt), _corners(b2, fmt)
+    lt = torch.max(lt1, lt2)
+    rb = torch.min(rb1, rb2)
     wh = (rb - lt).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
-    return inter, box_area(b1) + box_area(b2) - inter
+    return inter, box_area(b1, fmt) + box_area(b2, fmt) - inter
 
 
-def _iou(b1: Tensor, b2: Tensor) -> Tensor:
-    inter, union = _inter_union(b1, b2)
+def _iou(b1: Tensor, b2: Tensor, fmt: str = "xyxy") -> Tensor:
+    inter, union = _inter_union(b1, b2, fmt)
     return inter / union
 
 
@@ -106,8 +117,8 @@ def _ciou(b1: Tensor, b2: Tensor, eps: float = 1e-7) -> Tensor:
     return diou - alpha * v
 
 
-def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    return _iou(boxes1[:, None], boxes2[None])
+def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
+    return _iou(boxes1[:, None], boxes2[None], fmt)
 
 
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:

@@ -32,12 +32,14 @@ def _register(name: str, backward) -> None:
 # ---- boxes -------------------------------------------------------------------------------------
 def _box_area_backward(ctx, grad):
     (boxes,) = ctx.saved_tensors
-    return _ops._box_area_backward(grad, boxes)
+    (fmt,) = ctx.args
+    return _ops._box_area_backward(grad, boxes, fmt), None
 
 
 def _box_convert_backward(ctx, grad):
+    (boxes,) = ctx.saved_tensors
     in_fmt, out_fmt = ctx.args
-    return _ops._box_convert_backward(grad, in_fmt, out_fmt), None, None
+    return _ops._box_convert_backward(grad, boxes, in_fmt, out_fmt), None, None
 
 
 def _clip_backward(ctx, grad):
@@ -52,12 +54,14 @@ _register("clip_boxes_to_image", _clip_backward)
 
 
 # ---- IoU family --------------------------------------------------------------------------------
-def _pairwise_backward(metric: str, has_eps: bool):
+def _pairwise_backward(metric: str, argument: str | None):
+    # argument: the op's one non-tensor argument ("eps" or box_iou's "fmt"), or None.
     def backward(ctx, grad):
         boxes1, boxes2 = ctx.saved_tensors
-        eps = ctx.args[0] if has_eps else 0.0
-        g1, g2 = _ops._pairwise_box_metric_backward(grad, boxes1, boxes2, metric, eps, 0.0)
-        return (g1, g2, None) if has_eps else (g1, g2)
+        eps = ctx.args[0] if argument == "eps" else 0.0
+        fmt = ctx.args[0] if argument == "fmt" else "xyxy"
+        g1, g2 = _ops._pairwise_box_metric_backward(grad, boxes1, boxes2, metric, eps, 0.0, fmt)
+        return (g1, g2) if argument is None else (g1, g2, None)
 
     return backward
 
@@ -72,11 +76,12 @@ def _aligned_backward(metric: str, has_eps: bool):
     return backward
 
 
+_register("box_iou", _pairwise_backward("iou", "fmt"))
+_register("generalized_box_iou", _pairwise_backward("giou", None))
 for _name, _metric in (("box_iou", "iou"), ("generalized_box_iou", "giou")):
-    _register(_name, _pairwise_backward(_metric, has_eps=False))
     _register(_name + "_aligned", _aligned_backward(_metric, has_eps=False))
 for _name, _metric in (("distance_box_iou", "diou"), ("complete_box_iou", "ciou")):
-    _register(_name, _pairwise_backward(_metric, has_eps=True))
+    _register(_name, _pairwise_backward(_metric, "eps"))
     _register(_name + "_aligned", _aligned_backward(_metric, has_eps=True))
 
 
@@ -87,7 +92,7 @@ def _bbox_overlaps_backward(ctx, grad):
     if is_aligned:
         g1, g2 = _ops._aligned_box_metric_backward(grad, boxes1, boxes2, metric, eps, float(offset), 1.0)
     else:
-        g1, g2 = _ops._pairwise_box_metric_backward(grad, boxes1, boxes2, metric, eps, float(offset))
+        g1, g2 = _ops._pairwise_box_metric_backward(grad, boxes1, boxes2, metric, eps, float(offset), "xyxy")
     return g1, g2, None, None, None, None
 
 

@@ -32,21 +32,28 @@ _ops = torch.ops.pydet
 
 
 # ---- box utilities -----------------------------------------------------------------------------
-def box_area(boxes: Tensor) -> Tensor:
-    """Area ``(x2 - x1) * (y2 - y1)`` of ``boxes [..., 4]`` -> ``[...]`` (torchvision ``box_area``).
+def box_area(boxes: Tensor, fmt: str = "xyxy") -> Tensor:
+    """Area of ``boxes [..., 4]`` -> ``[...]`` (torchvision ``box_area``).
 
-    No clamping: a box with ``x2 < x1`` has a negative area, as in torchvision. float16/bfloat16
-    boxes give float32 areas (torchvision's ``_upcast``): float16 overflows above 65504 px².
+    ``fmt``: ``'xyxy'`` gives ``(x2 - x1) * (y2 - y1)``; ``'xywh'`` and ``'cxcywh'`` give ``w * h``, as
+    torchvision 0.29 computes them. No clamping: a box with ``x2 < x1`` has a negative area, as in
+    torchvision. float16/bfloat16 boxes give float32 areas (torchvision's ``_upcast``): float16
+    overflows above 65504 px².
     """
-    return _ops.box_area(boxes)
+    return _ops.box_area(boxes, fmt)
 
 
 def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
-    """Convert ``boxes [..., 4]`` between ``'xyxy'``, ``'xywh'`` and ``'cxcywh'`` (torchvision ``box_convert``).
+    """Convert boxes between formats (torchvision 0.29 ``box_convert``).
 
-    ``xywh`` is (top-left x, top-left y, width, height); ``cxcywh`` is (centre x, centre y, width,
-    height). Conversions between the two non-xyxy formats go through xyxy, as torchvision does.
-    ``in_fmt == out_fmt`` returns a copy.
+    Axis-aligned, ``[..., 4]``: ``'xyxy'``, ``'xywh'`` (top-left x, top-left y, width, height) and
+    ``'cxcywh'`` (centre x, centre y, width, height); conversions between the two non-xyxy formats
+    go through xyxy, as torchvision does. Rotated (angle ``r`` in degrees, counter-clockwise):
+    ``'xywhr'`` and ``'cxcywhr'`` ``[..., 5]`` (top-left corner or centre, width, height, r) and
+    ``'xyxyxyxy'`` ``[..., 8]`` (the corners: top-left, top-right, bottom-right, bottom-left), computed
+    with torchvision's formulas and ATen's trigonometry, integer boxes rounded back as there.
+    Converting between a rotated and an axis-aligned format raises ``ValueError`` (torchvision:
+    ``NotImplementedError``). ``in_fmt == out_fmt`` returns a copy.
     """
     return _ops.box_convert(boxes, in_fmt, out_fmt)
 
@@ -77,16 +84,21 @@ def _remove_small_boxes_fake(boxes, min_size):
 
 
 # ---- pairwise IoU family (torchvision) ---------------------------------------------------------
-def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Pairwise IoU of ``boxes1 [..., N, 4]`` and ``boxes2 [..., M, 4]`` -> ``[..., N, M]`` (torchvision
-    ``box_iou``). The batch dimensions broadcast, as in torchvision 0.29; so do the other three
+def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
+    """Pairwise IoU of ``boxes1 [..., N, K]`` and ``boxes2 [..., M, K]`` -> ``[..., N, M]`` (torchvision
+    0.29 ``box_iou``). The batch dimensions broadcast, as in torchvision 0.29; so do the other three
     pairwise functions'.
 
     ``inter = clamp(min(x2) - max(x1), 0) * clamp(min(y2) - max(y1), 0)``,
     ``iou = inter / (area1 + area2 - inter)``. Like torchvision, two zero-area boxes that do not
     overlap give ``0 / 0 = NaN``; NaN coordinates give NaN.
+
+    ``fmt`` (see :func:`box_convert`): ``'xyxy'``, ``'xywh'`` or ``'cxcywh'`` (K = 4; the corners and
+    areas as torchvision computes them: ``x + w``, ``cx -/+ w / 2``, area ``w * h``), or the rotated
+    ``'cxcywhr'``, ``'xywhr'`` (K = 5) and ``'xyxyxyxy'`` (K = 8): then ``[N, K] x [M, K]`` only,
+    converted to ``cxcywhr`` and computed by :func:`pydet.ops.box_iou_rotated`, without gradient.
     """
-    return _ops.box_iou(boxes1, boxes2)
+    return _ops.box_iou(boxes1, boxes2, fmt)
 
 
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
