@@ -126,7 +126,9 @@ CASES = [
         "boxes2 must be a floating-point or integer tensor",
     ),
     (
-        lambda: torch.ops.pydet._pairwise_box_metric_backward(torch.ones(5, 5), b, b, "nope", 0.0, 0.0, "xyxy"),
+        lambda: torch.ops.pydet._pairwise_box_metric_backward(
+            torch.ones(5, 5), b, b, "nope", 0.0, 0.0, "xyxy"
+        ),
         ValueError,
         "metric must be one of",
     ),

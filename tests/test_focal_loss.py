@@ -135,3 +135,18 @@ def test_equals_torchvision():
             atol=2e-6,
             rtol=2e-5,
         )
+
+
+@pytest.mark.parametrize("alpha", [-1.0, 0.25])
+@pytest.mark.parametrize("soft", [False, True])
+def test_gamma_zero_is_the_weighted_bce_bit_for_bit(alpha, soft):
+    """torchvision's focal loss at gamma = 0 is alpha_t * BCE with ATen's BCE, so loss <= BCE holds
+    exactly; pydet computes that case with the same ATen call (1,001 elements: a vector tail too)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1001, 97, generator=g) * 6
+    t = torch.rand(1001, 97, generator=g) if soft else (torch.rand(1001, 97, generator=g) < 0.3).float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(x, t, reduction="none")
+    expected = bce if alpha < 0 else (alpha * t + (1 - alpha) * (1 - t)) * bce
+    loss = ops.sigmoid_focal_loss(x, t, alpha=alpha, gamma=0.0)
+    assert_same(loss, expected)
+    assert bool((loss <= bce).all())

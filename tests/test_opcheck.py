@@ -50,8 +50,14 @@ def sample_calls(device):
         (pd.complete_box_iou_aligned, (g(b), g(b.flip(0)), 1e-7)),
         (pd.bbox_overlaps, (g(b.reshape(2, 3, 4)), g(b.reshape(2, 3, 4).flip(1)), "giou", False, 1e-6, 1)),
         (pd.bbox_overlaps, (g(b), g(b.flip(0)), "iof", True, 1e-6, 0)),
-        (pd._pairwise_box_metric_backward, (torch.ones(6, 5, device=device), b, c, "ciou", 1e-7, 0.0, "xyxy")),
-        (pd._pairwise_box_metric_backward, (torch.ones(6, 5, device=device), b, c, "iou", 0.0, 0.0, "cxcywh")),
+        (
+            pd._pairwise_box_metric_backward,
+            (torch.ones(6, 5, device=device), b, c, "ciou", 1e-7, 0.0, "xyxy"),
+        ),
+        (
+            pd._pairwise_box_metric_backward,
+            (torch.ones(6, 5, device=device), b, c, "iou", 0.0, 0.0, "cxcywh"),
+        ),
         (
             pd._aligned_box_metric_backward,
             (torch.ones(6, device=device), b, b.flip(0), "mm_giou", 1e-6, 1.0, 1.0),

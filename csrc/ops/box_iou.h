@@ -18,7 +18,7 @@
 
 #include "common/checks.h"
 #include "ops/boxes.h"
-#include "ops/integer_boxes.h"
+#include "ops/eager_boxes.h"
 #include "ops/rotated_formats.h"
 
 namespace pydet::box_iou {
@@ -134,8 +134,8 @@ struct Ops {
                              const char* n2, Batch batching, BoxMetric metric, double eps, double offset,
                              BoxFormat fmt = BoxFormat::kXYXY) {
     const std::vector<c10::SymInt> batch = check_pairwise(op, boxes1, n1, boxes2, n2, batching, box_dtypes(metric));
-    if (integer_boxes::is_integer(boxes1) && integer_boxes::is_integer(boxes2)) {
-      return integer_boxes::metric(metric, boxes1.unsqueeze(-2), boxes2.unsqueeze(-3), eps, fmt);
+    if (eager_boxes::computes(metric, boxes1, boxes2)) {
+      return eager_boxes::metric(metric, boxes1.unsqueeze(-2), boxes2.unsqueeze(-3), eps, fmt);
     }
     const Promoted p = promote(boxes1, boxes2, metric);
     const at::Tensor b1 = flat_batch(p.b1, batch);
@@ -203,8 +203,8 @@ struct Ops {
   static at::Tensor aligned(const char* op, const at::Tensor& boxes1, const char* n1, const at::Tensor& boxes2,
                             const char* n2, BoxMetric metric, double eps, double offset) {
     Aligned a = aligned_inputs(op, boxes1, n1, boxes2, n2, metric);
-    if (integer_boxes::is_integer(boxes1) && integer_boxes::is_integer(boxes2)) {
-      return integer_boxes::metric(metric, boxes1, boxes2, eps);  // the diagonal of the pairwise form
+    if (eager_boxes::computes(metric, boxes1, boxes2)) {
+      return eager_boxes::metric(metric, boxes1, boxes2, eps);  // the diagonal of the pairwise form
     }
     at::Tensor out = at::empty_symint({a.b1.sym_size(0)}, a.b1.options());
     if (computes(out)) Kernels::aligned(a.b1, a.b2, out, metric, eps, offset);
@@ -246,7 +246,7 @@ struct Ops {
   }
 
   // torchvision 0.29's box_iou of rotated boxes [N, K] x [M, K]: converted to cxcywhr and handed to
-  // box_iou_rotated, as torchvision hands them to its own.
+  // box_iou_rotated, as torchvision hands them to its own, whose result is float32 for every dtype.
   static at::Tensor rotated_iou(const at::Tensor& boxes1, const at::Tensor& boxes2, BoxFormat fmt) {
     const bool polygon = fmt == BoxFormat::kXYXYXYXY;
     check_boxes(boxes1, "box_iou", "boxes1", polygon ? "[N, 8]" : "[N, 5]", 2, 2, BoxDtypes::kFloating,
@@ -259,7 +259,7 @@ struct Ops {
     static const auto box_iou_rotated = c10::Dispatcher::singleton()
                                             .findSchemaOrThrow("pydet::box_iou_rotated", "")
                                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&)>();
-    return box_iou_rotated.call(centered(boxes1), centered(boxes2));
+    return box_iou_rotated.call(centered(boxes1), centered(boxes2)).to(at::kFloat);
   }
 
   static void register_all(torch::Library& m) {

@@ -12,7 +12,7 @@
 #include <limits>
 
 #include "common/checks.h"
-#include "ops/integer_boxes.h"
+#include "ops/eager_boxes.h"
 #include "ops/rotated_formats.h"
 
 namespace pydet::boxes {
@@ -40,7 +40,7 @@ struct Ops {
   static at::Tensor area(const at::Tensor& boxes, c10::string_view fmt) {
     check_boxes(boxes, "box_area", "boxes", "[..., 4]", 1, kAnyRank, BoxDtypes::kFloatingOrInteger);
     const BoxFormat f = parse_choice(fmt, kBoxFormats, "box_area", "fmt");
-    if (integer_boxes::is_integer(boxes)) return integer_boxes::area(boxes, f);
+    if (eager_boxes::is_integer(boxes)) return eager_boxes::area(boxes, f);
     const at::Tensor r = rows(boxes);
     at::Tensor out = at::empty_symint({r.sym_size(0)}, r.options());
     if (computes(out)) Kernels::area(r, out, f);
@@ -56,8 +56,9 @@ struct Ops {
     return out.to(boxes.scalar_type()).view_symint(boxes.sym_sizes());
   }
 
-  // torchvision.ops.box_convert: between the axis-aligned formats (the kernels; integer boxes as
-  // torchvision computes them) or between the rotated ones (ops/rotated_formats.h).
+  // torchvision.ops.box_convert: between the axis-aligned formats (the kernels; integer and half
+  // boxes as torchvision computes them, ops/eager_boxes.h) or between the rotated ones
+  // (ops/rotated_formats.h).
   static at::Tensor convert(const at::Tensor& boxes, c10::string_view in_fmt, c10::string_view out_fmt) {
     const BoxFormat fi = parse_choice(in_fmt, kAllBoxFormats, "box_convert", "in_fmt");
     const BoxFormat fo = parse_choice(out_fmt, kAllBoxFormats, "box_convert", "out_fmt");
@@ -70,7 +71,9 @@ struct Ops {
     TORCH_CHECK_VALUE(is_rotated(fi) == is_rotated(fo), "pydet.box_convert: no conversion from '", std::string(in_fmt),
                       "' to '", std::string(out_fmt), "': one format is rotated, the other axis-aligned");
     if (is_rotated(fi)) return rotated_formats::convert(boxes, fi, fo);
-    if (integer_boxes::is_integer(boxes)) return integer_boxes::convert(boxes, fi, fo);
+    if (eager_boxes::is_integer(boxes) || eager_boxes::is_half(boxes.scalar_type())) {
+      return eager_boxes::convert(boxes, fi, fo);
+    }
     const at::Tensor r = rows(boxes);
     at::Tensor out = at::empty_symint(r.sym_sizes(), r.options());
     if (computes(out)) Kernels::convert(r, out, fi, fo);

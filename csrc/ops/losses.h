@@ -3,7 +3,10 @@
 // in float32, and hands the kernels contiguous 1-D views of inputs and targets.
 #pragma once
 
+#include <ATen/TensorOperators.h>
+#include <ATen/core/Reduction.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/binary_cross_entropy_with_logits.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/result_type.h>
 #include <ATen/ops/zeros.h>
@@ -46,11 +49,23 @@ struct Ops {
             FocalParams<double>{alpha, gamma, alpha >= 0.0}};
   }
 
+  // At gamma = 0 the focal loss is the alpha-weighted binary cross-entropy, which torchvision computes
+  // as alpha_t * (BCE * 1) with ATen's binary_cross_entropy_with_logits. ATen's exp/log1p differ by CPU
+  // capability (SLEEF's vectors, libm's scalar tails), so no fused kernel matches them bit for bit;
+  // calling ATen here does, and keeps torchvision's invariant loss <= BCE exact element by element.
+  static at::Tensor weighted_bce(const Inputs& in) {
+    at::Tensor loss = at::binary_cross_entropy_with_logits(in.x, in.t, {}, {}, at::Reduction::None);
+    if (!in.params.weighted) return loss;
+    const double alpha = in.params.alpha;
+    return (in.t * alpha + (1 - in.t) * (1 - alpha)) * loss;  // torchvision's alpha_t, in its order
+  }
+
   static at::Tensor forward(const at::Tensor& x, const at::Tensor& t, double alpha, double gamma,
                             c10::string_view reduction) {
     const char* op = "sigmoid_focal_loss";
     const Reduction red = parse_choice(reduction, kReductions, op, "reduction");
     Inputs in = inputs(op, x, t, alpha, gamma);
+    if (red == Reduction::kNone && gamma == 0.0) return weighted_bce(in).to(in.out_dtype).view_symint(x.sym_sizes());
     if (red == Reduction::kNone) {
       at::Tensor out = at::empty_symint({in.x.sym_numel()}, in.x.options());
       if (computes(out)) Kernels::focal(in.x, in.t, out, in.params);

@@ -1,8 +1,10 @@
-// Integer boxes (pixel coordinates): torchvision's box_area and pairwise IoU functions accept int8 to
-// int64 boxes and compute in integers -- int8/int16/uint8 up-cast to int32 by its _upcast, int32 and
-// int64 kept, differences taken before the up-cast where its code takes them there -- and divide into
-// the default float dtype. These ATen compositions follow its code operation by operation, so the
-// results, overflow included, are torchvision's; the fused kernels serve floating boxes. Operands are
+// torchvision's eager box formulas as ATen operations, for the dtypes whose results the fused kernels
+// do not reproduce: integer boxes (pixel coordinates), which torchvision computes in integers --
+// int8/int16/uint8 up-cast to int32 by its _upcast, int32 and int64 kept, differences taken before the
+// up-cast where its code takes them there -- dividing into the default float dtype; and float16/
+// bfloat16 boxes in box_convert, box_iou and generalized_box_iou, whose corner differences torchvision
+// rounds to the half dtype before up-casting to float32. These compositions follow its code operation
+// by operation, so the results, overflow and rounding included, are torchvision's. Operands are
 // broadcastable [..., 4] tensors (a[..., None, :, :] against b for the pairwise forms).
 #pragma once
 
@@ -20,21 +22,34 @@
 
 #include "common/box_math.h"
 
-namespace pydet::integer_boxes {
+namespace pydet::eager_boxes {
 
 inline bool is_integer(const at::Tensor& t) {
   return at::isIntegralType(t.scalar_type(), /*includeBool=*/false);
 }
+inline bool is_half(at::ScalarType st) {
+  return st == at::kHalf || st == at::kBFloat16;
+}
 
-// torchvision's _upcast: int32/int64 kept, narrower integers to int32; floating values (the halved
-// corners of cxcywh boxes) are float32 and kept.
+// Whether a pairwise metric of these boxes (or its aligned form, the pairwise form's diagonal) is
+// computed here rather than by the kernels.
+inline bool computes(BoxMetric m, const at::Tensor& a, const at::Tensor& b) {
+  if (is_integer(a) && is_integer(b)) return true;
+  const bool rounds_in_half = m == BoxMetric::kIoU || m == BoxMetric::kGIoU;  // the others up-cast first
+  return rounds_in_half && is_half(c10::promoteTypes(a.scalar_type(), b.scalar_type()));
+}
+
+// torchvision's _upcast: float32/float64 and int32/int64 kept, float16/bfloat16 to float32, narrower
+// integers to int32.
 inline at::Tensor upcast(const at::Tensor& t) {
   const at::ScalarType st = t.scalar_type();
-  return st == at::kInt || st == at::kLong || t.is_floating_point() ? t : t.to(at::kInt);
+  if (t.is_floating_point()) return st == at::kFloat || st == at::kDouble ? t : t.to(at::kFloat);
+  return st == at::kInt || st == at::kLong ? t : t.to(at::kInt);
 }
 
 // torchvision's box_convert between axis-aligned formats (its _box_convert.py helpers, through xyxy):
-// integer where its arithmetic stays integer, float32 where it halves (cxcywh).
+// for integers, integer where its arithmetic stays integer and float32 where it halves (cxcywh); for
+// float16/bfloat16, every step rounded to that dtype.
 inline at::Tensor convert(const at::Tensor& boxes, BoxFormat in, BoxFormat out) {
   at::Tensor b = boxes;
   std::vector<at::Tensor> f = b.unbind(-1);
@@ -140,4 +155,4 @@ inline at::Tensor metric(BoxMetric m, const at::Tensor& a, const at::Tensor& b, 
   }
 }
 
-}  // namespace pydet::integer_boxes
+}  // namespace pydet::eager_boxes

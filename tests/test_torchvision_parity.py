@@ -1,0 +1,323 @@
+"""pydet against torchvision 0.29's own code, function by function, on the same inputs.
+
+These run where torchvision imports with its C++ ops (CI's torchvision environment, where
+PYDET_REQUIRE_TORCHVISION=1 turns a missing torchvision into a failure); elsewhere they skip. Every
+comparison is bit-exact unless its test says why not.
+"""
+
+import math
+import os
+
+import pytest
+import torch
+from helpers import assert_same, box_arrays, import_torchvision, random_boxes, ulp_tolerance
+from hypothesis import given
+from hypothesis import strategies as st
+
+import pydet.ops as ops
+from pydet.anchors import torchvision as pd_anchors
+from pydet.coders import torchvision as pd_coders
+from pydet.matchers import torchvision as pd_matchers
+
+AXIS_ALIGNED = ["xyxy", "xywh", "cxcywh"]
+ROTATED = ["xywhr", "cxcywhr", "xyxyxyxy"]
+FLOATS = [torch.float32, torch.float64]
+
+
+def _torchvision_with_ops():
+    """torchvision with its own C++ library loaded (not helpers' nms shim), or None."""
+    tv = import_torchvision()
+    if tv is None or not hasattr(torch.ops.torchvision, "roi_align"):
+        if os.environ.get("PYDET_REQUIRE_TORCHVISION") == "1":
+            raise RuntimeError("PYDET_REQUIRE_TORCHVISION=1 but torchvision's C++ ops are not loaded")
+        return None
+    return tv
+
+
+tv = _torchvision_with_ops()
+pytestmark = pytest.mark.skipif(tv is None, reason="needs torchvision with its C++ ops")
+tvops = tv.ops if tv is not None else None
+
+
+def as_boxes(array, dtype):
+    return torch.as_tensor(array).reshape(-1, 4).to(dtype)
+
+
+def rotated(n: int, dtype=torch.float64, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    c = torch.rand(n, 2, generator=g, dtype=torch.float64) * 100
+    wh = 1 + torch.rand(n, 2, generator=g, dtype=torch.float64) * 49
+    r = torch.rand(n, 1, generator=g, dtype=torch.float64) * 360 - 180
+    return torch.cat([c, wh, r], 1).to(dtype)
+
+
+def integer_boxes(n: int, dtype, seed: int = 0) -> torch.Tensor:
+    return (random_boxes(n, seed=seed, dtype=torch.float64) // 1).to(dtype)
+
+
+# ---- box utilities ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", AXIS_ALIGNED)
+@pytest.mark.parametrize("dtype", FLOATS)
+@given(a=box_arrays())
+def test_box_area(fmt, dtype, a):
+    boxes = as_boxes(a, dtype)
+    assert_same(ops.box_area(boxes, fmt), tvops.box_area(boxes, fmt))
+
+
+@pytest.mark.parametrize("fmt", AXIS_ALIGNED)
+@pytest.mark.parametrize(
+    "dtype", [torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16, torch.uint8]
+)
+def test_box_area_other_dtypes(fmt, dtype):
+    boxes = integer_boxes(50, dtype) if not dtype.is_floating_point else random_boxes(50, dtype=dtype)
+    assert_same(ops.box_area(boxes, fmt), tvops.box_area(boxes, fmt))
+
+
+@pytest.mark.parametrize("in_fmt", AXIS_ALIGNED)
+@pytest.mark.parametrize("out_fmt", AXIS_ALIGNED)
+@pytest.mark.parametrize("dtype", FLOATS)
+@given(a=box_arrays())
+def test_box_convert(in_fmt, out_fmt, dtype, a):
+    boxes = as_boxes(a, dtype)
+    assert_same(ops.box_convert(boxes, in_fmt, out_fmt), tvops.box_convert(boxes, in_fmt, out_fmt))
+
+
+@pytest.mark.parametrize("in_fmt", AXIS_ALIGNED)
+@pytest.mark.parametrize("out_fmt", AXIS_ALIGNED)
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.float16, torch.bfloat16])
+def test_box_convert_other_dtypes(in_fmt, out_fmt, dtype):
+    boxes = integer_boxes(50, dtype) if not dtype.is_floating_point else random_boxes(50, dtype=dtype)
+    assert_same(ops.box_convert(boxes, in_fmt, out_fmt), tvops.box_convert(boxes, in_fmt, out_fmt))
+
+
+@pytest.mark.parametrize("in_fmt", ROTATED)
+@pytest.mark.parametrize("out_fmt", ROTATED)
+@pytest.mark.parametrize("dtype", [*FLOATS, torch.float16, torch.int64, torch.int32])
+def test_box_convert_rotated(in_fmt, out_fmt, dtype):
+    center = rotated(64, seed=1)
+    boxes = tvops.box_convert(center, "cxcywhr", in_fmt)
+    boxes = boxes.round().to(dtype) if not dtype.is_floating_point else boxes.to(dtype)
+    assert_same(ops.box_convert(boxes, in_fmt, out_fmt), tvops.box_convert(boxes, in_fmt, out_fmt))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@given(a=box_arrays(), h=st.integers(0, 2000), w=st.integers(0, 2000))
+def test_clip_boxes_to_image(dtype, a, h, w):
+    boxes = as_boxes(a, dtype)
+    assert_same(ops.clip_boxes_to_image(boxes, (h, w)), tvops.clip_boxes_to_image(boxes, (h, w)))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@given(a=box_arrays(), min_size=st.sampled_from([0.0, 1e-3, 1.0, 10.0]))
+def test_remove_small_boxes(dtype, a, min_size):
+    boxes = as_boxes(a, dtype)
+    assert_same(ops.remove_small_boxes(boxes, min_size), tvops.remove_small_boxes(boxes, min_size))
+
+
+# ---- the IoU family ----------------------------------------------------------------------------------
+PAIRWISE = ["box_iou", "generalized_box_iou", "distance_box_iou", "complete_box_iou"]
+
+
+def tolerance(name: str, dtype: torch.dtype) -> dict:
+    # complete IoU goes through atan: pydet's own (dual.h) is faithfully rounded, ATen's may differ in
+    # the last ulp, which the formula amplifies by at most a few ulp.
+    return ulp_tolerance(dtype) if "complete" in name else {}
+
+
+@pytest.mark.parametrize("name", PAIRWISE)
+@pytest.mark.parametrize("dtype", FLOATS)
+@given(a=box_arrays(), b=box_arrays())
+def test_pairwise(name, dtype, a, b):
+    b1, b2 = as_boxes(a, dtype), as_boxes(b, dtype)
+    assert_same(getattr(ops, name)(b1, b2), getattr(tvops, name)(b1, b2), **tolerance(name, dtype))
+
+
+@pytest.mark.parametrize("fmt", AXIS_ALIGNED)
+@pytest.mark.parametrize("dtype", FLOATS)
+@given(a=box_arrays(), b=box_arrays())
+def test_box_iou_format(fmt, dtype, a, b):
+    b1, b2 = as_boxes(a, dtype), as_boxes(b, dtype)
+    assert_same(ops.box_iou(b1, b2, fmt=fmt), tvops.box_iou(b1, b2, fmt=fmt))
+
+
+@pytest.mark.parametrize("fmt", ROTATED)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_box_iou_rotated_formats(fmt, dtype):
+    """torchvision 0.29 converts to cxcywhr and calls its box_iou_rotated kernel; pydet calls its own."""
+    b1 = tvops.box_convert(rotated(40, dtype), "cxcywhr", fmt)
+    b2 = tvops.box_convert(rotated(30, dtype, seed=3), "cxcywhr", fmt)
+    b2[:10] = b1[:10]  # identical boxes: IoU 1
+    assert_same(ops.box_iou(b1, b2, fmt=fmt), tvops.box_iou(b1, b2, fmt=fmt))
+
+
+@pytest.mark.parametrize("name", PAIRWISE)
+def test_pairwise_batched(name):
+    b1 = random_boxes(24).reshape(2, 3, 4, 4)
+    b2 = random_boxes(5, seed=1)[None, None].expand(1, 3, 5, 4)
+    expected = getattr(tvops, name)(b1, b2)
+    assert_same(getattr(ops, name)(b1, b2), expected, **tolerance(name, torch.float32))
+
+
+@pytest.mark.parametrize("name", PAIRWISE)
+@pytest.mark.parametrize(
+    "dtype", [torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8]
+)
+def test_pairwise_other_dtypes(name, dtype):
+    """Half boxes give float32 like torchvision's _upcast, with its roundings to the half dtype."""
+    if dtype.is_floating_point:
+        b1, b2 = random_boxes(30, dtype=dtype), random_boxes(20, seed=1, dtype=dtype)
+    else:
+        b1, b2 = integer_boxes(30, dtype), integer_boxes(20, dtype, seed=1)
+    assert_same(getattr(ops, name)(b1, b2), getattr(tvops, name)(b1, b2), **tolerance(name, torch.float32))
+
+
+LOSSES = ["generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"]
+
+
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_losses(name, reduction, dtype):
+    b1, b2 = random_boxes(500, dtype=dtype), random_boxes(500, seed=1, dtype=dtype)
+    b2[:50] = b1[:50]
+    actual = getattr(ops, name)(b1, b2, reduction=reduction)
+    expected = getattr(tvops, name)(b1, b2, reduction=reduction)
+    if reduction == "none":
+        assert_same(actual, expected, **tolerance(name, dtype))
+    else:  # pydet sums in float64 in a fixed order (any thread count), ATen pairwise in the dtype
+        torch.testing.assert_close(actual, expected, rtol=16 * torch.finfo(dtype).eps, atol=0)
+
+
+@pytest.mark.parametrize("alpha", [0.25, -1.0])
+@pytest.mark.parametrize("gamma", [0.0, 1.5, 2.0])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_sigmoid_focal_loss(alpha, gamma, reduction):
+    """Bit for bit at gamma = 0 without reduction (ATen's BCE, as torchvision). Otherwise pydet's exp and
+    log1p may differ from ATen's (SLEEF) in the last bit, and torchvision's BCE, (1 - t) x - log_sigmoid(x),
+    cancels where x << 0: differences stay within a few ulp of |x|."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2001, 91, generator=g) * 4
+    t = (torch.rand(2001, 91, generator=g) < 0.05).float()
+    actual = ops.sigmoid_focal_loss(x, t, alpha=alpha, gamma=gamma, reduction=reduction)
+    expected = tvops.sigmoid_focal_loss(x, t, alpha=alpha, gamma=gamma, reduction=reduction)
+    if gamma == 0.0 and reduction == "none":
+        assert_same(actual, expected)
+    else:
+        torch.testing.assert_close(actual, expected, rtol=2e-5, atol=2e-6)
+
+
+# ---- NMS ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.5, 0.7, 1.0])
+def test_nms(dtype, threshold):
+    boxes = random_boxes(2000, dtype=dtype)
+    scores = torch.randperm(2000, generator=torch.Generator().manual_seed(0)).to(dtype) / 2000
+    assert_same(ops.nms(boxes, scores, threshold), tvops.nms(boxes, scores, threshold))
+
+
+@pytest.mark.parametrize("n", [500, 3000])  # below and above torchvision's 4000-coordinate switch
+def test_batched_nms(n):
+    boxes = random_boxes(n)
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randperm(n, generator=g).float() / n
+    idxs = torch.randint(0, 7, (n,), generator=g)
+    assert_same(ops.batched_nms(boxes, scores, idxs, 0.5), tvops.batched_nms(boxes, scores, idxs, 0.5))
+
+
+def test_nms_quantized():
+    boxes = random_boxes(300) / 2
+    scores = torch.rand(300, generator=torch.Generator().manual_seed(2))
+    qb = torch.quantize_per_tensor(boxes, scale=0.25, zero_point=0, dtype=torch.quint8)
+    qs = torch.quantize_per_tensor(scores, scale=1 / 256, zero_point=0, dtype=torch.quint8)
+    assert_same(ops.nms(qb, qs, 0.5), tvops.nms(qb, qs, 0.5))
+
+
+def test_empty_inputs():
+    empty = torch.empty(0, 4)
+    assert_same(ops.nms(empty, torch.empty(0), 0.5), tvops.nms(empty, torch.empty(0), 0.5))
+    assert_same(
+        ops.batched_nms(empty, torch.empty(0), torch.empty(0, dtype=torch.int64), 0.5),
+        tvops.batched_nms(empty, torch.empty(0), torch.empty(0, dtype=torch.int64), 0.5),
+    )
+    for name in PAIRWISE:
+        assert_same(getattr(ops, name)(empty, random_boxes(3)), getattr(tvops, name)(empty, random_boxes(3)))
+    assert_same(ops.box_area(empty), tvops.box_area(empty))
+    assert_same(ops.remove_small_boxes(empty, 1.0), tvops.remove_small_boxes(empty, 1.0))
+
+
+# ---- detection helpers: anchors, box coder, matchers ---------------------------------------------------
+def test_anchor_generator():
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.image_list import ImageList
+
+    sizes, ratios = ((32, 64), (128,)), ((0.5, 1.0, 2.0), (1.0, 3.0))
+    images = torch.zeros(2, 3, 200, 300)
+    features = [torch.zeros(2, 8, 25, 38), torch.zeros(2, 8, 13, 19)]
+    expected = AnchorGenerator(sizes, ratios)(ImageList(images, [(200, 300)] * 2), features)
+    actual = pd_anchors.AnchorGenerator(sizes, ratios)(
+        pd_anchors.ImageList(images, [(200, 300)] * 2), features
+    )
+    for a, e in zip(actual, expected, strict=True):
+        assert_same(a, e)
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_default_box_generator(clip):
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+    from torchvision.models.detection.image_list import ImageList
+
+    ratios = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]
+    images = torch.zeros(1, 3, 300, 300)
+    features = [torch.zeros(1, 4, s, s) for s in (38, 19, 10, 5, 3, 1)]
+    expected = DefaultBoxGenerator(ratios, clip=clip)(ImageList(images, [(300, 300)]), features)
+    actual = pd_anchors.DefaultBoxGenerator(ratios, clip=clip)(
+        pd_anchors.ImageList(images, [(300, 300)]), features
+    )
+    for a, e in zip(actual, expected, strict=True):
+        assert_same(a, e)
+
+
+@pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)])
+def test_box_coder(weights):
+    """The centre offsets bit for bit; dw, dh (log) and the decoded boxes (exp) within the last bits,
+    where ATen's SLEEF and pydet's exp/log round differently (README: transcendentals)."""
+    from torchvision.models.detection._utils import BoxCoder
+
+    eps = torch.finfo(torch.float32).eps
+    proposals = random_boxes(400) + 1
+    gt = random_boxes(400, seed=1) + 1
+    theirs, ours = BoxCoder(weights), pd_coders.BoxCoder(weights)
+    codes = theirs.encode_single(gt, proposals)
+    encoded = ours.encode_single(gt, proposals)
+    assert_same(encoded[:, :2], codes[:, :2])
+    torch.testing.assert_close(encoded[:, 2:], codes[:, 2:], rtol=2 * eps, atol=eps)
+    codes = codes + torch.randn(codes.shape, generator=torch.Generator().manual_seed(3)) * 3  # exp clamp too
+    torch.testing.assert_close(
+        ours.decode_single(codes, proposals), theirs.decode_single(codes, proposals), rtol=4 * eps, atol=0
+    )
+    torch.testing.assert_close(
+        ours.decode(codes, [proposals]), theirs.decode(codes, [proposals]), rtol=4 * eps, atol=0
+    )
+
+
+@pytest.mark.parametrize("low_quality", [False, True])
+def test_matcher(low_quality):
+    from torchvision.models.detection._utils import Matcher
+
+    quality = tvops.box_iou(random_boxes(12, seed=4), random_boxes(3000, seed=5))
+    quality[:, :50] = quality[:, 50:100]  # ties
+    expected = Matcher(0.5, 0.4, allow_low_quality_matches=low_quality)(quality)
+    assert_same(pd_matchers.Matcher(0.5, 0.4, allow_low_quality_matches=low_quality)(quality), expected)
+
+
+def test_ssd_matcher():
+    from torchvision.models.detection._utils import SSDMatcher
+
+    quality = tvops.box_iou(random_boxes(9, seed=6), random_boxes(2000, seed=7))
+    assert_same(pd_matchers.SSDMatcher(0.5)(quality), SSDMatcher(0.5)(quality))
+
+
+def test_the_comparisons_use_torchvision_kernels():
+    """Not the shim of helpers.import_torchvision: torchvision's own C++ library is loaded."""
+    assert hasattr(torch.ops.torchvision, "box_iou_rotated")
+    assert math.isfinite(float(tvops.box_iou(random_boxes(2), random_boxes(2)).sum()))
