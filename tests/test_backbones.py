@@ -143,6 +143,7 @@ def test_vgg16_to_ssd_backbone_fills_every_vgg_conv():
 # ---- same outputs as torchvision ---------------------------------------------------------------
 
 
+@pytest.mark.torchvision
 def test_ssd_vgg_matches_torchvision(tv):
     from torchvision.models.detection import ssd300_vgg16
 
@@ -156,6 +157,7 @@ def test_ssd_vgg_matches_torchvision(tv):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.torchvision
 def test_resnet50_fpn_matches_torchvision(tv):
     from torchvision.models.detection import retinanet_resnet50_fpn
 
@@ -168,6 +170,7 @@ def test_resnet50_fpn_matches_torchvision(tv):
     _assert_same_outputs(resnet50_fpn_backbone(), ref, x, relative=1e-5)
 
 
+@pytest.mark.torchvision
 def test_classifiers_match_torchvision(tv):
     from torchvision.models import mobilenet_v2
     from torchvision.models import resnet50 as tv_resnet50

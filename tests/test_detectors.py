@@ -347,6 +347,7 @@ def _same_detections(ours, ref):
         assert torch.equal(a["labels"], b["labels"])
 
 
+@pytest.mark.torchvision
 def test_ssd300_same_detections_and_losses_as_torchvision(tv):
     torch.manual_seed(0)
     ref = tv.models.detection.ssd300_vgg16(weights=None, weights_backbone=None, num_classes=5)
@@ -359,6 +360,7 @@ def test_ssd300_same_detections_and_losses_as_torchvision(tv):
         torch.testing.assert_close(ours_l[k], ref_l[k], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.torchvision
 def test_retinanet_same_detections_and_losses_as_torchvision(tv):
     torch.manual_seed(0)
     kwargs = dict(num_classes=5, min_size=256, max_size=320, score_thresh=0.005)
