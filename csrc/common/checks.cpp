@@ -88,8 +88,8 @@ void check_integer(const at::Tensor& t, const char* op, const char* arg, const c
 
 void check_boxes(const at::Tensor& t, const char* op, const char* arg, const char* expected, int64_t min_rank,
                  int64_t max_rank, BoxDtypes dtypes, int64_t coordinates) {
-  TORCH_CHECK_VALUE(t.dim() >= min_rank && t.dim() <= max_rank && t.sym_size(-1) == coordinates, "pydet.", op, ": ", arg,
-                    " must have shape ", expected, ", got ", shape_str(t.sym_sizes()));
+  TORCH_CHECK_VALUE(t.dim() >= min_rank && t.dim() <= max_rank && t.sym_size(-1) == coordinates, "pydet.", op, ": ",
+                    arg, " must have shape ", expected, ", got ", shape_str(t.sym_sizes()));
   if (dtypes == BoxDtypes::kFloating) return check_floating(t, op, arg);
   const auto st = t.scalar_type();
   TORCH_CHECK_TYPE(is_kernel_floating(st) || at::isIntegralType(st, /*includeBool=*/false), "pydet.", op, ": ", arg,

@@ -63,8 +63,11 @@ struct Ops {
     const BoxFormat fi = parse_choice(in_fmt, kAllBoxFormats, "box_convert", "in_fmt");
     const BoxFormat fo = parse_choice(out_fmt, kAllBoxFormats, "box_convert", "out_fmt");
     const int64_t k = coordinates_of(fi);
-    check_boxes(boxes, "box_convert", "boxes", k == 4 ? "[..., 4]" : k == 5 ? "[..., 5]" : "[..., 8]", 1, kAnyRank,
-                BoxDtypes::kFloatingOrInteger, k);
+    check_boxes(boxes, "box_convert", "boxes",
+                k == 4   ? "[..., 4]"
+                : k == 5 ? "[..., 5]"
+                         : "[..., 8]",
+                1, kAnyRank, BoxDtypes::kFloatingOrInteger, k);
     if (fi == fo) return boxes.clone();  // torchvision also returns a copy
     // torchvision raises NotImplementedError here; under fake tensors (torch.compile, export) that
     // exception means "no fake kernel", so the message would be lost.

@@ -96,7 +96,7 @@ inline at::Tensor pull_back(Step s, const at::Tensor& boxes, const at::Tensor& g
   const auto g = fields(grad);
   const double k = kPi / 180.0;  // d(radians)/d(degrees)
   if (s == Step::kFromPolygon) {
-    const at::Tensor X = f[2] - f[0], Y = f[1] - f[3];  // the top edge; r = atan2(Y, X) / k
+    const at::Tensor X = f[2] - f[0], Y = f[1] - f[3];    // the top edge; r = atan2(Y, X) / k
     const at::Tensor EX = f[4] - f[2], EY = f[5] - f[3];  // the right edge
     const at::Tensor w = (X * X + Y * Y).sqrt(), h = (EX * EX + EY * EY).sqrt();
     const at::Tensor dr = g[4] / (k * (X * X + Y * Y));  // times (dY * X - dX * Y)
