@@ -54,10 +54,12 @@ def larger_calls(device: str) -> list:
         (ops.multiclass_nms, (torch.stack([boxes, boxes.flip(0)]), dense, 0.05, 0.5, 300, 100)),
         (ops.topk_per_level, (dense, 200, 0.1, [1000, 2000])),
         (ops.box_iou, (anchors[:1500], anchors)),
+        (ops.box_iou, (grad(anchors[:300]), grad(anchors[:700]), "cxcywh")),
         (ops.complete_box_iou, (grad(anchors[:300]), grad(anchors[:700]))),
         (ops.distance_box_iou_aligned, (grad(anchors[:3000]), grad(boxes))),
         (ops.complete_box_iou_loss, (grad(anchors[:3000]), grad(boxes), "mean")),
         (ops.box_area, (grad(anchors),)),
+        (ops.box_area, (grad(anchors), "xywh")),
         (ops.box_convert, (grad(anchors), "xyxy", "cxcywh")),
         (
             torch.ops.pydet.box_overlap_max,
