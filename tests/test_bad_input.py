@@ -91,7 +91,16 @@ CASES = [
         ValueError,
         "size must be (height, width) with both >= 0, got [-1, 10]",
     ),
-    (lambda: ops.clip_boxes_to_image(b.long(), (10, 10)), TypeError, "boxes must be a floating-point tensor"),
+    (
+        lambda: ops.clip_boxes_to_image(b.bool(), (10, 10)),
+        TypeError,
+        "boxes must be a floating-point or integer tensor",
+    ),
+    (
+        lambda: ops.remove_small_boxes(b.to(torch.complex64), 1.0),
+        TypeError,
+        "pydet.remove_small_boxes: boxes must be a floating-point or integer tensor",
+    ),
     (
         lambda: ops.remove_small_boxes(b3, 1.0),
         ValueError,

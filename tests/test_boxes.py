@@ -124,3 +124,13 @@ def test_cuda_equals_cpu():
     for f, args in pairs:
         cuda_args = tuple(a.cuda() if isinstance(a, torch.Tensor) else a for a in args)
         assert_same(f(*cuda_args).cpu(), f(*args))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16, torch.uint8])
+def test_integer_boxes_clip_and_remove_small(dtype, device):
+    """torchvision clamps and compares integer boxes in their dtype."""
+    boxes = (random_boxes(40, scale=300.0, device=device) // 1).to(dtype)
+    clipped = ops.clip_boxes_to_image(boxes, (120, 90))
+    assert clipped.dtype == dtype
+    assert torch.equal(clipped, R.clip_boxes_to_image(boxes, (120, 90)))
+    assert_same(ops.remove_small_boxes(boxes, 30.5), R.remove_small_boxes(boxes, 30.5))

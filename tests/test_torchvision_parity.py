@@ -117,6 +117,15 @@ def test_remove_small_boxes(dtype, a, min_size):
     assert_same(ops.remove_small_boxes(boxes, min_size), tvops.remove_small_boxes(boxes, min_size))
 
 
+@pytest.mark.parametrize(
+    "dtype", [torch.int64, torch.int32, torch.int16, torch.uint8, torch.float16, torch.bfloat16]
+)
+def test_clip_and_remove_small_other_dtypes(dtype):
+    boxes = integer_boxes(60, dtype) if not dtype.is_floating_point else random_boxes(60, dtype=dtype)
+    assert_same(ops.clip_boxes_to_image(boxes, (70, 50)), tvops.clip_boxes_to_image(boxes, (70, 50)))
+    assert_same(ops.remove_small_boxes(boxes, 12.5), tvops.remove_small_boxes(boxes, 12.5))
+
+
 # ---- the IoU family ----------------------------------------------------------------------------------
 PAIRWISE = ["box_iou", "generalized_box_iou", "distance_box_iou", "complete_box_iou"]
 

@@ -105,8 +105,9 @@ struct Ops {
   // torchvision.ops.clip_boxes_to_image: x clamped to [0, width], y to [0, height].
   // size may be symbolic under torch.compile (it is SymInt[2] in the schema); kernels see integers.
   static at::Tensor clip(const at::Tensor& boxes, c10::SymIntArrayRef size) {
-    check_boxes(boxes, "clip_boxes_to_image", "boxes", "[..., 4]", 1, kAnyRank);
+    check_boxes(boxes, "clip_boxes_to_image", "boxes", "[..., 4]", 1, kAnyRank, BoxDtypes::kFloatingOrInteger);
     check_size(size);
+    if (eager_boxes::is_integer(boxes)) return eager_boxes::clip(boxes, size[0].expect_int(), size[1].expect_int());
     const at::Tensor r = rows(boxes);
     at::Tensor out = at::empty_symint(r.sym_sizes(), r.options());
     if (computes(out)) Kernels::clip(r, out, double(size[0].expect_int()), double(size[1].expect_int()));
@@ -127,9 +128,10 @@ struct Ops {
   // torchvision.ops.remove_small_boxes: indices of boxes with width >= min_size and height >= min_size
   // (boxes with a NaN side are removed).
   static at::Tensor remove_small(const at::Tensor& boxes, double min_size) {
-    check_boxes(boxes, "remove_small_boxes", "boxes", "[N, 4]", 2, 2);
+    check_boxes(boxes, "remove_small_boxes", "boxes", "[N, 4]", 2, 2, BoxDtypes::kFloatingOrInteger);
+    if (boxes.size(0) == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+    if (eager_boxes::is_integer(boxes)) return eager_boxes::keep_large(boxes, min_size);
     const at::Tensor r = rows(boxes);
-    if (r.size(0) == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
     return Kernels::keep_large(r, min_size);
   }
 

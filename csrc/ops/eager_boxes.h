@@ -64,6 +64,19 @@ inline at::Tensor convert(const at::Tensor& boxes, BoxFormat in, BoxFormat out) 
   return b;
 }
 
+// clip_boxes_to_image of integer boxes: x clamped to [0, width], y to [0, height], in their dtype.
+inline at::Tensor clip(const at::Tensor& boxes, int64_t height, int64_t width) {
+  const std::vector<at::Tensor> f = boxes.unbind(-1);
+  return at::stack({f[0].clamp(0, width), f[1].clamp(0, height), f[2].clamp(0, width), f[3].clamp(0, height)}, -1);
+}
+
+// remove_small_boxes of integer boxes [N, 4]: torchvision's (w >= min_size) & (h >= min_size), compared
+// as ATen compares an integer tensor with a float (in the default float dtype).
+inline at::Tensor keep_large(const at::Tensor& boxes, double min_size) {
+  const at::Tensor w = boxes.select(-1, 2) - boxes.select(-1, 0), h = boxes.select(-1, 3) - boxes.select(-1, 1);
+  return ((w >= min_size) & (h >= min_size)).nonzero().view({-1});
+}
+
 // box_area(boxes, fmt): the corners' difference for xyxy, the stored width times height otherwise.
 inline at::Tensor area(const at::Tensor& boxes, BoxFormat fmt = BoxFormat::kXYXY) {
   const at::Tensor b = upcast(boxes);

@@ -39,10 +39,21 @@ def check_integer(t: torch.Tensor, op: str, arg: str, what: str) -> None:
         raise TypeError(f"pydet.{op}: {arg} must be an integer tensor ({what}), got {dtype_name(t.dtype)}")
 
 
-def check_boxes(t: torch.Tensor, op: str, arg: str, expected: str, min_rank: int, max_rank: int) -> None:
+def check_boxes(
+    t: torch.Tensor, op: str, arg: str, expected: str, min_rank: int, max_rank: int, integers: bool = False
+) -> None:
+    """``integers``: integer dtypes are accepted too (C++'s ``BoxDtypes::kFloatingOrInteger``)."""
     if not (min_rank <= t.dim() <= max_rank and t.shape[-1] == 4):
         raise ValueError(f"pydet.{op}: {arg} must have shape {expected}, got {shape_str(t.shape)}")
-    check_floating(t, op, arg)
+    if not integers:
+        check_floating(t, op, arg)
+    elif t.dtype not in FLOAT_DTYPES and (
+        t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool
+    ):
+        raise TypeError(
+            f"pydet.{op}: {arg} must be a floating-point or integer tensor (float32, float64, float16, bfloat16 "
+            f"or int8 to int64), got {dtype_name(t.dtype)}"
+        )
 
 
 def check_same_device(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: str, op: str) -> None:

@@ -79,7 +79,7 @@ def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
 def _remove_small_boxes_fake(boxes, min_size):
     # The output length depends on the data: a Python fake (an unbacked size) that repeats the C++
     # front end's one check (csrc/ops/boxes.h) instead of a Meta registration of it.
-    _checks.check_boxes(boxes, "remove_small_boxes", "boxes", "[N, 4]", 2, 2)
+    _checks.check_boxes(boxes, "remove_small_boxes", "boxes", "[N, 4]", 2, 2, integers=True)
     return boxes.new_empty((torch.library.get_ctx().new_dynamic_size(),), dtype=torch.int64)
 
 
