@@ -241,6 +241,7 @@ def test_batched_nms(n):
     assert_same(ops.batched_nms(boxes, scores, idxs, 0.5), tvops.batched_nms(boxes, scores, idxs, 0.5))
 
 
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")  # deprecated in torch 2.14
 def test_nms_quantized():
     boxes = random_boxes(300) / 2
     scores = torch.rand(300, generator=torch.Generator().manual_seed(2))
