@@ -579,3 +579,9 @@ def test_mismatched_devices_meta():
         ValueError, match=re.escape("boxes1 and boxes2 must be on the same device, got meta and cpu")
     ):
         ops.box_iou(b.to("meta"), b)
+    rotated = torch.rand(5, 5)
+    with pytest.raises(
+        ValueError,
+        match=re.escape("pydet.box_iou: boxes1 and boxes2 must be on the same device, got meta and cpu"),
+    ):
+        ops.box_iou(rotated.to("meta"), rotated, fmt="cxcywhr")

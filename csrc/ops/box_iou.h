@@ -253,6 +253,7 @@ struct Ops {
                 coordinates_of(fmt));
     check_boxes(boxes2, "box_iou", "boxes2", polygon ? "[M, 8]" : "[M, 5]", 2, 2, BoxDtypes::kFloating,
                 coordinates_of(fmt));
+    check_same_device(boxes1, "boxes1", boxes2, "boxes2", "box_iou");
     const auto centered = [fmt](const at::Tensor& b) {
       return fmt == BoxFormat::kCXCYWHR ? b : rotated_formats::convert(b, fmt, BoxFormat::kCXCYWHR);
     };
