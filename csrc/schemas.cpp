@@ -100,6 +100,16 @@ TORCH_LIBRARY(pydet, m) {
       "int[2] padding, int[2] dilation, str activation) -> (Tensor grad_input, Tensor grad_weight, "
       "Tensor grad_bias)");
 
+  // ---- RoI pooling: csrc/{cpu,cuda}/roi_align ------------------------------------------------
+  m.set_python_module("pydet.ops.roi");
+  m.def(
+      "roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width, "
+      "int sampling_ratio, bool aligned) -> Tensor");
+  m.def(
+      "_roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width, int sampling_ratio, "
+      "bool aligned) -> Tensor");
+
   // ---- IoU matching without the matrix: csrc/{cpu,cuda}/matching ----------------------------
   m.set_python_module("pydet.ops.matching");
   m.def(

@@ -40,6 +40,8 @@ def larger_calls(device: str) -> list:
     wide = torch.randn(1, 24, 30, 45, generator=g).to(device)
     w5 = torch.randn(24, 1, 5, 5, generator=g).to(device)
     bias = torch.randn(40, generator=g).to(device)
+    feat = torch.randn(2, 32, 50, 76, generator=g).to(device)
+    rois = torch.cat([(labels[:500, None] % 2).float(), boxes[:500] / 4], 1)
     base = torch.tensor([[-8.0, -8.0, 8.0, 8.0], [-16.0, -4.0, 16.0, 4.0]], device=device)
     base9 = (torch.randn(9, 4, generator=g) * 30).to(device)  # 9 anchors: groups and an overlapping tail
 
@@ -72,6 +74,8 @@ def larger_calls(device: str) -> list:
         (ops.depthwise_conv2d, (grad(x), grad(w), grad(bias), 1, 1, 1, "relu6")),
         (ops.depthwise_conv2d, (grad(x), grad(w), None, 2, 1, 1, "hardswish")),
         (ops.depthwise_conv2d, (grad(wide), grad(w5), None, 1, 2, 1, "silu")),
+        (ops.roi_align, (grad(feat), rois, 7, 0.25, 2, False)),
+        (ops.roi_align, (grad(feat), rois, (14, 12), 0.25, -1, True)),
         (
             ops.anchor_grid,
             (

@@ -52,8 +52,8 @@ ALLOWED = (ValueError, TypeError, RuntimeError, IndexError, NotImplementedError)
 HANG_SECONDS = 30  # far above any case's run time (milliseconds): only a real hang trips it
 
 # Tensor kinds: what "a wrong fixed dimension" and "negative width" mean for the argument.
-XYXY, ROT, FLOAT, INT, MASK, IMAGE = "xyxy", "rot", "float", "int", "mask", "image"
-FLOATING = (XYXY, ROT, FLOAT, IMAGE)
+XYXY, ROT, ROIS, FLOAT, INT, MASK, IMAGE = "xyxy", "rot", "rois", "float", "int", "mask", "image"
+FLOATING = (XYXY, ROT, ROIS, FLOAT, IMAGE)
 
 
 def _g(seed: int = 0) -> torch.Generator:
@@ -73,6 +73,12 @@ def rot(n: int, seed: int = 0) -> torch.Tensor:
     wh = torch.rand(n, 2, generator=_g(seed + 1)) * 30 + 1
     angle = torch.rand(n, 1, generator=_g(seed + 2)) * 180 - 90
     return torch.cat([c, wh, angle], -1)
+
+
+def rois(n: int, batch: int, seed: int = 0) -> torch.Tensor:
+    """Valid RoIs ``[n, 5]``: (batch index, x1, y1, x2, y2)."""
+    index = torch.arange(n, dtype=torch.float32)[:, None] % batch
+    return torch.cat([index, xyxy(n, seed=seed) / 4], 1)
 
 
 def rand(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -421,6 +427,21 @@ SPECS: list[Spec] = [
         {"alpha": [1.5, float("nan")], "gamma": [-1.0, float("inf")], "reduction": ["avg"]},
         groups=[[("inputs", 0), ("targets", 0)], [("inputs", 1), ("targets", 1)]],
     ),
+    Spec(
+        "roi_align",
+        lambda a: ops.roi_align(
+            a["input"], a["boxes"], a["output_size"], a["spatial_scale"], a["sampling_ratio"], a["aligned"]
+        ),
+        {"input": vec(2, 3, 12, 10), "boxes": Arg(ROIS, lambda: rois(5, 2), -1)},
+        {"output_size": [0, (3, -1)], "sampling_ratio": [2**31]},
+        aliases={"boxes": ("rois",)},
+    ),
+    Spec(
+        "roi_align[list]",
+        lambda a: ops.roi_align(a["input"], [a["boxes[0]"], a["boxes[1]"]], 3, 0.5, -1, True),
+        {"input": vec(2, 3, 12, 10), "boxes[0]": box(4), "boxes[1]": box(2, seed=3)},
+        aliases={"boxes[0]": ("rois",), "boxes[1]": ("rois",)},
+    ),
     # ---- module entry points: they forward to the ops, whose messages use the kernels' names ----
     Spec(
         "BoxCoder.encode_single",
@@ -518,6 +539,10 @@ SCALAR_DEFAULTS = {
     "activation": "relu",
     "alpha": 0.25,
     "gamma": 2.0,
+    "output_size": (3, 2),
+    "spatial_scale": 0.5,
+    "sampling_ratio": 2,
+    "aligned": False,
 }
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 
@@ -543,6 +568,8 @@ def _neg_width(t: torch.Tensor, arg: Arg) -> torch.Tensor | None:
         return t[..., [2, 1, 0, 3]].contiguous()
     if arg.kind == ROT:
         return t * torch.tensor([1.0, 1.0, -1.0, 1.0, 1.0])
+    if arg.kind == ROIS:  # x2 < x1 after the batch index
+        return t[..., [0, 3, 2, 1, 4]].contiguous()
     return None
 
 
@@ -583,8 +610,8 @@ MUTATIONS: dict[str, tuple[str, Callable]] = {
     "nan": ("value", lambda t, arg: _first(t, math.nan) if arg.kind in FLOATING else None),
     "pinf": ("value", lambda t, arg: _first(t, math.inf) if arg.kind in FLOATING else None),
     "ninf": ("value", lambda t, arg: _first(t, -math.inf) if arg.kind in FLOATING else None),
-    "huge": ("value", lambda t, arg: t * 1e30 if arg.kind in (XYXY, ROT, FLOAT) else None),
-    "tiny": ("value", lambda t, arg: t * 1e-30 if arg.kind in (XYXY, ROT, FLOAT) else None),
+    "huge": ("value", lambda t, arg: t * 1e30 if arg.kind in (XYXY, ROT, ROIS, FLOAT) else None),
+    "tiny": ("value", lambda t, arg: t * 1e-30 if arg.kind in (XYXY, ROT, ROIS, FLOAT) else None),
     "neg_width": ("value", _neg_width),
     "device": ("device", lambda t, arg: t.cuda() if HAS_CUDA else t),
     # Without a GPU, a meta tensor among CPU ones reaches the same device checks (fake kernels).

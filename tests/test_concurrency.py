@@ -70,6 +70,11 @@ def _inputs() -> dict[str, torch.Tensor]:
     t["conv_in"] = torch.randn(2, 32, 40, 40, generator=g, dtype=torch.float64).float()
     t["conv_w"] = torch.randn(32, 1, 3, 3, generator=g)
     t["conv_b"] = torch.randn(32, generator=g)
+    # roi_align: 2 images x 16 channels, 300 RoIs (several planes per parallel task)
+    t["roi_in"] = torch.randn(2, 16, 40, 60, generator=g)
+    t["rois"] = torch.cat(
+        [torch.randint(0, 2, (300, 1), generator=g).float(), random_boxes(300, scale=200.0, seed=40)], 1
+    )
     # anchor_grid: 3 levels, ~20K rows
     t["ag_base"] = torch.randn(9, 4, generator=g) * 40
     return t
@@ -171,6 +176,8 @@ def _workloads(t: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
         "depthwise_conv2d/strided": lambda: ops.depthwise_conv2d(
             t["conv_in"], t["conv_w"], None, 2, 2, 2, activation="silu"
         ),
+        "roi_align": lambda: ops.roi_align(t["roi_in"], t["rois"], 7, 0.25, -1, False),
+        "roi_align/aligned": lambda: ops.roi_align(t["roi_in"], t["rois"], (5, 3), 0.25, 2, True),
     }
 
     # backward: autograd.grad (not .backward) so that concurrent calls never accumulate into a shared .grad
@@ -206,7 +213,13 @@ def _workloads(t: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
         d = _leaf(t["deltas"])
         return torch.autograd.grad(ops.box_decode(b, d, "mmdet").sum(), d)
 
+    def roi_align_grad():
+        x = _leaf(t["roi_in"])
+        out = ops.roi_align(x, t["rois"], 7, 0.25, 2, True)
+        return torch.autograd.grad(out, x, torch.ones_like(out))
+
     w["generalized_box_iou/backward"] = pairwise_grad
+    w["roi_align/backward"] = roi_align_grad
     w["depthwise_conv2d/backward"] = conv_grad
     w["sigmoid_focal_loss/backward"] = focal_grad
     w["box_decode/backward"] = decode_grad

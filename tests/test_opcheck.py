@@ -239,6 +239,17 @@ def sample_calls(device):
             ),
         ),
     ]
+    feat = torch.randn(2, 3, 9, 11, device=device, dtype=torch.float64)
+    rois = torch.cat([torch.tensor([[0.0], [1.0], [1.0], [0.0]], device=device), b[:4].double() / 3], 1)
+    calls += [
+        (pd.roi_align, (g(feat), rois, 0.5, 3, 2, -1, False)),
+        (pd.roi_align, (g(feat.float()), rois.float(), 1.0, 2, 4, 2, True)),
+        (pd.roi_align, (g(feat.contiguous(memory_format=torch.channels_last)), rois, 0.25, 5, 5, 0, True)),
+        (
+            pd._roi_align_backward,
+            (torch.ones(4, 3, 3, 2, device=device).double(), rois, 0.5, 3, 2, 2, 3, 9, 11, -1, False),
+        ),
+    ]
     logits = torch.randn(4, 5, device=device, dtype=torch.float64)
     labels = (torch.rand(4, 5, generator=torch.Generator().manual_seed(4)) < 0.3).double().to(device)
     calls += [

@@ -335,6 +335,45 @@ def test_ssd_matcher():
     assert_same(pd_matchers.SSDMatcher(0.5)(quality), SSDMatcher(0.5)(quality))
 
 
+# ---- RoI pooling -----------------------------------------------------------------------------------
+def _feature_and_rois(dtype, k=60, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 5, 19, 23, generator=g).to(dtype)
+    xy = torch.rand(k, 2, generator=g) * 60 - 8
+    wh = torch.rand(k, 2, generator=g) * 50 - 4
+    rois = torch.cat([torch.randint(0, 2, (k, 1), generator=g).float(), xy, xy + wh], 1)
+    rois[0, 1:] = torch.tensor([-100.0, -90.0, 150.0, 160.0])  # beyond the image on every side
+    rois[1, 1:] = torch.tensor([6.5, 7.25, 6.5, 7.25])  # a point
+    rois[2, 1:] = torch.tensor([40.0, 40.0, 44.0, 46.0])  # on the last row and column
+    return x, rois.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("ratio", [-1, 0, 1, 2, 4])
+def test_roi_align(dtype, aligned, ratio):
+    """Values and input gradients bit for bit: same samples, weights and summation order (float16 in
+    float16 arithmetic, as torchvision's CPU kernel)."""
+    x, rois = _feature_and_rois(dtype, seed=ratio + 3)
+    results = []
+    for fn in (ops.roi_align, tvops.roi_align):
+        leaf = x.clone().requires_grad_()
+        out = fn(leaf, rois, (6, 5), 0.5, ratio, aligned)
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(9)).to(dtype)
+        results.append((out, torch.autograd.grad(out, leaf, grad)[0]))
+    assert_same(results[0][0], results[1][0])
+    assert_same(results[0][1], results[1][1])
+
+
+def test_roi_align_list_boxes_and_module():
+    x, rois = _feature_and_rois(torch.float32, seed=11)
+    boxes = [rois[rois[:, 0] == b, 1:] for b in range(2)]
+    assert_same(ops.roi_align(x, boxes, 7, 0.25, 2), tvops.roi_align(x, boxes, 7, 0.25, 2))
+    from pydet.layers import RoIAlign
+
+    assert_same(RoIAlign(4, 0.5, -1, True)(x, rois), tvops.RoIAlign(4, 0.5, -1, True)(x, rois))
+
+
 def test_the_comparisons_use_torchvision_kernels():
     """Not the shim of helpers.import_torchvision: torchvision's own C++ library is loaded."""
     assert hasattr(torch.ops.torchvision, "box_iou_rotated")

@@ -1,5 +1,5 @@
 """Layers built on pydet's kernels: the fused depthwise convolution and the separable-convolution
-blocks of MobileNet/SSDLite detectors, plus detectron2's norm and conv conventions."""
+blocks of MobileNet/SSDLite detectors, RoI pooling, plus detectron2's norm and conv conventions."""
 
 from pydet.layers.blocks import (
     Conv2dNormActivation,
@@ -11,6 +11,7 @@ from pydet.layers.blocks import (
 from pydet.layers.conv2d import Conv2d, ShapeSpec
 from pydet.layers.depthwise import DepthwiseConv2d, activation_name, conv_norm_act, fold_batchnorm
 from pydet.layers.norm import FrozenBatchNorm2d, convert_frozen_batchnorm, get_norm
+from pydet.layers.roi import RoIAlign
 
 __all__ = [
     "Conv2d",
@@ -20,6 +21,7 @@ __all__ = [
     "DepthwiseSeparableConv",
     "FrozenBatchNorm2d",
     "InvertedResidual",
+    "RoIAlign",
     "SeparableConv2d",
     "ShapeSpec",
     "activation_name",

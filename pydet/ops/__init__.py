@@ -40,6 +40,7 @@ from pydet.ops.nms import (
     soft_nms,
     topk_per_level,
 )
+from pydet.ops.roi import roi_align
 
 __all__ = [
     "MulticlassNmsOutput",
@@ -73,6 +74,7 @@ __all__ = [
     "nms",
     "nms_rotated",
     "remove_small_boxes",
+    "roi_align",
     "sigmoid_focal_loss",
     "soft_nms",
     "topk_per_level",

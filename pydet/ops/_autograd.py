@@ -8,7 +8,8 @@ torchvision).
 
 Autocast: box arithmetic is precision-sensitive (areas overflow float16 above 65504 px^2), so under
 ``torch.autocast`` the box ops run in float32, like PyTorch's own "fp32" autocast ops; the depthwise
-convolution runs in the active autocast dtype (``torch.get_autocast_dtype``), like ``conv2d``.
+convolution runs in the active autocast dtype (``torch.get_autocast_dtype``), like ``conv2d``;
+roi_align runs in float32 and returns the input's dtype, as torchvision's autocast rule does.
 """
 
 from __future__ import annotations
@@ -158,6 +159,40 @@ torch.library.register_autograd(
 )
 
 
+# ---- RoI pooling -------------------------------------------------------------------------------
+# Only the input gets a gradient, as in torchvision. The backward is linear in its grad, so its own
+# derivative is the forward op again: second derivatives work too.
+def _roi_align_setup(ctx, inputs, output):
+    input, rois, *args = inputs
+    ctx.save_for_backward(rois)
+    ctx.args = tuple(args)  # spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+    ctx.input_shape = input.shape
+
+
+def _roi_align_backward(ctx, grad):
+    (rois,) = ctx.saved_tensors
+    scale, ph, pw, ratio, aligned = ctx.args
+    grad_input = _ops._roi_align_backward(grad, rois, scale, ph, pw, *ctx.input_shape, ratio, aligned)
+    return grad_input, None, None, None, None, None, None
+
+
+def _roi_align_backward_setup(ctx, inputs, output):
+    _grad, rois, scale, ph, pw, _n, _c, _h, _w, ratio, aligned = inputs
+    ctx.save_for_backward(rois)
+    ctx.args = (scale, ph, pw, ratio, aligned)
+
+
+def _roi_align_double_backward(ctx, grad_grad_input):
+    (rois,) = ctx.saved_tensors
+    return (_ops.roi_align(grad_grad_input, rois, *ctx.args),) + (None,) * 10
+
+
+torch.library.register_autograd("pydet::roi_align", _roi_align_backward, setup_context=_roi_align_setup)
+torch.library.register_autograd(
+    "pydet::_roi_align_backward", _roi_align_double_backward, setup_context=_roi_align_backward_setup
+)
+
+
 # ---- autocast ----------------------------------------------------------------------------------
 _FLOAT32_OPS = (
     "box_area",
@@ -195,24 +230,34 @@ def _cast_floating(args, device_type: str, dtype: torch.dtype):
     return [cast(v) for v in args]
 
 
-def _register_autocast_to_active_dtype(name: str, device_type: str) -> None:
-    """``torch.library.register_autocast`` casts to one dtype fixed at registration; this rule casts to
-    the dtype of the autocast region the op runs in, as ATen's lower-precision ops do."""
+def _register_autocast_rule(name: str, device_type: str, compute) -> None:
+    """``compute(op, args)`` as the op's autocast rule on ``device_type``, run with autocast excluded
+    (``torch.library.register_autocast`` only casts every input to one dtype fixed at registration)."""
     op = getattr(_ops, name).default
     key_name = "Autocast" + torch._C._dispatch_key_for_device(device_type)
     key = getattr(torch._C.DispatchKey, key_name)
 
     def run(*args):
-        dtype = torch.get_autocast_dtype(device_type)
         with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):
-            return op(*_cast_floating(args, device_type, dtype))
+            return compute(op, args)
 
     op.py_impl(key)(run)  # what torch.compile traces
     _lib.impl(name, lambda _keyset, *args: run(*args), key_name, with_keyset=True)
+
+
+def _in_active_dtype(device_type: str):
+    """The rule of ATen's lower-precision ops: inputs cast to the autocast region's dtype."""
+    return lambda op, args: op(*_cast_floating(args, device_type, torch.get_autocast_dtype(device_type)))
+
+
+def _in_float32_returning_input_dtype(device_type: str):
+    """torchvision's rule for roi_align: computed in float32, returned in the input's dtype."""
+    return lambda op, args: op(*_cast_floating(args, device_type, torch.float32)).to(args[0].dtype)
 
 
 for _device in ("cpu", "cuda"):
     if torch.amp.is_autocast_available(_device):
         for _name in _FLOAT32_OPS:
             torch.library.register_autocast("pydet::" + _name, _device, torch.float32)
-        _register_autocast_to_active_dtype("depthwise_conv2d", _device)
+        _register_autocast_rule("depthwise_conv2d", _device, _in_active_dtype(_device))
+        _register_autocast_rule("roi_align", _device, _in_float32_returning_input_dtype(_device))

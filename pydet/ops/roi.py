@@ -1,0 +1,72 @@
+"""RoI pooling (``torch.ops.pydet.roi_align``): torchvision.ops.roi_align's operator, schema and numerics.
+
+RoI ``k`` of ``rois [K, 5] = (batch index, x1, y1, x2, y2)`` (image coordinates) is divided into
+``PH x PW`` bins; each bin is the mean of a ``grid_h x grid_w`` grid of bilinear samples of
+``input[batch index]``, where the grid is ``sampling_ratio`` per axis, or ``ceil(roi size / bins)``
+when ``sampling_ratio <= 0``. Conventions, as torchvision's: corners are scaled by ``spatial_scale``;
+``aligned=False`` (the legacy Detectron/torchvision default) sizes RoIs of under a pixel as one pixel,
+``aligned=True`` shifts corners by -0.5 pixel (pixel centres) and keeps inverted RoIs (then empty);
+samples beyond ``[-1, size]`` count as zero; samples in ``[-1, 0]`` read the border pixel.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pydet.ops._checks import check_same_device, dtype_name
+
+Pair = int | tuple[int, int] | list[int]
+
+
+def _pair(v: Pair) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def boxes_to_rois(boxes: Tensor | list[Tensor], input: Tensor, op: str = "roi_align") -> Tensor:
+    """``[K, 5]`` rois (batch index, x1, y1, x2, y2) from a ``[K, 5]`` tensor (returned as is) or a
+    per-image list of ``[L_i, 4]`` boxes (torchvision's ``convert_boxes_to_roi_format``), each of
+    ``input``'s dtype and device (torchvision's concatenation would promote mixed dtypes instead)."""
+    if isinstance(boxes, Tensor):
+        return boxes
+    for i, b in enumerate(boxes):
+        if b.dim() != 2 or b.shape[-1] != 4:
+            raise ValueError(
+                f"pydet.{op}: boxes[{i}] must have shape [L, 4] (x1, y1, x2, y2), got {list(b.shape)}"
+            )
+        if b.dtype != input.dtype:
+            raise TypeError(
+                f"pydet.{op}: boxes[{i}] must have input's dtype ({dtype_name(input.dtype)}), "
+                f"got {dtype_name(b.dtype)}"
+            )
+        check_same_device(input, "input", b, f"boxes[{i}]", op)
+    if not boxes:
+        raise ValueError(f"pydet.{op}: boxes must be a [K, 5] tensor or a non-empty list of [L, 4] tensors")
+    index = [torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)]
+    return torch.cat([torch.cat(index), torch.cat(list(boxes))], dim=1)
+
+
+def roi_align(
+    input: Tensor,
+    boxes: Tensor | list[Tensor],
+    output_size: Pair,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> Tensor:
+    """torchvision.ops.roi_align: ``input [N, C, H, W]``, ``boxes`` ``[K, 5]`` or a list of ``[L, 4]`` per
+    image -> ``[K, C, PH, PW]`` (module docstring for the sampling).
+
+    Bit for bit torchvision's CPU kernel in float32, float64 and float16 (computed in float16, as there),
+    forward and backward; bfloat16 (which torchvision's CPU kernel lacks) is computed in float32.
+    Differentiable in ``input`` (not in ``boxes``, as in torchvision), twice. ``rois`` must have the
+    input's dtype; a batch index that is not an integer in ``[0, N)`` raises ``ValueError``. An RoI
+    with a non-finite scaled corner or size gives NaN bins and no gradient; samples outside the image
+    are skipped rather than weighted by zero (torchvision reads pixel (0, 0) with weight 0, which
+    differs only when that pixel is inf or NaN), which also bounds the work of huge RoIs.
+    """
+    ph, pw = _pair(output_size)
+    rois = boxes_to_rois(boxes, input)
+    return torch.ops.pydet.roi_align(
+        input, rois, float(spatial_scale), ph, pw, int(sampling_ratio), bool(aligned)
+    )
