@@ -149,23 +149,27 @@ PYDET_HD Tap<T> tap_at(T v, int64_t extent) {
   return t;
 }
 
-// One sample's value: w1 v(yl, xl) + w2 v(yl, xh) + w3 v(yh, xl) + w4 v(yh, xh), left to right.
+// A sample's four bilinear weights: w1 (low y, low x), w2 (low y, high x), w3 (high y, low x), w4.
 template <class T>
-PYDET_HD T bilinear(const T* plane, int64_t width, const Tap<T>& y, const Tap<T>& x) {
-  const T* lo = plane + y.low * width;
-  const T* hi = plane + y.high * width;
-  return y.h * x.h * lo[x.low] + y.h * x.l * lo[x.high] + y.l * x.h * hi[x.low] + y.l * x.l * hi[x.high];
-}
-
-// The four gradient shares of one sample, grad * w / count each, in bilinear's order.
-template <class T>
-struct Shares {
-  T g1, g2, g3, g4;
+struct Weights {
+  T w1, w2, w3, w4;
 };
 template <class T>
-PYDET_HD Shares<T> shares(T grad, T count, const Tap<T>& y, const Tap<T>& x) {
-  return {grad * (y.h * x.h) / count, grad * (y.h * x.l) / count, grad * (y.l * x.h) / count,
-          grad * (y.l * x.l) / count};
+PYDET_HD Weights<T> weights(const Tap<T>& y, const Tap<T>& x) {
+  return {y.h * x.h, y.h * x.l, y.l * x.h, y.l * x.l};
+}
+
+// A sample's value from its four pixels, left to right as torchvision adds them. V is T, or a vector
+// of T holding one channel per lane (the CPU kernels), each lane computing exactly what T would.
+template <class V, class T>
+PYDET_HD V interpolate(const Weights<T>& w, V v1, V v2, V v3, V v4) {
+  return w.w1 * v1 + w.w2 * v2 + w.w3 * v3 + w.w4 * v4;
+}
+
+// One pixel's share of a bin's gradient from one sample: grad * w / count (torchvision's g1 .. g4).
+template <class V, class T>
+PYDET_HD V share(V grad, T w, T count) {
+  return grad * w / count;
 }
 
 }  // namespace pydet::roi

@@ -1,31 +1,40 @@
 // CPU kernels of roi_align and its backward (front end: ops/roi_align.h; sampling:
 // common/roi_align_math.h).
 //
-// Both walk the feature map plane by plane ((image, channel) pairs, in parallel) and pool every RoI of
-// the plane's image from it while the plane is in cache. torchvision's kernel walks RoI by RoI and
-// reads each RoI's region from all C planes, missing the cache on almost every sample of a large
-// feature map. The RoIs' sampling (taps per bin and axis, from the math header) is tabulated once
-// per call and shared by all planes.
+// Both work on one image's channel block at a time (kLanes channels transposed to [pixels][kLanes],
+// cpu/channel_blocks.h; blocks in parallel) and pool every RoI of that image from it: each sample is
+// then one vector operation across kLanes channels, on a block that stays in cache across the RoIs.
+// torchvision's kernel walks RoI by RoI and channel by channel, one scalar sample at a time, missing
+// the cache on almost every sample of a large feature map. The RoIs' sampling (taps per bin and axis)
+// is tabulated once per call and shared by all blocks.
 //
-// Results are torchvision's bit for bit and do not depend on the thread count: a forward bin is one
-// sum in torchvision's sample order, and in the backward one thread owns a plane of the input's
-// gradient and adds to it in torchvision's order (RoI, bin, sample, corner).
+// Results are torchvision's bit for bit and do not depend on the thread count: a lane computes its
+// channel's samples with torchvision's operations in its order, and in the backward one task owns a
+// block of the input's gradient and adds to it in torchvision's order (RoI, bin, sample, corner).
+// float16 is computed in float16 as there, by the same loops on c10::Half (not vectorised).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "common/roi_align_math.h"
+#include "common/simd.h"
+#include "cpu/channel_blocks.h"
+#include "cpu/memory.h"
 #include "ops/roi_align.h"
 
 namespace pydet::roi {
 namespace {
 
-// Samples one thread should pool at least before a call goes parallel (a few tens of microseconds).
-constexpr int64_t kGrainSamples = 1 << 14;
+using cpu::kLanes;
+
+// Lane-vector operations (samples and transposed pixels) one task should have before a call goes
+// parallel: tens of microseconds.
+constexpr int64_t kGrainWork = 1 << 15;
 
 // Every RoI's sampling, in the order of the rois tensor, and the RoIs of each image.
 template <class T>
@@ -84,16 +93,168 @@ struct Sampling {
     return most * pooled;
   }
 
-  // Planes per parallel chunk: enough that a chunk pools kGrainSamples samples.
-  int64_t plane_grain(const Geometry& g) const {
-    const int64_t per_plane = std::max<int64_t>(1, samples / std::max<int64_t>(g.batch, 1));
-    return std::max<int64_t>(1, kGrainSamples / per_plane);
+  // (image, channel block) tasks per parallel chunk: enough for kGrainWork.
+  int64_t block_grain(const Geometry& g) const {
+    const int64_t per_block = samples / std::max<int64_t>(g.batch, 1) + g.height * g.width;
+    return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(per_block, 1));
   }
 };
+
+// Channels [c0, c0 + used) of image b -> block[pixel * L + lane], lanes >= used 0: from planes (NCHW),
+// or from pixels of C channels (channels_last, read in place).
+template <int kNative, class T>
+PYDET_SIMD_INLINE void to_block(const T* input, bool channels_last, int64_t b, int64_t c0, int64_t used,
+                                const Geometry& g, T* block) {
+  const int64_t plane = g.height * g.width;
+  if (channels_last) {
+    constexpr int64_t L = kLanes<T>;
+    const T* pixels = input + b * plane * g.channels + c0;
+    for (int64_t p = 0; p < plane; ++p) {
+      std::copy(pixels + p * g.channels, pixels + p * g.channels + used, block + p * L);
+      std::fill(block + p * L + used, block + (p + 1) * L, T(0));
+    }
+    return;
+  }
+  const T* planes = input + (b * g.channels + c0) * plane;
+  if constexpr (std::is_floating_point_v<T>) {
+    cpu::load_block<kNative>(planes, used, g.height, g.width, 0, 0, g.width, block);
+  } else {
+    constexpr int64_t L = kLanes<T>;
+    for (int64_t p = 0; p < plane; ++p) {
+      for (int64_t l = 0; l < L; ++l) block[p * L + l] = l < used ? planes[l * plane + p] : T(0);
+    }
+  }
+}
+
+template <int kNative, class T>
+PYDET_SIMD_INLINE void from_block(const T* block, int64_t used, const Geometry& g, T* planes) {
+  if constexpr (std::is_floating_point_v<T>) {
+    cpu::store_block<kNative>(block, g.width, g.height, g.width, used, planes, g.height * g.width);
+  } else {
+    constexpr int64_t L = kLanes<T>;
+    const int64_t plane = g.height * g.width;
+    for (int64_t l = 0; l < used; ++l) {
+      for (int64_t p = 0; p < plane; ++p) planes[l * plane + p] = block[p * L + l];
+    }
+  }
+}
+
+// sum[lane] += the sample of pixels v1 .. v4 (each kLanes channels), lane by lane: one 64-byte vector
+// for float and double (the compiler does not vectorise the lane loop: it cannot rule out aliasing).
+template <class T>
+PYDET_SIMD_INLINE void add_sample(T* sum, const Weights<T>& w, const T* v1, const T* v2, const T* v3, const T* v4) {
+  if constexpr (std::is_floating_point_v<T>) {
+    using simd::load64;
+    simd::store64(sum, load64(sum) + interpolate(w, load64(v1), load64(v2), load64(v3), load64(v4)));
+  } else {
+    for (int64_t l = 0; l < kLanes<T>; ++l) sum[l] = sum[l] + interpolate(w, v1[l], v2[l], v3[l], v4[l]);
+  }
+}
+
+// pixel[lane] += the share of weight w of grad[lane], lane by lane.
+template <class T>
+PYDET_SIMD_INLINE void add_share(T* pixel, const T* grad, T w, T count) {
+  if constexpr (std::is_floating_point_v<T>) {
+    simd::store64(pixel, simd::load64(pixel) + share(simd::load64(grad), w, count));
+  } else {
+    for (int64_t l = 0; l < kLanes<T>; ++l) pixel[l] = pixel[l] + share(grad[l], w, count);
+  }
+}
+
+// Every RoI of image b from its channel block [c0, c0 + used): bins into tile[bin * L + lane], then
+// out[k, c0 + lane] row by row.
+template <class T>
+PYDET_SIMD_INLINE void pool_block(const Sampling<T>& s, const Geometry& g, int64_t b, int64_t c0, int64_t used,
+                                  const T* block, T* tile, T* out) {
+  constexpr int64_t L = kLanes<T>;
+  const int64_t bins = g.pooled_h * g.pooled_w, row = g.width * L;
+  for (int64_t r = s.image_first[b]; r < s.image_first[b + 1]; ++r) {
+    const int64_t k = s.by_image[r];
+    if (!s.finite[k]) std::fill(tile, tile + bins * L, std::numeric_limits<T>::quiet_NaN());
+    for (int64_t ph = 0; s.finite[k] && ph < g.pooled_h; ++ph) {
+      const int64_t* yf = &s.y_first[k * g.pooled_h + ph];
+      for (int64_t pw = 0; pw < g.pooled_w; ++pw) {
+        const int64_t* xf = &s.x_first[k * g.pooled_w + pw];
+        alignas(64) T sum[L];
+        for (int64_t l = 0; l < L; ++l) sum[l] = T(0);
+        for (int64_t ty = yf[0]; ty < yf[1]; ++ty) {
+          const Tap<T>& y = s.y_taps[ty];
+          const T* lo = block + y.low * row;
+          const T* hi = block + y.high * row;
+          for (int64_t tx = xf[0]; tx < xf[1]; ++tx) {
+            const Tap<T>& x = s.x_taps[tx];
+            add_sample(sum, weights(y, x), lo + x.low * L, lo + x.high * L, hi + x.low * L, hi + x.high * L);
+          }
+        }
+        T* t = tile + (ph * g.pooled_w + pw) * L;
+        for (int64_t l = 0; l < L; ++l) t[l] = sum[l] / s.count[k];
+      }
+    }
+    for (int64_t l = 0; l < used; ++l) {
+      T* o = out + (k * g.channels + c0 + l) * bins;
+      for (int64_t bin = 0; bin < bins; ++bin) o[bin] = tile[bin * L + l];
+    }
+  }
+}
+
+// The gradient of image b's channel block [c0, c0 + used) from every RoI of the image, into the
+// zeroed block, in torchvision's order; tile holds one RoI's bin gradients as [bin][L].
+template <class T>
+PYDET_SIMD_INLINE void scatter_block(const Sampling<T>& s, const Geometry& g, int64_t b, int64_t c0, int64_t used,
+                                     const T* grad, T* tile, T* block) {
+  constexpr int64_t L = kLanes<T>;
+  const int64_t bins = g.pooled_h * g.pooled_w, row = g.width * L;
+  for (int64_t r = s.image_first[b]; r < s.image_first[b + 1]; ++r) {
+    const int64_t k = s.by_image[r];
+    if (!s.finite[k]) continue;
+    for (int64_t l = 0; l < used; ++l) {
+      const T* src = grad + (k * g.channels + c0 + l) * bins;
+      for (int64_t bin = 0; bin < bins; ++bin) tile[bin * L + l] = src[bin];
+    }
+    const T count = s.count[k];
+    for (int64_t ph = 0; ph < g.pooled_h; ++ph) {
+      const int64_t* yf = &s.y_first[k * g.pooled_h + ph];
+      for (int64_t pw = 0; pw < g.pooled_w; ++pw) {
+        const int64_t* xf = &s.x_first[k * g.pooled_w + pw];
+        const T* gv = tile + (ph * g.pooled_w + pw) * L;
+        for (int64_t ty = yf[0]; ty < yf[1]; ++ty) {
+          const Tap<T>& y = s.y_taps[ty];
+          T* lo = block + y.low * row;
+          T* hi = block + y.high * row;
+          for (int64_t tx = xf[0]; tx < xf[1]; ++tx) {
+            const Tap<T>& x = s.x_taps[tx];
+            const Weights<T> w = weights(y, x);
+            // One corner after the other: at the last row or column two corners are one pixel.
+            add_share(lo + x.low * L, gv, w.w1, count);
+            add_share(lo + x.high * L, gv, w.w2, count);
+            add_share(hi + x.low * L, gv, w.w3, count);
+            add_share(hi + x.high * L, gv, w.w4, count);
+          }
+        }
+      }
+    }
+  }
+}
 
 struct CpuKernels {
   static at::ScalarType compute_dtype(at::ScalarType st) {
     return st == at::kBFloat16 ? at::kFloat : st;  // float16 in float16 arithmetic, as torchvision's CPU kernel
+  }
+  static constexpr bool kReadsChannelsLast = true;
+
+  // f(b, c0, used, block, tile) for every (image, channel block) task, in parallel; block and tile are
+  // the task's scratch: [H * W][L] and [PH * PW][L].
+  template <class T, class F>
+  static void for_each_block(const Sampling<T>& s, const Geometry& g, const F& f) {
+    constexpr int64_t L = kLanes<T>;
+    const int64_t blocks = (g.channels + L - 1) / L;
+    at::parallel_for(0, g.batch * blocks, s.block_grain(g), [&](int64_t begin, int64_t end) {
+      cpu::AlignedVector<T> block(g.height * g.width * L), tile(g.pooled_h * g.pooled_w * L, T(0));
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / blocks, c0 = task % blocks * L;
+        f(b, c0, std::min(L, g.channels - c0), block.data(), tile.data());
+      }
+    });
   }
 
   static void forward(const at::Tensor& input, const at::Tensor& rois, at::Tensor& out, const Geometry& g) {
@@ -101,34 +262,15 @@ struct CpuKernels {
       using T = scalar_t;
       const Sampling<T> s(rois.const_data_ptr<T>(), g, "roi_align");
       const T* in = input.const_data_ptr<T>();
+      const bool channels_last = !input.is_contiguous();
+      cpu::advise_huge_pages(out);
       T* o = out.data_ptr<T>();
-      const int64_t plane_size = g.height * g.width, bins = g.pooled_h * g.pooled_w;
-      at::parallel_for(0, g.batch * g.channels, s.plane_grain(g), [&](int64_t begin, int64_t end) {
-        for (int64_t plane = begin; plane < end; ++plane) {
-          const int64_t b = plane / g.channels, c = plane % g.channels;
-          const T* src = in + plane * plane_size;
-          for (int64_t r = s.image_first[b]; r < s.image_first[b + 1]; ++r) {
-            const int64_t k = s.by_image[r];
-            T* dst = o + (k * g.channels + c) * bins;
-            if (!s.finite[k]) {
-              std::fill(dst, dst + bins, std::numeric_limits<T>::quiet_NaN());
-              continue;
-            }
-            for (int64_t ph = 0; ph < g.pooled_h; ++ph) {
-              const int64_t* yf = &s.y_first[k * g.pooled_h + ph];
-              for (int64_t pw = 0; pw < g.pooled_w; ++pw) {
-                const int64_t* xf = &s.x_first[k * g.pooled_w + pw];
-                T sum = T(0);
-                for (int64_t ty = yf[0]; ty < yf[1]; ++ty) {
-                  for (int64_t tx = xf[0]; tx < xf[1]; ++tx) {
-                    sum = sum + bilinear(src, g.width, s.y_taps[ty], s.x_taps[tx]);
-                  }
-                }
-                dst[ph * g.pooled_w + pw] = sum / s.count[k];
-              }
-            }
-          }
-        }
+      for_each_block(s, g, [&](int64_t b, int64_t c0, int64_t used, T* block, T* tile) {
+        if (s.image_first[b] == s.image_first[b + 1]) return;  // no RoI in this image
+        simd::dispatch([&](auto isa) {
+          to_block<decltype(isa)::kVectorBytes>(in, channels_last, b, c0, used, g, block);
+          pool_block(s, g, b, c0, used, block, tile, o);
+        });
       });
     });
   }
@@ -138,37 +280,19 @@ struct CpuKernels {
       using T = scalar_t;
       const Sampling<T> s(rois.const_data_ptr<T>(), g, "_roi_align_backward");
       const T* go = grad.const_data_ptr<T>();
+      cpu::advise_huge_pages(grad_input);
       T* gi = grad_input.data_ptr<T>();
-      const int64_t plane_size = g.height * g.width, bins = g.pooled_h * g.pooled_w;
-      at::parallel_for(0, g.batch * g.channels, s.plane_grain(g), [&](int64_t begin, int64_t end) {
-        for (int64_t plane = begin; plane < end; ++plane) {
-          const int64_t b = plane / g.channels, c = plane % g.channels;
-          T* dst = gi + plane * plane_size;
-          for (int64_t r = s.image_first[b]; r < s.image_first[b + 1]; ++r) {
-            const int64_t k = s.by_image[r];
-            const T* src = go + (k * g.channels + c) * bins;
-            for (int64_t ph = 0; ph < g.pooled_h; ++ph) {
-              const int64_t* yf = &s.y_first[k * g.pooled_h + ph];
-              for (int64_t pw = 0; pw < g.pooled_w; ++pw) {
-                const int64_t* xf = &s.x_first[k * g.pooled_w + pw];
-                const T bin_grad = src[ph * g.pooled_w + pw];
-                for (int64_t ty = yf[0]; ty < yf[1]; ++ty) {
-                  const Tap<T>& y = s.y_taps[ty];
-                  T* lo = dst + y.low * g.width;
-                  T* hi = dst + y.high * g.width;
-                  for (int64_t tx = xf[0]; tx < xf[1]; ++tx) {
-                    const Tap<T>& x = s.x_taps[tx];
-                    const Shares<T> sh = shares(bin_grad, s.count[k], y, x);
-                    lo[x.low] = lo[x.low] + sh.g1;
-                    lo[x.high] = lo[x.high] + sh.g2;
-                    hi[x.low] = hi[x.low] + sh.g3;
-                    hi[x.high] = hi[x.high] + sh.g4;
-                  }
-                }
-              }
-            }
-          }
+      for_each_block(s, g, [&](int64_t b, int64_t c0, int64_t used, T* block, T* tile) {
+        T* planes = gi + (b * g.channels + c0) * g.height * g.width;
+        if (s.image_first[b] == s.image_first[b + 1]) {  // no RoI in this image: no gradient
+          std::fill(planes, planes + used * g.height * g.width, T(0));
+          return;
         }
+        std::fill(block, block + g.height * g.width * kLanes<T>, T(0));
+        simd::dispatch([&](auto isa) {
+          scatter_block(s, g, b, c0, used, go, tile, block);
+          from_block<decltype(isa)::kVectorBytes>(block, used, g, planes);
+        });
       });
     });
   }

@@ -44,7 +44,10 @@ __global__ void forward_kernel(const T* input, const T* rois, Geometry g, int64_
     for (int64_t iy = ys.begin; iy < ys.end; ++iy) {
       const Tap<T> y = tap_at(sample_at(r.y, ph, iy), g.height);
       for (int64_t ix = xs.begin; ix < xs.end; ++ix) {
-        sum = sum + bilinear(plane, g.width, y, tap_at(sample_at(r.x, pw, ix), g.width));
+        const Tap<T> x = tap_at(sample_at(r.x, pw, ix), g.width);
+        const T* lo = plane + y.low * g.width;
+        const T* hi = plane + y.high * g.width;
+        sum = sum + interpolate(weights(y, x), lo[x.low], lo[x.high], hi[x.low], hi[x.high]);
       }
     }
     out[index] = sum / r.count;
@@ -69,11 +72,11 @@ __global__ void backward_kernel(const T* grad, const T* rois, Geometry g, int64_
       const Tap<T> y = tap_at(sample_at(r.y, ph, iy), g.height);
       for (int64_t ix = xs.begin; ix < xs.end; ++ix) {
         const Tap<T> x = tap_at(sample_at(r.x, pw, ix), g.width);
-        const Shares<T> s = shares(bin_grad, r.count, y, x);
-        atomicAdd(plane + y.low * g.width + x.low, s.g1);
-        atomicAdd(plane + y.low * g.width + x.high, s.g2);
-        atomicAdd(plane + y.high * g.width + x.low, s.g3);
-        atomicAdd(plane + y.high * g.width + x.high, s.g4);
+        const Weights<T> w = weights(y, x);
+        atomicAdd(plane + y.low * g.width + x.low, share(bin_grad, w.w1, r.count));
+        atomicAdd(plane + y.low * g.width + x.high, share(bin_grad, w.w2, r.count));
+        atomicAdd(plane + y.high * g.width + x.low, share(bin_grad, w.w3, r.count));
+        atomicAdd(plane + y.high * g.width + x.high, share(bin_grad, w.w4, r.count));
       }
     }
   }
@@ -81,6 +84,7 @@ __global__ void backward_kernel(const T* grad, const T* rois, Geometry g, int64_
 
 struct CudaKernels {
   static at::ScalarType compute_dtype(at::ScalarType st) { return pydet::compute_dtype(st); }
+  static constexpr bool kReadsChannelsLast = false;
 
   static void forward(const at::Tensor& input, const at::Tensor& rois, at::Tensor& out, const Geometry& g) {
     const c10::cuda::CUDAGuard guard(input.device());
@@ -94,6 +98,7 @@ struct CudaKernels {
 
   static void backward(const at::Tensor& grad, const at::Tensor& rois, at::Tensor& grad_input, const Geometry& g) {
     const c10::cuda::CUDAGuard guard(grad.device());
+    grad_input.zero_();
     const int64_t n = grad.numel();
     AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "_roi_align_backward", [&] {
       backward_kernel<scalar_t><<<cuda::blocks_for(n), cuda::kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(

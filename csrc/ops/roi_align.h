@@ -7,7 +7,6 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include "common/checks.h"
@@ -28,11 +27,13 @@ inline void fail_batch_index(const char* op, int64_t row, double value, int64_t 
                                        batch, ") (the input's batch size), got ", value));
 }
 
-// Kernels must provide (input [N, C, H, W] and rois [K, 5] contiguous, in compute_dtype):
+// Kernels must provide (input [N, C, H, W] contiguous, or channels_last-contiguous where
+// kReadsChannelsLast, and rois [K, 5] contiguous, both in compute_dtype):
 //   static void forward(const Tensor& input, const Tensor& rois, Tensor& out /*[K, C, PH, PW]*/, const Geometry&);
-//   static void backward(const Tensor& grad /*[K, C, PH, PW]*/, const Tensor& rois, Tensor& grad_input /*zeros*/,
-//                        const Geometry&);
+//   static void backward(const Tensor& grad /*[K, C, PH, PW]*/, const Tensor& rois,
+//                        Tensor& grad_input /*uninitialised: the kernel writes all of it*/, const Geometry&);
 //   static at::ScalarType compute_dtype(at::ScalarType);
+//   static constexpr bool kReadsChannelsLast;
 template <class Kernels>
 struct Ops {
   static void check_rois(const char* op, const at::Tensor& rois, const at::Tensor& like, const char* like_name) {
@@ -78,8 +79,10 @@ struct Ops {
     at::Tensor out =
         at::empty_symint({rois.sym_size(0), input.sym_size(1), pooled_height, pooled_width}, input.options().dtype(dt));
     if (computes(out)) {
+      const at::Tensor in = input.to(dt);
+      const bool in_place = Kernels::kReadsChannelsLast && in.is_contiguous(at::MemoryFormat::ChannelsLast);
       Kernels::forward(
-          input.to(dt).contiguous(), rois.to(dt).contiguous(), out,
+          in_place ? in : in.contiguous(), rois.to(dt).contiguous(), out,
           geometry(input.sym_sizes(), rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned));
     }
     return out.to(input.scalar_type());
@@ -102,8 +105,8 @@ struct Ops {
                       shape_str(grad.sym_sizes()));
     const at::ScalarType dt = Kernels::compute_dtype(grad.scalar_type());
     const std::vector<c10::SymInt> input_shape{batch_size, channels, height, width};
-    at::Tensor grad_input = at::zeros_symint(input_shape, grad.options().dtype(dt));
-    if (computes(grad_input) && !grad.is_meta() && grad.sym_numel() > 0) {
+    at::Tensor grad_input = at::empty_symint(input_shape, grad.options().dtype(dt));
+    if (computes(grad_input)) {
       Kernels::backward(
           grad.to(dt).contiguous(), rois.to(dt).contiguous(), grad_input,
           geometry(input_shape, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned));
