@@ -17,6 +17,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -139,15 +140,47 @@ PYDET_SIMD_INLINE void from_block(const T* block, int64_t used, const Geometry& 
   }
 }
 
-// sum[lane] += the sample of pixels v1 .. v4 (each kLanes channels), lane by lane: one 64-byte vector
-// for float and double (the compiler does not vectorise the lane loop: it cannot rule out aliasing).
-template <class T>
-PYDET_SIMD_INLINE void add_sample(T* sum, const Weights<T>& w, const T* v1, const T* v2, const T* v3, const T* v4) {
+// kLanes<T> channels of one pixel or bin, as a value: for float and double, 64 bytes as native vectors
+// of kNative bytes (kept in registers across a bin's samples: the compiler neither vectorises lane
+// loops over arrays here, as it cannot rule out aliasing, nor keeps a 64-byte vector in registers on a
+// narrower ISA); for c10::Half, an array.
+template <int kNative, class T, bool = std::is_floating_point_v<T>>
+struct LanesOf {
+  using type = std::array<T, kLanes<T>>;
+};
+template <int kNative, class T>
+struct LanesOf<kNative, T, true> {
+  using type = std::array<simd::Vec<T, kNative>, 64 / kNative>;
+};
+template <int kNative, class T>
+using Lanes = typename LanesOf<kNative, T>::type;
+
+// sum + the sample of pixels v1 .. v4 (kLanes channels each), lane by lane.
+template <int kNative, class T>
+PYDET_SIMD_INLINE Lanes<kNative, T> add_sample(Lanes<kNative, T> sum, const Weights<T>& w, const T* v1, const T* v2,
+                                               const T* v3, const T* v4) {
   if constexpr (std::is_floating_point_v<T>) {
-    using simd::load64;
-    simd::store64(sum, load64(sum) + interpolate(w, load64(v1), load64(v2), load64(v3), load64(v4)));
+    using V = simd::Vec<T, kNative>;
+    constexpr int64_t W = kNative / sizeof(T);
+    for (size_t c = 0; c < sum.size(); ++c) {
+      const int64_t at = int64_t(c) * W;
+      sum[c] = sum[c] + interpolate(w, simd::load_vec<V>(v1 + at), simd::load_vec<V>(v2 + at),
+                                    simd::load_vec<V>(v3 + at), simd::load_vec<V>(v4 + at));
+    }
   } else {
     for (int64_t l = 0; l < kLanes<T>; ++l) sum[l] = sum[l] + interpolate(w, v1[l], v2[l], v3[l], v4[l]);
+  }
+  return sum;
+}
+
+// out[lane] = sum[lane] / count.
+template <int kNative, class T>
+PYDET_SIMD_INLINE void store_mean(T* out, const Lanes<kNative, T>& sum, T count) {
+  if constexpr (std::is_floating_point_v<T>) {
+    constexpr int64_t W = kNative / sizeof(T);
+    for (size_t c = 0; c < sum.size(); ++c) simd::store_vec(out + int64_t(c) * W, sum[c] / count);
+  } else {
+    for (int64_t l = 0; l < kLanes<T>; ++l) out[l] = sum[l] / count;
   }
 }
 
@@ -163,7 +196,7 @@ PYDET_SIMD_INLINE void add_share(T* pixel, const T* grad, T w, T count) {
 
 // Every RoI of image b from its channel block [c0, c0 + used): bins into tile[bin * L + lane], then
 // out[k, c0 + lane] row by row.
-template <class T>
+template <int kNative, class T>
 PYDET_SIMD_INLINE void pool_block(const Sampling<T>& s, const Geometry& g, int64_t b, int64_t c0, int64_t used,
                                   const T* block, T* tile, T* out) {
   constexpr int64_t L = kLanes<T>;
@@ -175,19 +208,18 @@ PYDET_SIMD_INLINE void pool_block(const Sampling<T>& s, const Geometry& g, int64
       const int64_t* yf = &s.y_first[k * g.pooled_h + ph];
       for (int64_t pw = 0; pw < g.pooled_w; ++pw) {
         const int64_t* xf = &s.x_first[k * g.pooled_w + pw];
-        alignas(64) T sum[L];
-        for (int64_t l = 0; l < L; ++l) sum[l] = T(0);
+        Lanes<kNative, T> sum{};
         for (int64_t ty = yf[0]; ty < yf[1]; ++ty) {
           const Tap<T>& y = s.y_taps[ty];
           const T* lo = block + y.low * row;
           const T* hi = block + y.high * row;
           for (int64_t tx = xf[0]; tx < xf[1]; ++tx) {
             const Tap<T>& x = s.x_taps[tx];
-            add_sample(sum, weights(y, x), lo + x.low * L, lo + x.high * L, hi + x.low * L, hi + x.high * L);
+            sum = add_sample<kNative>(sum, weights(y, x), lo + x.low * L, lo + x.high * L, hi + x.low * L,
+                                      hi + x.high * L);
           }
         }
-        T* t = tile + (ph * g.pooled_w + pw) * L;
-        for (int64_t l = 0; l < L; ++l) t[l] = sum[l] / s.count[k];
+        store_mean<kNative>(tile + (ph * g.pooled_w + pw) * L, sum, s.count[k]);
       }
     }
     for (int64_t l = 0; l < used; ++l) {
@@ -268,8 +300,9 @@ struct CpuKernels {
       for_each_block(s, g, [&](int64_t b, int64_t c0, int64_t used, T* block, T* tile) {
         if (s.image_first[b] == s.image_first[b + 1]) return;  // no RoI in this image
         simd::dispatch([&](auto isa) {
-          to_block<decltype(isa)::kVectorBytes>(in, channels_last, b, c0, used, g, block);
-          pool_block(s, g, b, c0, used, block, tile, o);
+          constexpr int kNative = decltype(isa)::kVectorBytes;
+          to_block<kNative>(in, channels_last, b, c0, used, g, block);
+          pool_block<kNative>(s, g, b, c0, used, block, tile, o);
         });
       });
     });

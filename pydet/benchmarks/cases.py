@@ -547,6 +547,69 @@ def depthwise_cases() -> list[Case]:
     return cases
 
 
+# ---- RoI pooling -------------------------------------------------------------------------------
+# Faster/Mask R-CNN's P2 level of an 800x1216 image pair (stride 4) and proposal-sized RoIs on it.
+P2_SHAPE = (2, 256, 200, 304)
+
+
+def p2_inputs(rois: int, device: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(P2_SHAPE, generator=torch.Generator().manual_seed(seed))
+    boxes, _ = image_boxes(rois, "cpu", seed, image=(1216.0, 800.0), sizes=(16.0, 400.0))
+    index = (torch.arange(rois) % P2_SHAPE[0]).float()[:, None]
+    return x.to(device), torch.cat([index, boxes], 1).to(device)
+
+
+def roi_cases() -> list[Case]:
+    """roi_align on P2 as a two-stage detector's box head (7x7) and mask head (14x14, aligned) pool it,
+    against torchvision's CPU kernel (written as torchvision writes it, bench/roi_align_reference.cpp,
+    and torchvision's own when importable)."""
+    tv = _tv()
+    has_native = native.library() is not None
+
+    def step(pool, backward):
+        """The forward, and with it the input gradient of a unit loss when asked (as autograd runs it)."""
+
+        def run(x, rois):
+            xg = x.detach().requires_grad_(backward)
+            y = pool(xg, rois)
+            return (y, torch.autograd.grad(y, xg, torch.ones_like(y))[0]) if backward else y
+
+        return run
+
+    def native_step(output_size, aligned, backward):
+        def run(x, rois):
+            y = native.roi_align(x, rois, output_size, 0.25, 2, aligned)
+            if not backward:
+                return y
+            return y, native.roi_align_backward(torch.ones_like(y), rois, x.shape, 0.25, 2, aligned)
+
+        return run
+
+    cases = []
+    for label, rois, size, aligned, backward in (
+        ("roi_align", 1024, 7, False, False),
+        ("roi_align mask head", 100, 14, True, False),
+        ("roi_align fwd+bwd", 1024, 7, False, True),
+    ):
+        cases.append(
+            Case(
+                label,
+                f"P2 {'x'.join(map(str, P2_SHAPE))}, {rois} RoIs, {size}x{size}",
+                "RoI pooling",
+                lambda d, k=rois: p2_inputs(k, d),
+                step(lambda x, r, s=size, a=aligned: ops.roi_align(x, r, s, 0.25, 2, a), backward),
+                native_step((size, size), aligned, backward) if has_native else None,
+                step(lambda x, r, s=size, a=aligned: tv.roi_align(x, r, s, 0.25, 2, a), backward)
+                if tv
+                else None,
+                quick=rois == 100,
+                heavy=backward,  # torchvision's backward: about 1.2 s
+                memory_bound=False,
+            )
+        )
+    return cases
+
+
 # ---- detectors --------------------------------------------------------------------------------
 @functools.cache
 def detector(name: str):
@@ -701,4 +764,12 @@ def _retinanet_eval_case(batched: Callable) -> Case:
 
 
 def all_cases() -> list[Case]:
-    return box_cases() + nms_cases() + anchor_cases() + coder_cases() + depthwise_cases() + detector_cases()
+    return (
+        box_cases()
+        + nms_cases()
+        + anchor_cases()
+        + coder_cases()
+        + depthwise_cases()
+        + roi_cases()
+        + detector_cases()
+    )

@@ -1,7 +1,8 @@
-"""Native baselines: ``bench/nms_reference.cpp`` (torchvision's CPU NMS kernel and mmcv's soft-NMS,
-written the way those libraries write them), compiled with the system C++ compiler on first use,
-cached under ``~/.cache/pydet`` and called through ctypes. ``library()`` is None when the source
-tree or a compiler is missing; the benchmarks then fall back to the plain-torch references."""
+"""Native baselines: ``bench/*_reference.cpp`` (torchvision's CPU NMS and roi_align kernels and mmcv's
+soft-NMS, written the way those libraries write them), compiled with the system C++ compiler on first
+use, cached under ``~/.cache/pydet`` and called through ctypes. ``library()`` is None when the source
+tree or a compiler is missing; the benchmarks then fall back to the plain-torch references (NMS) or
+leave the baseline out (roi_align)."""
 
 from __future__ import annotations
 
@@ -16,30 +17,30 @@ import subprocess
 import torch
 from torch import Tensor
 
-_SOURCE = "nms_reference.cpp"
+_SOURCES = ("nms_reference.cpp", "roi_align_reference.cpp")
 
 
-def _source() -> pathlib.Path | None:
+def _sources() -> list[pathlib.Path] | None:
     from pydet import _build_config
 
     folder = os.environ.get("PYDET_BENCH_DIR") or str(pathlib.Path(_build_config.SOURCE_DIR) / "bench")
-    path = pathlib.Path(folder) / _SOURCE
-    return path if path.exists() else None
+    paths = [pathlib.Path(folder) / name for name in _SOURCES]
+    return paths if all(p.exists() for p in paths) else None
 
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    src = _source()
+    sources = _sources()
     cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-    if src is None or cxx is None:
+    if sources is None or cxx is None:
         return None
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(b"".join(src.read_bytes() for src in sources)).hexdigest()[:16]
     cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "pydet"
-    lib = cache / f"nms_reference-{digest}.so"
+    lib = cache / f"references-{digest}.so"
     if not lib.exists():
         cache.mkdir(parents=True, exist_ok=True)
         tmp = lib.with_name(f"{lib.name}.{os.getpid()}.tmp")
-        cmd = [cxx, "-O3", "-std=c++17", "-shared", "-fPIC", str(src), "-o", str(tmp)]
+        cmd = [cxx, "-O3", "-std=c++17", "-shared", "-fPIC", *map(str, sources), "-o", str(tmp)]
         if subprocess.run(cmd, capture_output=True).returncode != 0:
             return None
         os.replace(tmp, lib)
@@ -49,6 +50,9 @@ def library() -> ctypes.CDLL | None:
     dll.greedy_nms.restype = i64
     dll.soft_nms.argtypes = [ptr, ptr, i64, f32, f32, f32, ctypes.c_int, ptr, ptr]
     dll.soft_nms.restype = i64
+    roi_args = [ptr, ptr, i64, i64, i64, i64, i64, i64, f32, i64, ctypes.c_bool, ptr]
+    dll.roi_align_forward.argtypes = roi_args
+    dll.roi_align_backward.argtypes = roi_args
     return dll
 
 
@@ -82,3 +86,33 @@ def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=1e-3, method
         keep.data_ptr(),
     )
     return dets[:k], keep[:k]
+
+
+def _f32(t: Tensor) -> Tensor:
+    return t.detach().to("cpu", torch.float32).contiguous()
+
+
+def roi_align(input: Tensor, rois: Tensor, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
+    """torchvision's CPU roi_align kernel (float32, one thread)."""
+    x, r = _f32(input), _f32(rois)
+    _, c, h, w = x.shape
+    out = torch.empty(len(r), c, *output_size)
+    shape = (len(r), c, h, w, *output_size)
+    library().roi_align_forward(
+        x.data_ptr(), r.data_ptr(), *shape, spatial_scale, sampling_ratio, aligned, out.data_ptr()
+    )
+    return out
+
+
+def roi_align_backward(
+    grad: Tensor, rois: Tensor, input_shape, spatial_scale=1.0, sampling_ratio=-1, aligned=False
+):
+    """torchvision's CPU roi_align backward kernel: the gradient of the input (float32, one thread)."""
+    g, r = _f32(grad), _f32(rois)
+    n, c, h, w = input_shape
+    grad_input = torch.zeros(n, c, h, w)
+    shape = (len(r), c, h, w, *g.shape[2:])
+    library().roi_align_backward(
+        g.data_ptr(), r.data_ptr(), *shape, spatial_scale, sampling_ratio, aligned, grad_input.data_ptr()
+    )
+    return grad_input
