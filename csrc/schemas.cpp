@@ -109,6 +109,13 @@ TORCH_LIBRARY(pydet, m) {
       "_roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, SymInt pooled_height, "
       "SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width, int sampling_ratio, "
       "bool aligned) -> Tensor");
+  m.def(
+      "multi_scale_roi_align(Tensor[] features, Tensor rois, Tensor levels, float[] spatial_scales, "
+      "SymInt pooled_height, SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor");
+  m.def(
+      "_multi_scale_roi_align_backward(Tensor grad, Tensor rois, Tensor levels, float[] spatial_scales, "
+      "SymInt pooled_height, SymInt pooled_width, SymInt[] feature_sizes, SymInt batch_size, SymInt channels, "
+      "int sampling_ratio, bool aligned) -> Tensor[]");
 
   // ---- IoU matching without the matrix: csrc/{cpu,cuda}/matching ----------------------------
   m.set_python_module("pydet.ops.matching");

@@ -442,6 +442,19 @@ SPECS: list[Spec] = [
         {"input": vec(2, 3, 12, 10), "boxes[0]": box(4), "boxes[1]": box(2, seed=3)},
         aliases={"boxes[0]": ("rois",), "boxes[1]": ("rois",)},
     ),
+    Spec(
+        "multi_scale_roi_align",
+        lambda a: ops.multi_scale_roi_align(
+            [a["features[0]"], a["features[1]"]], a["rois"], a["levels"], [0.5, 0.25], a["output_size"]
+        ),
+        {
+            "features[0]": vec(2, 3, 12, 10),
+            "features[1]": vec(2, 3, 6, 5, seed=1),
+            "rois": Arg(ROIS, lambda: rois(5, 2), -1),
+            "levels": ints([0, 1, 1, 0, 1]),
+        },
+        groups=[[("rois", 0), ("levels", 0)]],
+    ),
     # ---- module entry points: they forward to the ops, whose messages use the kernels' names ----
     Spec(
         "BoxCoder.encode_single",

@@ -75,6 +75,7 @@ def _inputs() -> dict[str, torch.Tensor]:
     t["rois"] = torch.cat(
         [torch.randint(0, 2, (300, 1), generator=g).float(), random_boxes(300, scale=200.0, seed=40)], 1
     )
+    t["roi_levels"] = torch.randint(0, 2, (300,), generator=g)
     # anchor_grid: 3 levels, ~20K rows
     t["ag_base"] = torch.randn(9, 4, generator=g) * 40
     return t
@@ -178,6 +179,9 @@ def _workloads(t: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
         ),
         "roi_align": lambda: ops.roi_align(t["roi_in"], t["rois"], 7, 0.25, -1, False),
         "roi_align/aligned": lambda: ops.roi_align(t["roi_in"], t["rois"], (5, 3), 0.25, 2, True),
+        "multi_scale_roi_align": lambda: ops.multi_scale_roi_align(
+            [t["roi_in"], t["roi_in"][:, :, ::2, ::2]], t["rois"], t["roi_levels"], [0.25, 0.125], 7, 2
+        ),
     }
 
     # backward: autograd.grad (not .backward) so that concurrent calls never accumulate into a shared .grad

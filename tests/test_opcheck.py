@@ -241,6 +241,7 @@ def sample_calls(device):
     ]
     feat = torch.randn(2, 3, 9, 11, device=device, dtype=torch.float64)
     rois = torch.cat([torch.tensor([[0.0], [1.0], [1.0], [0.0]], device=device), b[:4].double() / 3], 1)
+    levels = torch.tensor([1, 0, 1, 1], device=device)
     calls += [
         (pd.roi_align, (g(feat), rois, 0.5, 3, 2, -1, False)),
         (pd.roi_align, (g(feat.float()), rois.float(), 1.0, 2, 4, 2, True)),
@@ -248,6 +249,26 @@ def sample_calls(device):
         (
             pd._roi_align_backward,
             (torch.ones(4, 3, 3, 2, device=device).double(), rois, 0.5, 3, 2, 2, 3, 9, 11, -1, False),
+        ),
+        (
+            pd.multi_scale_roi_align,
+            ([g(feat), g(feat[:, :, ::2, ::2].contiguous())], rois, levels, [0.5, 0.25], 3, 2, 2, False),
+        ),
+        (
+            pd._multi_scale_roi_align_backward,
+            (
+                torch.ones(4, 3, 2, 2, device=device).double(),
+                rois,
+                levels,
+                [0.5, 0.25],
+                2,
+                2,
+                [9, 11, 5, 6],
+                2,
+                3,
+                -1,
+                True,
+            ),
         ),
     ]
     logits = torch.randn(4, 5, device=device, dtype=torch.float64)

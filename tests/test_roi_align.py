@@ -253,3 +253,72 @@ def test_autocast_computes_in_float32_and_returns_input_dtype():
         half = ops.roi_align(x.half(), rois.half(), 3)
     assert half.dtype == torch.float16
     assert torch.equal(half, ops.roi_align(x.half().float(), rois.half().float(), 3).half())
+
+
+# ---- multi_scale_roi_align -------------------------------------------------------------------------
+def _pyramid(dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(2, 3, 24 // 2**i, 32 // 2**i, generator=g, dtype=dtype) for i in range(3)]
+
+
+def test_multi_scale_equals_roi_align_per_level():
+    """One call over all levels = roi_align of each level's RoIs on it (torchvision's loop), values and gradients."""
+    features = [f.requires_grad_() for f in _pyramid()]
+    scales = [0.25, 0.125, 0.0625]
+    rois = make_rois(30, 2, 120, seed=8)
+    levels = torch.randint(0, 3, (30,), generator=torch.Generator().manual_seed(9))
+    out = ops.multi_scale_roi_align(features, rois, levels, scales, (3, 2), 2, True)
+    grad = torch.randn_like(out)
+    grads = torch.autograd.grad(out, features, grad)
+    expected = torch.zeros_like(out)
+    for level, (f, scale) in enumerate(zip(features, scales, strict=True)):
+        pick = levels == level
+        expected[pick] = ops.roi_align(f, rois[pick], (3, 2), scale, 2, True)
+    expected_grads = torch.autograd.grad(expected, features, grad)
+    assert torch.equal(out, expected)
+    for got, want in zip(grads, expected_grads, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_multi_scale_gradcheck_and_errors():
+    features = [f[:, :2, :8, :8].contiguous().requires_grad_() for f in _pyramid()]
+    rois = make_rois(4, 2, 20, seed=3)
+    levels = torch.tensor([0, 2, 1, 0])
+
+    def pool(*fs):
+        return ops.multi_scale_roi_align(list(fs), rois, levels, [1.0, 0.5, 0.25], 2, -1, False)
+
+    torch.autograd.gradcheck(pool, tuple(features))
+    with pytest.raises(ValueError, match=r"levels\[1\] must be in \[0, 3\)"):
+        ops.multi_scale_roi_align(features, rois, torch.tensor([0, 3, 1, 0]), [1.0, 0.5, 0.25], 2)
+    with pytest.raises(ValueError, match="spatial_scales must have one scale per feature map"):
+        ops.multi_scale_roi_align(features, rois, levels, [1.0, 0.5], 2)
+    with pytest.raises(
+        ValueError, match=r"features\[1\] must have the batch size and channels of features\[0\]"
+    ):
+        ops.multi_scale_roi_align([features[0], features[1][:, :1]], rois, levels.clamp(max=1), [1.0, 0.5], 2)
+    with pytest.raises(TypeError, match=r"features\[2\] must have features\[0\]'s dtype"):
+        ops.multi_scale_roi_align([*features[:2], features[2].float()], rois, levels, [1.0, 0.5, 0.25], 2)
+    with pytest.raises(TypeError, match="levels must be an int64 tensor"):
+        ops.multi_scale_roi_align(features, rois, levels.int(), [1.0, 0.5, 0.25], 2)
+    with pytest.raises(ValueError, match="features must hold 1 to 8 feature maps"):
+        ops.multi_scale_roi_align(features * 3, rois, levels, [1.0] * 9, 2)
+
+
+def test_multi_scale_module_levels_and_single_level():
+    from collections import OrderedDict
+
+    from pydet.layers import MultiScaleRoIAlign, fpn_levels
+
+    g = torch.Generator().manual_seed(4)
+    x = OrderedDict((f"p{i}", torch.randn(1, 2, 256 // 2**i, 256 // 2**i, generator=g)) for i in range(2, 5))
+    boxes = [torch.tensor([[0.0, 0.0, 20.0, 20.0], [0.0, 0.0, 250.0, 250.0], [3.0, 5.0, 200.0, 160.0]])]
+    levels = fpn_levels(boxes, 2, 4)
+    assert levels.tolist() == [0, 2, 1]
+    pooled = MultiScaleRoIAlign(["p2", "p3", "p4"], 3, 2)(x, boxes, [(256, 256)])
+    for k, level in enumerate(levels.tolist()):
+        feature = x[f"p{level + 2}"]
+        rois = torch.cat([torch.zeros(1, 1), boxes[0][k : k + 1]], 1)
+        assert torch.equal(pooled[k : k + 1], ops.roi_align(feature, rois, 3, 2.0 ** -(level + 2), 2))
+    single = MultiScaleRoIAlign(["p3"], 3, 2)(x, boxes, [(256, 256)])
+    assert torch.equal(single, ops.roi_align(x["p3"], boxes, 3, 0.125, 2))

@@ -374,6 +374,41 @@ def test_roi_align_list_boxes_and_module():
     assert_same(RoIAlign(4, 0.5, -1, True)(x, rois), tvops.RoIAlign(4, 0.5, -1, True)(x, rois))
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize(
+    ("names", "size", "ratio"), [(["p2", "p3", "p4", "p5"], 7, 2), (["p3", "p2"], (5, 4), -1), (["p4"], 3, 0)]
+)
+def test_multi_scale_roi_align(dtype, names, size, ratio):
+    """torchvision's MultiScaleRoIAlign (its level mapping, then roi_align level by level) against
+    pydet's one call: values and every level's gradient bit for bit."""
+    from collections import OrderedDict
+
+    from pydet.layers import MultiScaleRoIAlign
+
+    g = torch.Generator().manual_seed(len(names))
+    shapes = [(64, 96), (32, 48), (16, 24), (8, 12), (4, 6)]
+    feats = OrderedDict(
+        (f"p{i + 2}", torch.randn(2, 6, h, w, generator=g).to(dtype)) for i, (h, w) in enumerate(shapes[:4])
+    )
+    feats["pool"] = torch.randn(2, 6, *shapes[4], generator=g).to(dtype)
+    boxes = []
+    for _ in range(2):
+        wh = torch.rand(40, 2, generator=g) * 300 + 4
+        xy = torch.rand(40, 2, generator=g) * torch.tensor([380.0, 250.0])
+        boxes.append(torch.cat([xy, xy + wh], 1).to(dtype))
+    image_shapes = [(256, 384), (250, 380)]
+    results = []
+    for module in (MultiScaleRoIAlign(names, size, ratio), tvops.MultiScaleRoIAlign(names, size, ratio)):
+        leaves = OrderedDict((k, v.clone().requires_grad_()) for k, v in feats.items())
+        out = module(leaves, boxes, image_shapes)
+        used = [leaves[k] for k in leaves if k in names]
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(5)).to(dtype)
+        results.append((out, torch.autograd.grad(out, used, grad)))
+    assert_same(results[0][0], results[1][0])
+    for ours, theirs in zip(results[0][1], results[1][1], strict=True):
+        assert_same(ours, theirs)
+
+
 def test_the_comparisons_use_torchvision_kernels():
     """Not the shim of helpers.import_torchvision: torchvision's own C++ library is loaded."""
     assert hasattr(torch.ops.torchvision, "box_iou_rotated")

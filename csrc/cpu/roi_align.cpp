@@ -1,7 +1,7 @@
-// CPU kernels of roi_align and its backward (front end: ops/roi_align.h; sampling:
-// common/roi_align_math.h).
+// CPU kernels of roi_align, multi_scale_roi_align and their backwards (front end: ops/roi_align.h;
+// sampling: common/roi_align_math.h). roi_align is the one-level case.
 //
-// Both work on one image's channel block at a time (kLanes channels transposed to [pixels][kLanes],
+// Both work on one image's channel block of one level at a time (kLanes channels transposed to [pixels][kLanes],
 // cpu/channel_blocks.h; blocks in parallel) and pool every RoI of that image from it: each sample is
 // then one vector operation across kLanes channels, on a block that stays in cache across the RoIs.
 // torchvision's kernel walks RoI by RoI and channel by channel, one scalar sample at a time, missing
@@ -37,7 +37,7 @@ using cpu::kLanes;
 // parallel: tens of microseconds.
 constexpr int64_t kGrainWork = 1 << 15;
 
-// Every RoI's sampling, in the order of the rois tensor, and the RoIs of each image.
+// Every RoI's sampling, in the order of the rois tensor, and the RoIs of each (level, image) group.
 template <class T>
 struct Sampling {
   std::vector<T> count;
@@ -45,39 +45,48 @@ struct Sampling {
   // The taps of RoI k's bin p are y_taps[y_first[k * PH + p] .. y_first[k * PH + p + 1]) (x likewise).
   std::vector<int64_t> y_first, x_first;
   std::vector<Tap<T>> y_taps, x_taps;
-  // RoIs of image b: by_image[image_first[b] .. image_first[b + 1]), in increasing order.
-  std::vector<int64_t> by_image, image_first;
+  // RoIs of group (level l, image b), gl = l * N + b: in_group[group_first[gl] .. group_first[gl + 1]),
+  // in increasing order.
+  std::vector<int64_t> in_group, group_first;
   int64_t samples = 0;  // in-image samples of all RoIs (a pooling pass over one channel)
 
-  Sampling(const T* rois, const Geometry& g, const char* op)
+  // levels: [K] (each RoI's level), or nullptr: all on level 0.
+  Sampling(const T* rois, const int64_t* levels, const Geometry& g, const char* op)
       : count(g.rois),
         finite(g.rois),
         y_first(g.rois * g.pooled_h + 1),
         x_first(g.rois * g.pooled_w + 1),
-        by_image(g.rois),
-        image_first(g.batch + 2, 0) {
-    std::vector<int64_t> image(g.rois);
+        in_group(g.rois),
+        group_first(groups(g) + 2, 0) {
+    const auto level_count = static_cast<int64_t>(g.levels.size());
+    std::vector<int64_t> group(g.rois);
     for (int64_t k = 0; k < g.rois; ++k) {
       const T* roi = rois + 5 * k;
       const auto b = static_cast<compare_t<T>>(roi[0]);
       if (!(b >= 0 && b < static_cast<compare_t<T>>(g.batch) && b == std::floor(b))) {
         fail_batch_index(op, k, static_cast<double>(b), g.batch);
       }
-      image[k] = static_cast<int64_t>(b);
-      ++image_first[image[k] + 2];
+      const int64_t l = levels ? levels[k] : 0;
+      if (l < 0 || l >= level_count) fail_level(op, k, l, level_count);
+      group[k] = l * g.batch + static_cast<int64_t>(b);
+      ++group_first[group[k] + 2];
+      const Level& lv = g.levels[l];
       const RoiGrid<T> r =
-          roi_grid(roi, static_cast<T>(g.spatial_scale), g.aligned, g.pooled_h, g.pooled_w, g.sampling_ratio);
+          roi_grid(roi, static_cast<T>(lv.spatial_scale), g.aligned, g.pooled_h, g.pooled_w, g.sampling_ratio);
       count[k] = r.count;
       finite[k] = r.finite;
-      const int64_t ny = tabulate(r.y, g.pooled_h, g.height, r.finite, &y_first[k * g.pooled_h], y_taps);
-      const int64_t nx = tabulate(r.x, g.pooled_w, g.width, r.finite, &x_first[k * g.pooled_w], x_taps);
+      const int64_t ny = tabulate(r.y, g.pooled_h, lv.height, r.finite, &y_first[k * g.pooled_h], y_taps);
+      const int64_t nx = tabulate(r.x, g.pooled_w, lv.width, r.finite, &x_first[k * g.pooled_w], x_taps);
       samples += ny * nx;
     }
     y_first.back() = static_cast<int64_t>(y_taps.size());
     x_first.back() = static_cast<int64_t>(x_taps.size());
-    for (int64_t b = 0; b < g.batch; ++b) image_first[b + 2] += image_first[b + 1];
-    for (int64_t k = 0; k < g.rois; ++k) by_image[image_first[image[k] + 1]++] = k;
+    for (int64_t gl = 0; gl < groups(g); ++gl) group_first[gl + 2] += group_first[gl + 1];
+    for (int64_t k = 0; k < g.rois; ++k) in_group[group_first[group[k] + 1]++] = k;
   }
+
+  static int64_t groups(const Geometry& g) { return static_cast<int64_t>(g.levels.size()) * g.batch; }
+  bool empty(int64_t gl) const { return group_first[gl] == group_first[gl + 1]; }
 
   // Appends one axis's taps, bin by bin, recording where each bin's start; returns the largest bin's
   // count (a bound for the work estimate).
@@ -94,9 +103,11 @@ struct Sampling {
     return most * pooled;
   }
 
-  // (image, channel block) tasks per parallel chunk: enough for kGrainWork.
+  // (level, image, channel block) tasks per parallel chunk: enough for kGrainWork.
   int64_t block_grain(const Geometry& g) const {
-    const int64_t per_block = samples / std::max<int64_t>(g.batch, 1) + g.height * g.width;
+    int64_t pixels = 0;
+    for (const Level& lv : g.levels) pixels += lv.height * lv.width;
+    const int64_t per_block = (samples / g.batch + pixels) / static_cast<int64_t>(g.levels.size());
     return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(per_block, 1));
   }
 };
@@ -105,8 +116,8 @@ struct Sampling {
 // or from pixels of C channels (channels_last, read in place).
 template <int kNative, class T>
 PYDET_SIMD_INLINE void to_block(const T* input, bool channels_last, int64_t b, int64_t c0, int64_t used,
-                                const Geometry& g, T* block) {
-  const int64_t plane = g.height * g.width;
+                                const Geometry& g, const Level& lv, T* block) {
+  const int64_t plane = lv.height * lv.width;
   if (channels_last) {
     constexpr int64_t L = kLanes<T>;
     const T* pixels = input + b * plane * g.channels + c0;
@@ -118,7 +129,7 @@ PYDET_SIMD_INLINE void to_block(const T* input, bool channels_last, int64_t b, i
   }
   const T* planes = input + (b * g.channels + c0) * plane;
   if constexpr (std::is_floating_point_v<T>) {
-    cpu::load_block<kNative>(planes, used, g.height, g.width, 0, 0, g.width, block);
+    cpu::load_block<kNative>(planes, used, lv.height, lv.width, 0, 0, lv.width, block);
   } else {
     constexpr int64_t L = kLanes<T>;
     for (int64_t p = 0; p < plane; ++p) {
@@ -128,12 +139,12 @@ PYDET_SIMD_INLINE void to_block(const T* input, bool channels_last, int64_t b, i
 }
 
 template <int kNative, class T>
-PYDET_SIMD_INLINE void from_block(const T* block, int64_t used, const Geometry& g, T* planes) {
+PYDET_SIMD_INLINE void from_block(const T* block, int64_t used, const Level& lv, T* planes) {
   if constexpr (std::is_floating_point_v<T>) {
-    cpu::store_block<kNative>(block, g.width, g.height, g.width, used, planes, g.height * g.width);
+    cpu::store_block<kNative>(block, lv.width, lv.height, lv.width, used, planes, lv.height * lv.width);
   } else {
     constexpr int64_t L = kLanes<T>;
-    const int64_t plane = g.height * g.width;
+    const int64_t plane = lv.height * lv.width;
     for (int64_t l = 0; l < used; ++l) {
       for (int64_t p = 0; p < plane; ++p) planes[l * plane + p] = block[p * L + l];
     }
@@ -194,15 +205,15 @@ PYDET_SIMD_INLINE void add_share(T* pixel, const T* grad, T w, T count) {
   }
 }
 
-// Every RoI of image b from its channel block [c0, c0 + used): bins into tile[bin * L + lane], then
-// out[k, c0 + lane] row by row.
+// Every RoI of group gl from its image's channel block [c0, c0 + used) on its level (width pixels a
+// row): bins into tile[bin * L + lane], then out[k, c0 + lane] row by row.
 template <int kNative, class T>
-PYDET_SIMD_INLINE void pool_block(const Sampling<T>& s, const Geometry& g, int64_t b, int64_t c0, int64_t used,
-                                  const T* block, T* tile, T* out) {
+PYDET_SIMD_INLINE void pool_block(const Sampling<T>& s, const Geometry& g, int64_t gl, int64_t width, int64_t c0,
+                                  int64_t used, const T* block, T* tile, T* out) {
   constexpr int64_t L = kLanes<T>;
-  const int64_t bins = g.pooled_h * g.pooled_w, row = g.width * L;
-  for (int64_t r = s.image_first[b]; r < s.image_first[b + 1]; ++r) {
-    const int64_t k = s.by_image[r];
+  const int64_t bins = g.pooled_h * g.pooled_w, row = width * L;
+  for (int64_t r = s.group_first[gl]; r < s.group_first[gl + 1]; ++r) {
+    const int64_t k = s.in_group[r];
     if (!s.finite[k]) std::fill(tile, tile + bins * L, std::numeric_limits<T>::quiet_NaN());
     for (int64_t ph = 0; s.finite[k] && ph < g.pooled_h; ++ph) {
       const int64_t* yf = &s.y_first[k * g.pooled_h + ph];
@@ -229,15 +240,15 @@ PYDET_SIMD_INLINE void pool_block(const Sampling<T>& s, const Geometry& g, int64
   }
 }
 
-// The gradient of image b's channel block [c0, c0 + used) from every RoI of the image, into the
-// zeroed block, in torchvision's order; tile holds one RoI's bin gradients as [bin][L].
+// The gradient of a channel block [c0, c0 + used) from every RoI of group gl, into the zeroed block
+// (width pixels a row), in torchvision's order; tile holds one RoI's bin gradients as [bin][L].
 template <class T>
-PYDET_SIMD_INLINE void scatter_block(const Sampling<T>& s, const Geometry& g, int64_t b, int64_t c0, int64_t used,
-                                     const T* grad, T* tile, T* block) {
+PYDET_SIMD_INLINE void scatter_block(const Sampling<T>& s, const Geometry& g, int64_t gl, int64_t width, int64_t c0,
+                                     int64_t used, const T* grad, T* tile, T* block) {
   constexpr int64_t L = kLanes<T>;
-  const int64_t bins = g.pooled_h * g.pooled_w, row = g.width * L;
-  for (int64_t r = s.image_first[b]; r < s.image_first[b + 1]; ++r) {
-    const int64_t k = s.by_image[r];
+  const int64_t bins = g.pooled_h * g.pooled_w, row = width * L;
+  for (int64_t r = s.group_first[gl]; r < s.group_first[gl + 1]; ++r) {
+    const int64_t k = s.in_group[r];
     if (!s.finite[k]) continue;
     for (int64_t l = 0; l < used; ++l) {
       const T* src = grad + (k * g.channels + c0 + l) * bins;
@@ -274,57 +285,65 @@ struct CpuKernels {
   }
   static constexpr bool kReadsChannelsLast = true;
 
-  // f(b, c0, used, block, tile) for every (image, channel block) task, in parallel; block and tile are
-  // the task's scratch: [H * W][L] and [PH * PW][L].
+  // f(l, b, c0, used, block, tile) for every (level, image, channel block) task, in parallel; block and
+  // tile are the task's scratch: [H_l * W_l][L] and [PH * PW][L].
   template <class T, class F>
   static void for_each_block(const Sampling<T>& s, const Geometry& g, const F& f) {
     constexpr int64_t L = kLanes<T>;
     const int64_t blocks = (g.channels + L - 1) / L;
-    at::parallel_for(0, g.batch * blocks, s.block_grain(g), [&](int64_t begin, int64_t end) {
-      cpu::AlignedVector<T> block(g.height * g.width * L), tile(g.pooled_h * g.pooled_w * L, T(0));
+    int64_t pixels = 0;
+    for (const Level& lv : g.levels) pixels = std::max(pixels, lv.height * lv.width);
+    at::parallel_for(0, Sampling<T>::groups(g) * blocks, s.block_grain(g), [&](int64_t begin, int64_t end) {
+      cpu::AlignedVector<T> block(pixels * L), tile(g.pooled_h * g.pooled_w * L, T(0));
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / blocks, c0 = task % blocks * L;
-        f(b, c0, std::min(L, g.channels - c0), block.data(), tile.data());
+        const int64_t gl = task / blocks, c0 = task % blocks * L;
+        f(gl / g.batch, gl % g.batch, c0, std::min(L, g.channels - c0), block.data(), tile.data());
       }
     });
   }
 
-  static void forward(const at::Tensor& input, const at::Tensor& rois, at::Tensor& out, const Geometry& g) {
-    AT_DISPATCH_FLOATING_TYPES_AND_HALF(input.scalar_type(), "roi_align", [&] {
+  static void forward(const std::vector<at::Tensor>& features, const at::Tensor& rois, const at::Tensor& levels,
+                      at::Tensor& out, const Geometry& g) {
+    AT_DISPATCH_FLOATING_TYPES_AND_HALF(out.scalar_type(), "roi_align", [&] {
       using T = scalar_t;
-      const Sampling<T> s(rois.const_data_ptr<T>(), g, "roi_align");
-      const T* in = input.const_data_ptr<T>();
-      const bool channels_last = !input.is_contiguous();
+      const Sampling<T> s(rois.const_data_ptr<T>(), levels.defined() ? levels.const_data_ptr<int64_t>() : nullptr, g,
+                          levels.defined() ? "multi_scale_roi_align" : "roi_align");
       cpu::advise_huge_pages(out);
       T* o = out.data_ptr<T>();
-      for_each_block(s, g, [&](int64_t b, int64_t c0, int64_t used, T* block, T* tile) {
-        if (s.image_first[b] == s.image_first[b + 1]) return;  // no RoI in this image
+      for_each_block(s, g, [&](int64_t l, int64_t b, int64_t c0, int64_t used, T* block, T* tile) {
+        const int64_t gl = l * g.batch + b;
+        if (s.empty(gl)) return;
+        const at::Tensor& in = features[l];
         simd::dispatch([&](auto isa) {
           constexpr int kNative = decltype(isa)::kVectorBytes;
-          to_block<kNative>(in, channels_last, b, c0, used, g, block);
-          pool_block<kNative>(s, g, b, c0, used, block, tile, o);
+          to_block<kNative>(in.const_data_ptr<T>(), !in.is_contiguous(), b, c0, used, g, g.levels[l], block);
+          pool_block<kNative>(s, g, gl, g.levels[l].width, c0, used, block, tile, o);
         });
       });
     });
   }
 
-  static void backward(const at::Tensor& grad, const at::Tensor& rois, at::Tensor& grad_input, const Geometry& g) {
+  static void backward(const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& levels,
+                       std::vector<at::Tensor>& grads, const Geometry& g) {
     AT_DISPATCH_FLOATING_TYPES_AND_HALF(grad.scalar_type(), "_roi_align_backward", [&] {
       using T = scalar_t;
-      const Sampling<T> s(rois.const_data_ptr<T>(), g, "_roi_align_backward");
+      const Sampling<T> s(rois.const_data_ptr<T>(), levels.defined() ? levels.const_data_ptr<int64_t>() : nullptr, g,
+                          levels.defined() ? "_multi_scale_roi_align_backward" : "_roi_align_backward");
       const T* go = grad.const_data_ptr<T>();
-      cpu::advise_huge_pages(grad_input);
-      T* gi = grad_input.data_ptr<T>();
-      for_each_block(s, g, [&](int64_t b, int64_t c0, int64_t used, T* block, T* tile) {
-        T* planes = gi + (b * g.channels + c0) * g.height * g.width;
-        if (s.image_first[b] == s.image_first[b + 1]) {  // no RoI in this image: no gradient
-          std::fill(planes, planes + used * g.height * g.width, T(0));
+      for (at::Tensor& gi : grads) cpu::advise_huge_pages(gi);
+      for_each_block(s, g, [&](int64_t l, int64_t b, int64_t c0, int64_t used, T* block, T* tile) {
+        const Level& lv = g.levels[l];
+        const int64_t plane = lv.height * lv.width;
+        T* planes = grads[l].data_ptr<T>() + (b * g.channels + c0) * plane;
+        const int64_t gl = l * g.batch + b;
+        if (s.empty(gl)) {  // no RoI on this level of this image: no gradient
+          std::fill(planes, planes + used * plane, T(0));
           return;
         }
-        std::fill(block, block + g.height * g.width * kLanes<T>, T(0));
+        std::fill(block, block + plane * kLanes<T>, T(0));
         simd::dispatch([&](auto isa) {
-          scatter_block(s, g, b, c0, used, go, tile, block);
-          from_block<decltype(isa)::kVectorBytes>(block, used, g, planes);
+          scatter_block(s, g, gl, lv.width, c0, used, go, tile, block);
+          from_block<decltype(isa)::kVectorBytes>(block, used, lv, planes);
         });
       });
     });

@@ -585,7 +585,7 @@ def roi_cases() -> list[Case]:
 
         return run
 
-    cases = []
+    cases = [_multi_scale_case(tv, has_native)]
     for label, rois, size, aligned, backward in (
         ("roi_align", 1024, 7, False, False),
         ("roi_align mask head", 100, 14, True, False),
@@ -608,6 +608,52 @@ def roi_cases() -> list[Case]:
             )
         )
     return cases
+
+
+FPN_LEVELS = ("p2", "p3", "p4", "p5")
+
+
+def fpn_inputs(device: str, proposals: int = 512, seed: int = 0) -> tuple:
+    """P2-P5 (256 channels) of two 800x1216 images and ``proposals`` boxes per image, as Faster R-CNN's
+    box head pools them."""
+    g = torch.Generator().manual_seed(seed)
+    feats = {
+        name: torch.randn(2, 256, 800 >> (i + 2), 1216 >> (i + 2), generator=g)
+        for i, name in enumerate(FPN_LEVELS)
+    }
+    boxes = [
+        image_boxes(proposals, "cpu", seed + b, image=(1216.0, 800.0), sizes=(8.0, 600.0))[0]
+        for b in range(2)
+    ]
+    return {k: v.to(device) for k, v in feats.items()}, [b.to(device) for b in boxes], [(800, 1216)] * 2
+
+
+def _multi_scale_case(tv, has_native: bool) -> Case:
+    from pydet.layers import MultiScaleRoIAlign, fpn_levels
+
+    ours = MultiScaleRoIAlign(list(FPN_LEVELS), 7, 2)
+
+    def per_level_native(feats, boxes, image_shapes):
+        """torchvision's MultiScaleRoIAlign: its level mapping, then its CPU kernel level by level."""
+        levels = fpn_levels(boxes, 2, 5)
+        rois = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b], 1) for i, b in enumerate(boxes)])
+        out = torch.zeros(len(rois), 256, 7, 7)
+        for level, name in enumerate(FPN_LEVELS):
+            pick = levels == level
+            out[pick] = native.roi_align(feats[name], rois[pick], (7, 7), 2.0 ** -(level + 2), 2)
+        return out
+
+    return Case(
+        "MultiScaleRoIAlign",
+        "P2-P5 2x256, 2x512 boxes, 7x7",
+        "RoI pooling",
+        fpn_inputs,
+        ours,
+        per_level_native if has_native else None,
+        tv.MultiScaleRoIAlign(list(FPN_LEVELS), 7, 2) if tv else None,
+        quick=False,
+        memory_bound=False,
+    )
 
 
 # ---- detectors --------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pydet.layers.blocks import (
 from pydet.layers.conv2d import Conv2d, ShapeSpec
 from pydet.layers.depthwise import DepthwiseConv2d, activation_name, conv_norm_act, fold_batchnorm
 from pydet.layers.norm import FrozenBatchNorm2d, convert_frozen_batchnorm, get_norm
-from pydet.layers.roi import RoIAlign
+from pydet.layers.roi import MultiScaleRoIAlign, RoIAlign, fpn_levels
 
 __all__ = [
     "Conv2d",
@@ -21,6 +21,7 @@ __all__ = [
     "DepthwiseSeparableConv",
     "FrozenBatchNorm2d",
     "InvertedResidual",
+    "MultiScaleRoIAlign",
     "RoIAlign",
     "SeparableConv2d",
     "ShapeSpec",
@@ -28,5 +29,6 @@ __all__ = [
     "conv_norm_act",
     "convert_frozen_batchnorm",
     "fold_batchnorm",
+    "fpn_levels",
     "get_norm",
 ]

@@ -1,10 +1,12 @@
-"""RoI pooling modules over pydet.ops.roi_align: torchvision.ops.RoIAlign and detectron2's ROIAlign."""
+"""RoI pooling modules over pydet.ops.roi_align: torchvision.ops.RoIAlign and MultiScaleRoIAlign."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
-from pydet.ops.roi import Pair, _pair, roi_align
+from pydet.ops.boxes import box_area
+from pydet.ops.roi import Pair, _pair, boxes_to_rois, multi_scale_roi_align, roi_align
 
 
 class RoIAlign(nn.Module):
@@ -24,4 +26,72 @@ class RoIAlign(nn.Module):
         return (
             f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
             f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"
+        )
+
+
+def _infer_scale(feature: Tensor, original_size: tuple[int, int]) -> float:
+    """torchvision's: the power of two nearest the feature map's height over the image's."""
+    approx = float(feature.shape[-2]) / float(original_size[0])
+    return 2 ** float(torch.tensor(approx).log2().round())
+
+
+def fpn_levels(
+    boxes: list[Tensor], k_min: int, k_max: int, canonical_scale: int = 224, canonical_level: int = 4
+):
+    """The FPN paper's level of every box (torchvision's ``LevelMapper``, same operations):
+    ``floor(canonical_level + log2(sqrt(area) / canonical_scale) + 1e-6)`` clamped to ``[k_min, k_max]``,
+    minus ``k_min``, as int64 over the concatenated boxes."""
+    s = torch.sqrt(torch.cat([box_area(b) for b in boxes]))
+    target = torch.floor(
+        canonical_level + torch.log2(s / canonical_scale) + torch.tensor(1e-6, dtype=s.dtype)
+    )
+    target = torch.clamp(target, min=k_min, max=k_max)
+    return (target.to(torch.int64) - k_min).to(torch.int64)
+
+
+class MultiScaleRoIAlign(nn.Module):
+    """torchvision.ops.MultiScaleRoIAlign: each box pooled from the FPN level the FPN paper assigns it
+    (scales inferred from the feature maps' sizes, as torchvision does), every level in one
+    :func:`pydet.ops.multi_scale_roi_align` call instead of a Python loop over levels.
+
+    ``forward(x: dict[str, Tensor], boxes: list[Tensor[L, 4]], image_shapes: list[(H, W)])``: the maps
+    of ``x`` named in ``featmap_names``, in ``x``'s order (torchvision's), all of one dtype."""
+
+    def __init__(
+        self,
+        featmap_names: list[str],
+        output_size: Pair,
+        sampling_ratio: int,
+        *,
+        canonical_scale: int = 224,
+        canonical_level: int = 4,
+    ):
+        super().__init__()
+        self.featmap_names = featmap_names
+        self.sampling_ratio = sampling_ratio
+        self.output_size = _pair(output_size)
+        self.canonical_scale = canonical_scale
+        self.canonical_level = canonical_level
+
+    def forward(
+        self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
+    ) -> Tensor:
+        features = [v for k, v in x.items() if k in self.featmap_names]
+        if not image_shapes:
+            raise ValueError("pydet.MultiScaleRoIAlign: image_shapes must not be empty")
+        original = (max(s[0] for s in image_shapes), max(s[1] for s in image_shapes))
+        scales = [_infer_scale(f, original) for f in features]
+        rois = boxes_to_rois(boxes, features[0], "multi_scale_roi_align")
+        if len(features) == 1:
+            levels = torch.zeros(len(rois), dtype=torch.int64, device=rois.device)
+        else:
+            k_min = int(-torch.log2(torch.tensor(scales[0], dtype=torch.float32)).item())
+            k_max = int(-torch.log2(torch.tensor(scales[-1], dtype=torch.float32)).item())
+            levels = fpn_levels(boxes, k_min, k_max, self.canonical_scale, self.canonical_level)
+        return multi_scale_roi_align(features, rois, levels, scales, self.output_size, self.sampling_ratio)
+
+    def extra_repr(self) -> str:
+        return (
+            f"featmap_names={self.featmap_names}, output_size={self.output_size}, "
+            f"sampling_ratio={self.sampling_ratio}"
         )

@@ -40,7 +40,7 @@ from pydet.ops.nms import (
     soft_nms,
     topk_per_level,
 )
-from pydet.ops.roi import roi_align
+from pydet.ops.roi import multi_scale_roi_align, roi_align
 
 __all__ = [
     "MulticlassNmsOutput",
@@ -69,6 +69,7 @@ __all__ = [
     "generalized_box_iou",
     "generalized_box_iou_aligned",
     "generalized_box_iou_loss",
+    "multi_scale_roi_align",
     "multiclass_nms",
     "multiclass_nms_to_list",
     "nms",

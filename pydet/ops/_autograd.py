@@ -9,7 +9,7 @@ torchvision).
 Autocast: box arithmetic is precision-sensitive (areas overflow float16 above 65504 px^2), so under
 ``torch.autocast`` the box ops run in float32, like PyTorch's own "fp32" autocast ops; the depthwise
 convolution runs in the active autocast dtype (``torch.get_autocast_dtype``), like ``conv2d``;
-roi_align runs in float32 and returns the input's dtype, as torchvision's autocast rule does.
+the RoI pooling ops run in float32 and return the input's dtype, as torchvision's roi_align does.
 """
 
 from __future__ import annotations
@@ -187,7 +187,27 @@ def _roi_align_double_backward(ctx, grad_grad_input):
     return (_ops.roi_align(grad_grad_input, rois, *ctx.args),) + (None,) * 10
 
 
+def _multi_scale_setup(ctx, inputs, output):
+    features, rois, levels, *args = inputs
+    ctx.save_for_backward(rois, levels)
+    ctx.args = tuple(args)  # spatial_scales, pooled_height, pooled_width, sampling_ratio, aligned
+    ctx.sizes = [size for f in features for size in f.shape[2:]]
+    ctx.batch, ctx.channels = features[0].shape[:2]
+
+
+def _multi_scale_backward(ctx, grad):
+    rois, levels = ctx.saved_tensors
+    scales, ph, pw, ratio, aligned = ctx.args
+    grads = _ops._multi_scale_roi_align_backward(
+        grad, rois, levels, scales, ph, pw, ctx.sizes, ctx.batch, ctx.channels, ratio, aligned
+    )
+    return list(grads), None, None, None, None, None, None, None
+
+
 torch.library.register_autograd("pydet::roi_align", _roi_align_backward, setup_context=_roi_align_setup)
+torch.library.register_autograd(
+    "pydet::multi_scale_roi_align", _multi_scale_backward, setup_context=_multi_scale_setup
+)
 torch.library.register_autograd(
     "pydet::_roi_align_backward", _roi_align_double_backward, setup_context=_roi_align_backward_setup
 )
@@ -251,8 +271,13 @@ def _in_active_dtype(device_type: str):
 
 
 def _in_float32_returning_input_dtype(device_type: str):
-    """torchvision's rule for roi_align: computed in float32, returned in the input's dtype."""
-    return lambda op, args: op(*_cast_floating(args, device_type, torch.float32)).to(args[0].dtype)
+    """torchvision's rule for roi_align: computed in float32, returned in the (first) input's dtype."""
+
+    def compute(op, args):
+        first = args[0][0] if isinstance(args[0], (list, tuple)) else args[0]
+        return op(*_cast_floating(args, device_type, torch.float32)).to(first.dtype)
+
+    return compute
 
 
 for _device in ("cpu", "cuda"):
@@ -260,4 +285,5 @@ for _device in ("cpu", "cuda"):
         for _name in _FLOAT32_OPS:
             torch.library.register_autocast("pydet::" + _name, _device, torch.float32)
         _register_autocast_rule("depthwise_conv2d", _device, _in_active_dtype(_device))
-        _register_autocast_rule("roi_align", _device, _in_float32_returning_input_dtype(_device))
+        for _name in ("roi_align", "multi_scale_roi_align"):
+            _register_autocast_rule(_name, _device, _in_float32_returning_input_dtype(_device))

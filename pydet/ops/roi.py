@@ -70,3 +70,28 @@ def roi_align(
     return torch.ops.pydet.roi_align(
         input, rois, float(spatial_scale), ph, pw, int(sampling_ratio), bool(aligned)
     )
+
+
+def multi_scale_roi_align(
+    features: list[Tensor],
+    rois: Tensor,
+    levels: Tensor,
+    spatial_scales: list[float],
+    output_size: Pair,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> Tensor:
+    """RoI ``k`` of ``rois [K, 5]`` pooled as :func:`roi_align` from ``features[levels[k]]`` at
+    ``spatial_scales[levels[k]]``, every level in one call -> ``[K, C, PH, PW]``.
+
+    ``features``: 1 to 8 maps ``[N, C, H_l, W_l]`` of one dtype and device; ``levels``: int64 ``[K]``
+    in ``[0, len(features))`` (a level out of range raises ``ValueError``). The same values and
+    gradients, bit for bit, as torchvision's MultiScaleRoIAlign loop (``roi_align`` per level on that
+    level's RoIs), which :class:`pydet.layers.MultiScaleRoIAlign` wraps with its level mapping.
+    Differentiable in ``features`` (once).
+    """
+    ph, pw = _pair(output_size)
+    scales = [float(s) for s in spatial_scales]
+    return torch.ops.pydet.multi_scale_roi_align(
+        list(features), rois, levels, scales, ph, pw, int(sampling_ratio), bool(aligned)
+    )
