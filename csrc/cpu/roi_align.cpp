@@ -217,6 +217,18 @@ PYDET_SIMD_INLINE void pool_block(const Sampling<T>& s, const Geometry& g, int64
     if (!s.finite[k]) std::fill(tile, tile + bins * L, std::numeric_limits<T>::quiet_NaN());
     for (int64_t ph = 0; s.finite[k] && ph < g.pooled_h; ++ph) {
       const int64_t* yf = &s.y_first[k * g.pooled_h + ph];
+      if (ph + 1 < g.pooled_h) {  // the next bin row's pixels: a new RoI's rows are rarely in cache
+        for (int64_t ty = yf[1]; ty < yf[2]; ++ty) {
+          const T* lo = block + s.y_taps[ty].low * row;
+          const T* hi = block + s.y_taps[ty].high * row;
+          for (int64_t tx = s.x_first[k * g.pooled_w]; tx < s.x_first[(k + 1) * g.pooled_w]; ++tx) {
+            __builtin_prefetch(lo + s.x_taps[tx].low * L);
+            __builtin_prefetch(lo + s.x_taps[tx].high * L);
+            __builtin_prefetch(hi + s.x_taps[tx].low * L);
+            __builtin_prefetch(hi + s.x_taps[tx].high * L);
+          }
+        }
+      }
       for (int64_t pw = 0; pw < g.pooled_w; ++pw) {
         const int64_t* xf = &s.x_first[k * g.pooled_w + pw];
         Lanes<kNative, T> sum{};
