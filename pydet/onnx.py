@@ -1,10 +1,11 @@
-"""ONNX export of pydet's NMS ops to standard ONNX operators.
+"""ONNX export of pydet's NMS and RoI pooling ops to standard ONNX operators.
 
 ``torch.onnx.export(..., dynamo=True, custom_translation_table=pydet.onnx.translation_table())``
 (or :func:`export`) rewrites ``pydet::nms`` and ``pydet::multiclass_nms`` as ``NonMaxSuppression``
 plus ``TopK``/``Gather``/``Pad`` graphs (``multiclass_nms``'s labels form first spreads the scores
-into per-class columns with ``ScatterElements``), and ``pydet::topk_per_level`` as a ``TopK`` per level, that
-any ONNX runtime executes. Requires ``onnxscript``.
+into per-class columns with ``ScatterElements``), ``pydet::topk_per_level`` as a ``TopK`` per level, and
+``pydet::roi_align`` as ``RoiAlign`` (``half_pixel`` when aligned), that any ONNX runtime executes.
+Requires ``onnxscript``.
 
 Differences from the eager ops, all in corner cases: ONNX runtimes break ties between equal scores
 in their own order; ``NonMaxSuppression`` normalises inverted corners (pydet gives such boxes IoU 0)
@@ -228,12 +229,37 @@ def _topk_per_level(scores, k: int, score_threshold: float | None = None, level_
     return op.Concat(*values, axis=1), op.Concat(*indices, axis=1)
 
 
+def _roi_align(
+    input,
+    rois,
+    spatial_scale: float,
+    pooled_height: int,
+    pooled_width: int,
+    sampling_ratio: int,
+    aligned: bool,
+):
+    # ONNX's RoiAlign (opset 16) takes the corners and the batch indices apart; "output_half_pixel" is
+    # the legacy convention of aligned=False (RoIs sized at least one pixel), as torchvision exports it.
+    return op.RoiAlign(
+        input,
+        op.Slice(rois, [1], [5], [1]),
+        op.Cast(_column(rois, 0), to=7),  # 7: int64
+        coordinate_transformation_mode="half_pixel" if aligned else "output_half_pixel",
+        mode="avg",
+        output_height=pooled_height,
+        output_width=pooled_width,
+        sampling_ratio=max(sampling_ratio, 0),
+        spatial_scale=spatial_scale,
+    )
+
+
 def translation_table() -> dict:
     """The ``custom_translation_table`` for ``torch.onnx.export(..., dynamo=True)``."""
     return {
         torch.ops.pydet.nms.default: _nms,
         torch.ops.pydet.multiclass_nms.default: _multiclass_nms,
         torch.ops.pydet.topk_per_level.default: _topk_per_level,
+        torch.ops.pydet.roi_align.default: _roi_align,
     }
 
 

@@ -128,3 +128,34 @@ def test_topk_per_level_exports_and_matches_eager(tmp_path, threshold):
     got = run_onnx(program, tmp_path / "topk.onnx", scores)
     for ours, onnx_out in zip(LevelTopk(threshold)(scores), got, strict=True):
         np.testing.assert_array_equal(onnx_out, ours.numpy())
+
+
+class RoiAlign(torch.nn.Module):
+    def __init__(self, aligned):
+        super().__init__()
+        self.aligned = aligned
+
+    def forward(self, x, rois):
+        return ops.roi_align(x, rois, (5, 4), 0.25, 2, self.aligned)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_roi_align_exports_to_roialign(tmp_path, aligned):
+    """onnxruntime's RoiAlign samples as torchvision does (same points and weights); its sums round in
+    another order, so values agree to float rounding."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 8, 30, 40, generator=g)
+
+    def rois(k):
+        xy = torch.rand(k, 2, generator=g) * 120
+        boxes = torch.cat([xy, xy + 4 + torch.rand(k, 2, generator=g) * 60], 1)
+        return torch.cat([(torch.arange(k) % 2).float()[:, None], boxes], 1)
+
+    k = torch.export.Dim("k")
+    program = pydet.onnx.export(
+        RoiAlign(aligned), (x, rois(12)), dynamic_shapes=(None, {0: k}), verbose=False
+    )
+    assert "RoiAlign" in {node.op_type for node in program.model_proto.graph.node}
+    r = rois(17)
+    (got,) = run_onnx(program, tmp_path / "roi_align.onnx", x, r)
+    np.testing.assert_allclose(got, RoiAlign(aligned)(x, r).numpy(), rtol=1e-5, atol=1e-5)
