@@ -322,3 +322,15 @@ def test_multi_scale_module_levels_and_single_level():
         assert torch.equal(pooled[k : k + 1], ops.roi_align(feature, rois, 3, 2.0 ** -(level + 2), 2))
     single = MultiScaleRoIAlign(["p3"], 3, 2)(x, boxes, [(256, 256)])
     assert torch.equal(single, ops.roi_align(x["p3"], boxes, 3, 0.125, 2))
+
+
+def test_detectron2_roialign_module():
+    from pydet.layers import ROIAlign
+
+    x = torch.randn(2, 3, 10, 12)
+    rois = make_rois(6, 2, 40, seed=12)  # float64 rois: detectron2 casts them to the input's dtype
+    module = ROIAlign((4, 3), 0.25, 0)
+    assert module.aligned
+    assert torch.equal(module(x, rois), ops.roi_align(x, rois.float(), (4, 3), 0.25, 0, True))
+    with pytest.raises(ValueError, match=r"rois must have shape \[K, 5\]"):
+        module(x, rois[:, 1:])

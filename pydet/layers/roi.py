@@ -1,4 +1,5 @@
-"""RoI pooling modules over pydet.ops.roi_align: torchvision.ops.RoIAlign and MultiScaleRoIAlign."""
+"""RoI pooling modules over pydet.ops.roi_align: torchvision.ops.RoIAlign and MultiScaleRoIAlign, and
+detectron2's ROIAlign."""
 
 from __future__ import annotations
 
@@ -27,6 +28,19 @@ class RoIAlign(nn.Module):
             f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
             f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"
         )
+
+
+class ROIAlign(RoIAlign):
+    """detectron2.layers.ROIAlign: ``aligned=True`` by default and RoIs cast to the input's dtype (as
+    detectron2 does before calling roi_align), same state (none) and ``forward(input, rois [K, 5])``."""
+
+    def __init__(self, output_size: Pair, spatial_scale: float, sampling_ratio: int, aligned: bool = True):
+        super().__init__(output_size, spatial_scale, sampling_ratio, aligned)
+
+    def forward(self, input: Tensor, rois: Tensor) -> Tensor:
+        if rois.dim() != 2 or rois.shape[1] != 5:
+            raise ValueError(f"pydet.ROIAlign: rois must have shape [K, 5], got {list(rois.shape)}")
+        return super().forward(input, rois.to(dtype=input.dtype))
 
 
 def _infer_scale(feature: Tensor, original_size: tuple[int, int]) -> float:
