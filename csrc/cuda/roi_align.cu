@@ -39,81 +39,94 @@ LevelTable<P> level_table(const std::vector<at::Tensor>& tensors, const Geometry
   return t;
 }
 
-// The RoI's batch index b and level l, or false (and level 0) for a bad one, after the device-side assert.
+// What every thread needs besides the level table and the tensors.
+struct Pooling {
+  int64_t channels, batch, pooled_h, pooled_w, sampling_ratio;
+  bool aligned;
+};
+
+// The output bin `index` is: RoI k, channel c, bin (ph, pw) of its RoI on image b at level l, and
+// that RoI's sampling grid; valid is false for a bad batch index or level (then b = l = 0), after
+// the device-side assert.
+template <class T>
+struct Bin {
+  int64_t k, c, ph, pw, b, l;
+  RoiGrid<T> r;
+  bool valid;
+};
+
 template <class T, class P>
-__device__ bool locate(const T* roi, const int64_t* levels, int64_t k, const LevelTable<P>& t, int64_t batch,
-                       int64_t& b, int64_t& l) {
+__device__ Bin<T> bin_at(int64_t index, const T* rois, const int64_t* levels, const LevelTable<P>& t,
+                         const Pooling& p) {
+  Bin<T> bin;
+  const int64_t bins = p.pooled_h * p.pooled_w;
+  bin.pw = index % p.pooled_w;
+  bin.ph = (index / p.pooled_w) % p.pooled_h;
+  bin.c = (index / bins) % p.channels;
+  bin.k = index / bins / p.channels;
+  const T* roi = rois + 5 * bin.k;
   const T v = roi[0];
-  l = levels ? levels[k] : 0;
-  const bool valid = v >= T(0) && v < static_cast<T>(batch) && v == floor(v) && l >= 0 && l < t.count;
-  CUDA_KERNEL_ASSERT(valid && "pydet.roi_align: a batch index or level out of range");
-  b = valid ? static_cast<int64_t>(v) : 0;
-  l = valid ? l : 0;
-  return valid;
+  const int64_t l = levels ? levels[bin.k] : 0;
+  bin.valid = v >= T(0) && v < static_cast<T>(p.batch) && v == floor(v) && l >= 0 && l < t.count;
+  CUDA_KERNEL_ASSERT(bin.valid && "pydet.roi_align: a batch index or level out of range");
+  bin.b = bin.valid ? static_cast<int64_t>(v) : 0;
+  bin.l = bin.valid ? l : 0;
+  bin.r = roi_grid(roi, static_cast<T>(t.scale[bin.l]), p.aligned, p.pooled_h, p.pooled_w, p.sampling_ratio);
+  return bin;
 }
 
 template <class T>
-__global__ void forward_kernel(LevelTable<const T*> t, const T* rois, const int64_t* levels, int64_t channels,
-                               int64_t batch, int64_t pooled_h, int64_t pooled_w, int64_t ratio, bool aligned,
-                               int64_t n, T* out) {
-  const int64_t bins = pooled_h * pooled_w;
+__global__ void forward_kernel(LevelTable<const T*> t, const T* rois, const int64_t* levels, Pooling p, int64_t n,
+                               T* out) {
   for (int64_t index = cuda::global_index(); index < n; index += cuda::grid_stride()) {
-    const int64_t pw = index % pooled_w, ph = (index / pooled_w) % pooled_h;
-    const int64_t c = (index / bins) % channels, k = index / bins / channels;
-    const T* roi = rois + 5 * k;
-    int64_t b, l;
-    const bool valid = locate(roi, levels, k, t, batch, b, l);
-    const RoiGrid<T> r = roi_grid(roi, static_cast<T>(t.scale[l]), aligned, pooled_h, pooled_w, ratio);
-    if (!valid || !r.finite) {
+    const Bin<T> bin = bin_at(index, rois, levels, t, p);
+    if (!bin.valid || !bin.r.finite) {
       out[index] = NAN;
       continue;
     }
-    const int64_t height = t.height[l], width = t.width[l];
-    const T* plane = t.data[l] + (b * channels + c) * height * width;
-    const SampleRange ys = samples_inside(r.y, ph, height), xs = samples_inside(r.x, pw, width);
+    const int64_t height = t.height[bin.l], width = t.width[bin.l];
+    const T* plane = t.data[bin.l] + (bin.b * p.channels + bin.c) * height * width;
+    const SampleRange ys = samples_inside(bin.r.y, bin.ph, height), xs = samples_inside(bin.r.x, bin.pw, width);
     T sum = T(0);
     for (int64_t iy = ys.begin; iy < ys.end; ++iy) {
-      const Tap<T> y = tap_at(sample_at(r.y, ph, iy), height);
+      const Tap<T> y = tap_at(sample_at(bin.r.y, bin.ph, iy), height);
       const T* lo = plane + y.low * width;
       const T* hi = plane + y.high * width;
       for (int64_t ix = xs.begin; ix < xs.end; ++ix) {
-        const Tap<T> x = tap_at(sample_at(r.x, pw, ix), width);
+        const Tap<T> x = tap_at(sample_at(bin.r.x, bin.pw, ix), width);
         sum = sum + interpolate(weights(y, x), lo[x.low], lo[x.high], hi[x.low], hi[x.high]);
       }
     }
-    out[index] = sum / r.count;
+    out[index] = sum / bin.r.count;
   }
 }
 
 template <class T>
-__global__ void backward_kernel(const T* grad, const T* rois, const int64_t* levels, LevelTable<T*> t, int64_t channels,
-                                int64_t batch, int64_t pooled_h, int64_t pooled_w, int64_t ratio, bool aligned,
+__global__ void backward_kernel(const T* grad, const T* rois, const int64_t* levels, LevelTable<T*> t, Pooling p,
                                 int64_t n) {
-  const int64_t bins = pooled_h * pooled_w;
   for (int64_t index = cuda::global_index(); index < n; index += cuda::grid_stride()) {
-    const int64_t pw = index % pooled_w, ph = (index / pooled_w) % pooled_h;
-    const int64_t c = (index / bins) % channels, k = index / bins / channels;
-    const T* roi = rois + 5 * k;
-    int64_t b, l;
-    const bool valid = locate(roi, levels, k, t, batch, b, l);
-    const RoiGrid<T> r = roi_grid(roi, static_cast<T>(t.scale[l]), aligned, pooled_h, pooled_w, ratio);
-    if (!valid || !r.finite) continue;
-    const int64_t height = t.height[l], width = t.width[l];
-    T* plane = t.data[l] + (b * channels + c) * height * width;
+    const Bin<T> bin = bin_at(index, rois, levels, t, p);
+    if (!bin.valid || !bin.r.finite) continue;
+    const int64_t height = t.height[bin.l], width = t.width[bin.l];
+    T* plane = t.data[bin.l] + (bin.b * p.channels + bin.c) * height * width;
     const T bin_grad = grad[index];
-    const SampleRange ys = samples_inside(r.y, ph, height), xs = samples_inside(r.x, pw, width);
+    const SampleRange ys = samples_inside(bin.r.y, bin.ph, height), xs = samples_inside(bin.r.x, bin.pw, width);
     for (int64_t iy = ys.begin; iy < ys.end; ++iy) {
-      const Tap<T> y = tap_at(sample_at(r.y, ph, iy), height);
+      const Tap<T> y = tap_at(sample_at(bin.r.y, bin.ph, iy), height);
       for (int64_t ix = xs.begin; ix < xs.end; ++ix) {
-        const Tap<T> x = tap_at(sample_at(r.x, pw, ix), width);
+        const Tap<T> x = tap_at(sample_at(bin.r.x, bin.pw, ix), width);
         const Weights<T> w = weights(y, x);
-        atomicAdd(plane + y.low * width + x.low, share(bin_grad, w.w1, r.count));
-        atomicAdd(plane + y.low * width + x.high, share(bin_grad, w.w2, r.count));
-        atomicAdd(plane + y.high * width + x.low, share(bin_grad, w.w3, r.count));
-        atomicAdd(plane + y.high * width + x.high, share(bin_grad, w.w4, r.count));
+        atomicAdd(plane + y.low * width + x.low, share(bin_grad, w.w1, bin.r.count));
+        atomicAdd(plane + y.low * width + x.high, share(bin_grad, w.w2, bin.r.count));
+        atomicAdd(plane + y.high * width + x.low, share(bin_grad, w.w3, bin.r.count));
+        atomicAdd(plane + y.high * width + x.high, share(bin_grad, w.w4, bin.r.count));
       }
     }
   }
+}
+
+Pooling pooling(const Geometry& g) {
+  return Pooling{g.channels, g.batch, g.pooled_h, g.pooled_w, g.sampling_ratio, g.aligned};
 }
 
 const int64_t* levels_data(const at::Tensor& levels) {
@@ -130,8 +143,8 @@ struct CudaKernels {
     const int64_t n = out.numel();
     AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "roi_align", [&] {
       forward_kernel<scalar_t><<<cuda::blocks_for(n), cuda::kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          level_table<const scalar_t*>(features, g), rois.const_data_ptr<scalar_t>(), levels_data(levels), g.channels,
-          g.batch, g.pooled_h, g.pooled_w, g.sampling_ratio, g.aligned, n, out.data_ptr<scalar_t>());
+          level_table<const scalar_t*>(features, g), rois.const_data_ptr<scalar_t>(), levels_data(levels), pooling(g),
+          n, out.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
@@ -145,8 +158,7 @@ struct CudaKernels {
     AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "_roi_align_backward", [&] {
       backward_kernel<scalar_t><<<cuda::blocks_for(n), cuda::kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
           grad.const_data_ptr<scalar_t>(), rois.const_data_ptr<scalar_t>(), levels_data(levels),
-          level_table<scalar_t*>(grads, g), g.channels, g.batch, g.pooled_h, g.pooled_w, g.sampling_ratio, g.aligned,
-          n);
+          level_table<scalar_t*>(grads, g), pooling(g), n);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
