@@ -83,6 +83,14 @@ PYDET_HD RoiGrid<T> roi_grid(const T* roi, T spatial_scale, bool aligned, int64_
   return r;
 }
 
+// Whether an RoI's first column is a batch index: an integer in [0, batch) (torchvision converts it
+// to int unchecked).
+template <class T>
+PYDET_HD bool is_batch_index(T value, int64_t batch) {
+  const compare_t<T> v = static_cast<compare_t<T>>(value);
+  return v >= compare_t<T>(0) && v < static_cast<compare_t<T>>(batch) && v == std::floor(v);
+}
+
 // Sample i of bin p: roi_start + p * bin + (i + .5f) * bin / grid, with torchvision's types.
 template <class T>
 PYDET_HD T sample_at(const AxisGrid<T>& a, int64_t p, int64_t i) {

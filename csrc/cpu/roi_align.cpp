@@ -62,10 +62,8 @@ struct Sampling {
     std::vector<int64_t> group(g.rois);
     for (int64_t k = 0; k < g.rois; ++k) {
       const T* roi = rois + 5 * k;
+      if (!is_batch_index(roi[0], g.batch)) fail_batch_index(op, k, static_cast<double>(roi[0]), g.batch);
       const auto b = static_cast<compare_t<T>>(roi[0]);
-      if (!(b >= 0 && b < static_cast<compare_t<T>>(g.batch) && b == std::floor(b))) {
-        fail_batch_index(op, k, static_cast<double>(b), g.batch);
-      }
       const int64_t l = levels ? levels[k] : 0;
       if (l < 0 || l >= level_count) fail_level(op, k, l, level_count);
       group[k] = l * g.batch + static_cast<int64_t>(b);

@@ -67,7 +67,7 @@ __device__ Bin<T> bin_at(int64_t index, const T* rois, const int64_t* levels, co
   const T* roi = rois + 5 * bin.k;
   const T v = roi[0];
   const int64_t l = levels ? levels[bin.k] : 0;
-  bin.valid = v >= T(0) && v < static_cast<T>(p.batch) && v == floor(v) && l >= 0 && l < t.count;
+  bin.valid = is_batch_index(v, p.batch) && l >= 0 && l < t.count;
   CUDA_KERNEL_ASSERT(bin.valid && "pydet.roi_align: a batch index or level out of range");
   bin.b = bin.valid ? static_cast<int64_t>(v) : 0;
   bin.l = bin.valid ? l : 0;

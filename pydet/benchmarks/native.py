@@ -56,11 +56,14 @@ def library() -> ctypes.CDLL | None:
     return dll
 
 
+def _f32(t: Tensor) -> Tensor:
+    return t.detach().to("cpu", torch.float32).contiguous()
+
+
 def greedy_nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """torchvision's CPU NMS kernel (float32)."""
     lib = library()
-    b = boxes.detach().to("cpu", torch.float32).contiguous()
-    s = scores.detach().to("cpu", torch.float32).contiguous()
+    b, s = _f32(boxes), _f32(scores)
     keep = torch.empty(len(s), dtype=torch.int64)
     k = lib.greedy_nms(b.data_ptr(), s.data_ptr(), len(s), iou_threshold, keep.data_ptr())
     return keep[:k].to(boxes.device)
@@ -69,8 +72,7 @@ def greedy_nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=1e-3, method="linear"):
     """mmcv's CPU soft-NMS kernel (float32)."""
     lib = library()
-    b = boxes.detach().to("cpu", torch.float32).contiguous()
-    s = scores.detach().to("cpu", torch.float32).contiguous()
+    b, s = _f32(boxes), _f32(scores)
     dets = torch.empty(len(s), 5)
     keep = torch.empty(len(s), dtype=torch.int64)
     code = {"naive": 0, "linear": 1, "gaussian": 2}[method]
@@ -86,10 +88,6 @@ def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=1e-3, method
         keep.data_ptr(),
     )
     return dets[:k], keep[:k]
-
-
-def _f32(t: Tensor) -> Tensor:
-    return t.detach().to("cpu", torch.float32).contiguous()
 
 
 def roi_align(input: Tensor, rois: Tensor, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):

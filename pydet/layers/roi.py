@@ -7,7 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from pydet.ops.boxes import box_area
-from pydet.ops.roi import Pair, _pair, boxes_to_rois, multi_scale_roi_align, roi_align
+from pydet.ops.conv import Pair, _pair
+from pydet.ops.roi import boxes_to_rois, multi_scale_roi_align, roi_align
 
 
 class RoIAlign(nn.Module):
@@ -15,7 +16,7 @@ class RoIAlign(nn.Module):
 
     def __init__(self, output_size: Pair, spatial_scale: float, sampling_ratio: int, aligned: bool = False):
         super().__init__()
-        self.output_size = _pair(output_size)
+        self.output_size = tuple(_pair(output_size))
         self.spatial_scale = spatial_scale
         self.sampling_ratio = sampling_ratio
         self.aligned = aligned
@@ -83,7 +84,7 @@ class MultiScaleRoIAlign(nn.Module):
         super().__init__()
         self.featmap_names = featmap_names
         self.sampling_ratio = sampling_ratio
-        self.output_size = _pair(output_size)
+        self.output_size = tuple(_pair(output_size))
         self.canonical_scale = canonical_scale
         self.canonical_level = canonical_level
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-Pair = int | tuple[int, int]
+Pair = int | tuple[int, int] | list[int]
 
 # The activations the kernels fuse (csrc/common/activation.h), as PyTorch computes them: the
 # DepthwiseConv2d module's fallback path and the tests' reference use these.

@@ -15,12 +15,7 @@ import torch
 from torch import Tensor
 
 from pydet.ops._checks import check_same_device, dtype_name
-
-Pair = int | tuple[int, int] | list[int]
-
-
-def _pair(v: Pair) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+from pydet.ops.conv import Pair, _pair
 
 
 def boxes_to_rois(boxes: Tensor | list[Tensor], input: Tensor, op: str = "roi_align") -> Tensor:
