@@ -117,6 +117,28 @@ TORCH_LIBRARY(pydet, m) {
       "SymInt pooled_height, SymInt pooled_width, SymInt[] feature_sizes, SymInt batch_size, SymInt channels, "
       "int sampling_ratio, bool aligned) -> Tensor[]");
 
+  // ---- Max and position-sensitive RoI pooling: csrc/{cpu,cuda}/roi_pool ---------------------
+  m.def(
+      "roi_pool(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width) -> "
+      "(Tensor, Tensor)");
+  m.def(
+      "_roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width) -> Tensor");
+  m.def(
+      "ps_roi_pool(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width) -> "
+      "(Tensor, Tensor)");
+  m.def(
+      "_ps_roi_pool_backward(Tensor grad, Tensor rois, Tensor channel_mapping, float spatial_scale, "
+      "SymInt pooled_height, SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, "
+      "SymInt width) -> Tensor");
+  m.def(
+      "ps_roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width, "
+      "int sampling_ratio) -> (Tensor, Tensor)");
+  m.def(
+      "_ps_roi_align_backward(Tensor grad, Tensor rois, Tensor channel_mapping, float spatial_scale, "
+      "SymInt pooled_height, SymInt pooled_width, int sampling_ratio, SymInt batch_size, SymInt channels, "
+      "SymInt height, SymInt width) -> Tensor");
+
   // ---- IoU matching without the matrix: csrc/{cpu,cuda}/matching ----------------------------
   m.set_python_module("pydet.ops.matching");
   m.def(

@@ -76,6 +76,9 @@ def larger_calls(device: str) -> list:
         (ops.depthwise_conv2d, (grad(wide), grad(w5), None, 1, 2, 1, "silu")),
         (ops.roi_align, (grad(feat), rois, 7, 0.25, 2, False)),
         (ops.roi_align, (grad(feat), rois, (14, 12), 0.25, -1, True)),
+        (ops.roi_pool, (grad(feat), rois, 7, 0.25)),
+        (ops.ps_roi_pool, (grad(feat), rois, 2, 0.25)),
+        (ops.ps_roi_align, (grad(feat), rois, (4, 2), 0.25, 2)),
         (
             ops.anchor_grid,
             (

@@ -443,6 +443,27 @@ SPECS: list[Spec] = [
         aliases={"boxes[0]": ("rois",), "boxes[1]": ("rois",)},
     ),
     Spec(
+        "roi_pool",
+        lambda a: ops.roi_pool(a["input"], a["boxes"], a["output_size"], a["spatial_scale"]),
+        {"input": vec(2, 3, 12, 10), "boxes": Arg(ROIS, lambda: rois(5, 2), -1)},
+        {"output_size": [0, (3, -1)]},
+        aliases={"boxes": ("rois",)},
+    ),
+    Spec(
+        "ps_roi_pool",
+        lambda a: ops.ps_roi_pool(a["input"], a["boxes"], a["output_size"], a["spatial_scale"]),
+        {"input": vec(2, 12, 12, 10), "boxes": Arg(ROIS, lambda: rois(5, 2), -1)},
+        {"output_size": [0, 3, (2, -2)]},
+        aliases={"boxes": ("rois",)},
+    ),
+    Spec(
+        "ps_roi_align",
+        lambda a: ops.ps_roi_align(a["input"], a["boxes"], a["output_size"], 0.5, a["sampling_ratio"]),
+        {"input": vec(2, 12, 12, 10), "boxes": Arg(ROIS, lambda: rois(5, 2), -1)},
+        {"output_size": [0, (5, 1)], "sampling_ratio": [2**31]},
+        aliases={"boxes": ("rois",)},
+    ),
+    Spec(
         "multi_scale_roi_align",
         lambda a: ops.multi_scale_roi_align(
             [a["features[0]"], a["features[1]"]], a["rois"], a["levels"], [0.5, 0.25], a["output_size"]

@@ -179,6 +179,9 @@ def _workloads(t: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
         ),
         "roi_align": lambda: ops.roi_align(t["roi_in"], t["rois"], 7, 0.25, -1, False),
         "roi_align/aligned": lambda: ops.roi_align(t["roi_in"], t["rois"], (5, 3), 0.25, 2, True),
+        "roi_pool": lambda: ops.roi_pool(t["roi_in"], t["rois"], 7, 0.25),
+        "ps_roi_pool": lambda: ops.ps_roi_pool(t["roi_in"], t["rois"], 2, 0.25),
+        "ps_roi_align": lambda: ops.ps_roi_align(t["roi_in"], t["rois"], 2, 0.25, 2),
         "multi_scale_roi_align": lambda: ops.multi_scale_roi_align(
             [t["roi_in"], t["roi_in"][:, :, ::2, ::2]], t["rois"], t["roi_levels"], [0.25, 0.125], 7, 2
         ),
@@ -224,6 +227,17 @@ def _workloads(t: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
 
     w["generalized_box_iou/backward"] = pairwise_grad
     w["roi_align/backward"] = roi_align_grad
+
+    def index_pooling_grad(fn):
+        def run():
+            x = _leaf(t["roi_in"])
+            out = fn(x, t["rois"], 2, 0.25)
+            return torch.autograd.grad(out, x, torch.ones_like(out))
+
+        return run
+
+    for fn in (ops.roi_pool, ops.ps_roi_pool, ops.ps_roi_align):
+        w[f"{fn.__name__}/backward"] = index_pooling_grad(fn)
     w["depthwise_conv2d/backward"] = conv_grad
     w["sigmoid_focal_loss/backward"] = focal_grad
     w["box_decode/backward"] = decode_grad

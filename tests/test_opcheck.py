@@ -271,6 +271,31 @@ def sample_calls(device):
             ),
         ),
     ]
+    ps_feat = torch.randn(2, 12, 9, 11, device=device, dtype=torch.float64)
+    index = torch.zeros(4, 3, 3, 2, device=device, dtype=torch.int32)
+    mapping = torch.zeros(4, 2, 3, 2, device=device, dtype=torch.int32)
+    calls += [
+        (pd.roi_pool, (g(feat), rois, 0.5, 3, 2)),
+        (
+            pd.roi_pool,
+            (g(feat.float().contiguous(memory_format=torch.channels_last)), rois.float(), 1.0, 2, 4),
+        ),
+        (
+            pd._roi_pool_backward,
+            (torch.ones(4, 3, 3, 2, device=device).double(), rois, index, 0.5, 3, 2, 2, 3, 9, 11),
+        ),
+        (pd.ps_roi_pool, (g(ps_feat), rois, 0.5, 3, 2)),
+        (
+            pd._ps_roi_pool_backward,
+            (torch.ones(4, 2, 3, 2, device=device).double(), rois, mapping, 0.5, 3, 2, 2, 12, 9, 11),
+        ),
+        (pd.ps_roi_align, (g(ps_feat), rois, 0.5, 3, 2, -1)),
+        (pd.ps_roi_align, (g(ps_feat.float()), rois.float(), 1.0, 2, 3, 2)),
+        (
+            pd._ps_roi_align_backward,
+            (torch.ones(4, 2, 3, 2, device=device).double(), rois, mapping, 0.5, 3, 2, 2, 2, 12, 9, 11),
+        ),
+    ]
     logits = torch.randn(4, 5, device=device, dtype=torch.float64)
     labels = (torch.rand(4, 5, generator=torch.Generator().manual_seed(4)) < 0.3).double().to(device)
     calls += [

@@ -374,6 +374,42 @@ def test_roi_align_list_boxes_and_module():
     assert_same(RoIAlign(4, 0.5, -1, True)(x, rois), tvops.RoIAlign(4, 0.5, -1, True)(x, rois))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize(
+    ("name", "args"), [("roi_pool", ()), ("ps_roi_pool", ()), ("ps_roi_align", (-1,)), ("ps_roi_align", (2,))]
+)
+def test_max_and_position_sensitive_pooling(dtype, name, args):
+    """Values, int32 index outputs (argmax, channel mapping) and input gradients bit for bit.
+    ps_roi_pool's gradients are compared on RoIs clear of the last row and column: beyond them
+    torchvision's backward is not its forward's gradient (README, Differences)."""
+    _, rois = _feature_and_rois(dtype, seed=5)
+    rois[3:9, 3:] = rois[3:9, 1:3]  # zero-size RoIs (ps_roi_align: NaN bins, as torchvision's)
+    x = torch.randn(2, 24, 19, 23, generator=torch.Generator().manual_seed(6)).to(dtype)
+    scale = 0.5
+    if name == "ps_roi_pool":
+        clear = ((rois[:, 1:] * scale >= 0) & (rois[:, 1:] * scale < 16.5)).all(1)
+        rois = rois[clear]
+    results = []
+    for op in (getattr(torch.ops.pydet, name), getattr(torch.ops.torchvision, name)):
+        leaf = x.clone().requires_grad_()
+        out, index = op(leaf, rois, scale, 3, 4, *args)
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(9)).to(dtype)
+        results.append((out, index, torch.autograd.grad(out, leaf, grad)[0]))
+    for ours, theirs in zip(*results, strict=True):
+        assert_same(ours, theirs)
+
+
+def test_max_and_position_sensitive_pooling_modules():
+    from pydet.layers import PSRoIAlign, PSRoIPool, RoIPool
+
+    _, rois = _feature_and_rois(torch.float32, seed=12)
+    x = torch.randn(2, 8, 19, 23, generator=torch.Generator().manual_seed(3))
+    boxes = [rois[rois[:, 0] == b, 1:] for b in range(2)]
+    assert_same(RoIPool(3, 0.5)(x, boxes), tvops.RoIPool(3, 0.5)(x, boxes))
+    assert_same(PSRoIPool(2, 0.5)(x, boxes), tvops.PSRoIPool(2, 0.5)(x, boxes))
+    assert_same(PSRoIAlign(2, 0.5, 2)(x, rois), tvops.PSRoIAlign(2, 0.5, 2)(x, rois))
+
+
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize(
     ("names", "size", "ratio"), [(["p2", "p3", "p4", "p5"], 7, 2), (["p3", "p2"], (5, 4), -1), (["p4"], 3, 0)]

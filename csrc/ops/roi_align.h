@@ -15,6 +15,7 @@
 
 #include "common/checks.h"
 #include "common/roi_align_math.h"
+#include "ops/roi_checks.h"
 
 namespace pydet::roi {
 
@@ -32,12 +33,7 @@ struct Geometry {
   std::vector<Level> levels;  // roi_align: one
 };
 
-// The messages for a row whose batch index is not an integer in [0, batch), or whose level is not in
-// [0, levels).
-inline void fail_batch_index(const char* op, int64_t row, double value, int64_t batch) {
-  C10_THROW_ERROR(ValueError, c10::str("pydet.", op, ": rois[", row, ", 0] must be an integer batch index in [0, ",
-                                       batch, ") (the input's batch size), got ", value));
-}
+// The message for a row whose level is not in [0, levels).
 inline void fail_level(const char* op, int64_t row, int64_t value, int64_t levels) {
   C10_THROW_ERROR(ValueError, c10::str("pydet.", op, ": levels[", row, "] must be in [0, ", levels,
                                        ") (the number of feature maps), got ", value));
@@ -55,14 +51,6 @@ inline void fail_level(const char* op, int64_t row, int64_t value, int64_t level
 //   static constexpr bool kReadsChannelsLast;
 template <class Kernels>
 struct Ops {
-  static void check_rois(const char* op, const at::Tensor& rois, const at::Tensor& like, const char* like_name) {
-    TORCH_CHECK_VALUE(rois.dim() == 2 && rois.sym_size(1) == 5, "pydet.", op,
-                      ": rois must have shape [K, 5] (batch index, x1, y1, x2, y2), got ", shape_str(rois.sym_sizes()));
-    TORCH_CHECK_TYPE(rois.scalar_type() == like.scalar_type(), "pydet.", op, ": rois must have ", like_name,
-                     "'s dtype (", dtype_name(like.scalar_type()), "), got ", dtype_name(rois.scalar_type()));
-    check_same_device(like, like_name, rois, "rois", op);
-  }
-
   static void check_levels(const char* op, const at::Tensor& levels, const at::Tensor& rois, int64_t count,
                            size_t scales) {
     TORCH_CHECK_VALUE(count >= 1 && count <= kMaxLevels, "pydet.", op, ": features must hold 1 to ", kMaxLevels,
@@ -75,32 +63,6 @@ struct Ops {
                       ": levels must have shape [K] with K = ", rois.sym_size(0), " (one level per RoI), got ",
                       shape_str(levels.sym_sizes()));
     check_same_device(rois, "rois", levels, "levels", op);
-  }
-
-  static void check_arguments(const char* op, const c10::SymInt& pooled_h, const c10::SymInt& pooled_w,
-                              int64_t sampling_ratio) {
-    TORCH_CHECK_VALUE(pooled_h > 0 && pooled_w > 0, "pydet.", op, ": output_size must be positive, got (", pooled_h,
-                      ", ", pooled_w, ")");
-    TORCH_CHECK_VALUE(sampling_ratio <= kMaxGrid, "pydet.", op, ": sampling_ratio must be at most ", kMaxGrid,
-                      " (<= 0: adaptive), got ", sampling_ratio);
-  }
-
-  // features[l] must be [N, C, H_l, W_l] of features[0]'s N, C, dtype and device.
-  static void check_features(const char* op, const char* name, at::TensorList features) {
-    for (size_t l = 0; l < features.size(); ++l) {
-      const at::Tensor& f = features[l];
-      const std::string arg = features.size() == 1 ? std::string(name) : c10::str(name, "[", l, "]");
-      check_floating(f, op, arg.c_str());
-      TORCH_CHECK_VALUE(f.dim() == 4, "pydet.", op, ": ", arg, " must have shape [N, C, H, W], got ",
-                        shape_str(f.sym_sizes()));
-      if (l == 0) continue;
-      TORCH_CHECK_VALUE(f.sym_size(0) == features[0].sym_size(0) && f.sym_size(1) == features[0].sym_size(1), "pydet.",
-                        op, ": ", arg, " must have the batch size and channels of ", name, "[0] (",
-                        features[0].sym_size(0), ", ", features[0].sym_size(1), "), got ", shape_str(f.sym_sizes()));
-      TORCH_CHECK_TYPE(f.scalar_type() == features[0].scalar_type(), "pydet.", op, ": ", arg, " must have ", name,
-                       "[0]'s dtype (", dtype_name(features[0].scalar_type()), "), got ", dtype_name(f.scalar_type()));
-      check_same_device(features[0], c10::str(name, "[0]").c_str(), f, arg.c_str(), op);
-    }
   }
 
   static Geometry geometry(int64_t batch, int64_t channels, const at::Tensor& rois, std::vector<Level> levels,
@@ -143,10 +105,7 @@ struct Ops {
     check_floating(grad, op, "grad");
     check_rois(op, rois, grad, "grad");
     check_arguments(op, pooled_h, pooled_w, sampling_ratio);
-    bool sizes_valid = batch_size >= 0 && channels >= 0;
-    for (const c10::SymInt& s : sizes) sizes_valid = sizes_valid && s >= 0;
-    TORCH_CHECK_VALUE(sizes_valid, "pydet.", op, ": the input's sizes must be >= 0, got batch_size ", batch_size,
-                      ", channels ", channels, ", feature sizes ", shape_str(sizes));
+    check_input_sizes(op, batch_size, channels, sizes);
     const std::vector<c10::SymInt> grad_shape{rois.sym_size(0), channels, pooled_h, pooled_w};
     TORCH_CHECK_VALUE(grad.sym_sizes() == c10::SymIntArrayRef(grad_shape), "pydet.", op,
                       ": grad must have the output's shape ", shape_str(grad_shape), ", got ",

@@ -11,7 +11,15 @@ from pydet.layers.blocks import (
 from pydet.layers.conv2d import Conv2d, ShapeSpec
 from pydet.layers.depthwise import DepthwiseConv2d, activation_name, conv_norm_act, fold_batchnorm
 from pydet.layers.norm import FrozenBatchNorm2d, convert_frozen_batchnorm, get_norm
-from pydet.layers.roi import MultiScaleRoIAlign, ROIAlign, RoIAlign, fpn_levels
+from pydet.layers.roi import (
+    MultiScaleRoIAlign,
+    PSRoIAlign,
+    PSRoIPool,
+    ROIAlign,
+    RoIAlign,
+    RoIPool,
+    fpn_levels,
+)
 
 __all__ = [
     "Conv2d",
@@ -22,8 +30,11 @@ __all__ = [
     "FrozenBatchNorm2d",
     "InvertedResidual",
     "MultiScaleRoIAlign",
+    "PSRoIAlign",
+    "PSRoIPool",
     "ROIAlign",
     "RoIAlign",
+    "RoIPool",
     "SeparableConv2d",
     "ShapeSpec",
     "activation_name",

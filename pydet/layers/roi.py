@@ -1,5 +1,5 @@
-"""RoI pooling modules over pydet.ops.roi_align: torchvision.ops.RoIAlign and MultiScaleRoIAlign, and
-detectron2's ROIAlign."""
+"""RoI pooling modules over pydet.ops.roi: torchvision.ops' RoIAlign, RoIPool, PSRoIAlign, PSRoIPool and
+MultiScaleRoIAlign, and detectron2's ROIAlign."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from pydet.ops.boxes import box_area
 from pydet.ops.conv import Pair, _pair
-from pydet.ops.roi import boxes_to_rois, multi_scale_roi_align, roi_align
+from pydet.ops.roi import boxes_to_rois, multi_scale_roi_align, ps_roi_align, ps_roi_pool, roi_align, roi_pool
 
 
 class RoIAlign(nn.Module):
@@ -42,6 +42,47 @@ class ROIAlign(RoIAlign):
         if rois.dim() != 2 or rois.shape[1] != 5:
             raise ValueError(f"pydet.ROIAlign: rois must have shape [K, 5], got {list(rois.shape)}")
         return super().forward(input, rois.to(dtype=input.dtype))
+
+
+class RoIPool(nn.Module):
+    """torchvision.ops.RoIPool: ``forward(input, rois)`` with rois ``[K, 5]`` or a list of ``[L, 4]``."""
+
+    def __init__(self, output_size: Pair, spatial_scale: float):
+        super().__init__()
+        self.output_size = tuple(_pair(output_size))
+        self.spatial_scale = spatial_scale
+
+    def forward(self, input: Tensor, rois: Tensor | list[Tensor]) -> Tensor:
+        return roi_pool(input, rois, self.output_size, self.spatial_scale)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
+
+
+class PSRoIPool(RoIPool):
+    """torchvision.ops.PSRoIPool: position-sensitive average pooling (:func:`pydet.ops.ps_roi_pool`)."""
+
+    def forward(self, input: Tensor, rois: Tensor | list[Tensor]) -> Tensor:
+        return ps_roi_pool(input, rois, self.output_size, self.spatial_scale)
+
+
+class PSRoIAlign(nn.Module):
+    """torchvision.ops.PSRoIAlign: position-sensitive RoIAlign (:func:`pydet.ops.ps_roi_align`)."""
+
+    def __init__(self, output_size: Pair, spatial_scale: float, sampling_ratio: int):
+        super().__init__()
+        self.output_size = tuple(_pair(output_size))
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+
+    def forward(self, input: Tensor, rois: Tensor | list[Tensor]) -> Tensor:
+        return ps_roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio)
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}"
+        )
 
 
 def _infer_scale(feature: Tensor, original_size: tuple[int, int]) -> float:

@@ -40,7 +40,7 @@ from pydet.ops.nms import (
     soft_nms,
     topk_per_level,
 )
-from pydet.ops.roi import multi_scale_roi_align, roi_align
+from pydet.ops.roi import multi_scale_roi_align, ps_roi_align, ps_roi_pool, roi_align, roi_pool
 
 __all__ = [
     "MulticlassNmsOutput",
@@ -74,8 +74,11 @@ __all__ = [
     "multiclass_nms_to_list",
     "nms",
     "nms_rotated",
+    "ps_roi_align",
+    "ps_roi_pool",
     "remove_small_boxes",
     "roi_align",
+    "roi_pool",
     "sigmoid_focal_loss",
     "soft_nms",
     "topk_per_level",

@@ -204,6 +204,24 @@ def _multi_scale_backward(ctx, grad):
     return list(grads), None, None, None, None, None, None, None
 
 
+def _index_pooling_setup(ctx, inputs, output):
+    """roi_pool, ps_roi_pool, ps_roi_align: the backward takes the forward's int32 index output."""
+    input, rois, *args = inputs
+    ctx.save_for_backward(rois, output[1])
+    ctx.args = tuple(args)  # spatial_scale, pooled_height, pooled_width[, sampling_ratio]
+    ctx.input_shape = input.shape
+
+
+def _index_pooling_backward(backward_op):
+    def backward(ctx, grad, _grad_index):
+        rois, index = ctx.saved_tensors
+        scale, ph, pw, *ratio = ctx.args
+        grad_input = backward_op(grad, rois, index, scale, ph, pw, *ratio, *ctx.input_shape)
+        return (grad_input, None, *(None for _ in ctx.args))
+
+    return backward
+
+
 torch.library.register_autograd("pydet::roi_align", _roi_align_backward, setup_context=_roi_align_setup)
 torch.library.register_autograd(
     "pydet::multi_scale_roi_align", _multi_scale_backward, setup_context=_multi_scale_setup
@@ -211,6 +229,12 @@ torch.library.register_autograd(
 torch.library.register_autograd(
     "pydet::_roi_align_backward", _roi_align_double_backward, setup_context=_roi_align_backward_setup
 )
+for _name in ("roi_pool", "ps_roi_pool", "ps_roi_align"):
+    torch.library.register_autograd(
+        "pydet::" + _name,
+        _index_pooling_backward(getattr(_ops, f"_{_name}_backward")),
+        setup_context=_index_pooling_setup,
+    )
 
 
 # ---- autocast ----------------------------------------------------------------------------------
@@ -271,11 +295,14 @@ def _in_active_dtype(device_type: str):
 
 
 def _in_float32_returning_input_dtype(device_type: str):
-    """torchvision's rule for roi_align: computed in float32, returned in the (first) input's dtype."""
+    """torchvision's rule for the RoI pooling ops: computed in float32, returned in the (first) input's dtype."""
 
     def compute(op, args):
         first = args[0][0] if isinstance(args[0], (list, tuple)) else args[0]
-        return op(*_cast_floating(args, device_type, torch.float32)).to(first.dtype)
+        out = op(*_cast_floating(args, device_type, torch.float32))
+        if isinstance(out, tuple):  # (pooled, int32 index): only the pooled values are cast back
+            return (out[0].to(first.dtype), *out[1:])
+        return out.to(first.dtype)
 
     return compute
 
@@ -285,5 +312,5 @@ for _device in ("cpu", "cuda"):
         for _name in _FLOAT32_OPS:
             torch.library.register_autocast("pydet::" + _name, _device, torch.float32)
         _register_autocast_rule("depthwise_conv2d", _device, _in_active_dtype(_device))
-        for _name in ("roi_align", "multi_scale_roi_align"):
+        for _name in ("roi_align", "multi_scale_roi_align", "roi_pool", "ps_roi_pool", "ps_roi_align"):
             _register_autocast_rule(_name, _device, _in_float32_returning_input_dtype(_device))

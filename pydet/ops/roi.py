@@ -1,4 +1,7 @@
-"""RoI pooling (``torch.ops.pydet.roi_align``): torchvision.ops.roi_align's operator, schema and numerics.
+"""RoI pooling: torchvision.ops' roi_align, roi_pool, ps_roi_align and ps_roi_pool (operators, schemas
+and numerics), and multi_scale_roi_align (every FPN level in one call).
+
+roi_align:
 
 RoI ``k`` of ``rois [K, 5] = (batch index, x1, y1, x2, y2)`` (image coordinates) is divided into
 ``PH x PW`` bins; each bin is the mean of a ``grid_h x grid_w`` grid of bilinear samples of
@@ -90,3 +93,59 @@ def multi_scale_roi_align(
     return torch.ops.pydet.multi_scale_roi_align(
         list(features), rois, levels, scales, ph, pw, int(sampling_ratio), bool(aligned)
     )
+
+
+def roi_pool(
+    input: Tensor, boxes: Tensor | list[Tensor], output_size: Pair, spatial_scale: float = 1.0
+) -> Tensor:
+    """torchvision.ops.roi_pool (Fast R-CNN's max pooling): ``input [N, C, H, W]``, ``boxes`` ``[K, 5]`` or
+    a list of ``[L, 4]`` per image -> ``[K, C, PH, PW]``.
+
+    torchvision's conventions: corners are scaled by ``spatial_scale`` and rounded to whole pixels
+    (half away from zero); an RoI spans ``end - start + 1`` pixels (at least 1), split into bins with
+    ``floor``/``ceil`` bounds clipped to the image; a bin is the maximum of its pixels (the first in
+    row-major order on ties; NaN pixels are passed over), and 0 when it holds no pixel. Bit for bit
+    torchvision's CPU kernel; differentiable in ``input`` (once, as torchvision): the gradient goes to
+    each bin's maximum. An RoI with a non-finite scaled corner gives NaN bins and no gradient.
+    """
+    ph, pw = _pair(output_size)
+    rois = boxes_to_rois(boxes, input, "roi_pool")
+    return torch.ops.pydet.roi_pool(input, rois, float(spatial_scale), ph, pw)[0]
+
+
+def ps_roi_pool(
+    input: Tensor, boxes: Tensor | list[Tensor], output_size: Pair, spatial_scale: float = 1.0
+) -> Tensor:
+    """torchvision.ops.ps_roi_pool (R-FCN's position-sensitive average pooling): ``input [N, C, H, W]``
+    with ``C = C_out * PH * PW`` -> ``[K, C_out, PH, PW]``; bin ``(c, ph, pw)`` is the mean of input
+    channel ``(c * PH + ph) * PW + pw`` over the bin's pixels.
+
+    torchvision's conventions: corners scaled and rounded to whole pixels, an RoI spans
+    ``end - start`` pixels (at least 1), bins are clipped to ``[0, H - 1]`` x ``[0, W - 1]`` (the last
+    row and column are never read), an empty bin is 0. Bit for bit torchvision's CPU forward.
+    Differentiable in ``input``; the gradient is this forward's (torchvision's backward clips bins to
+    ``[0, H]`` instead, spreading into the row and column its forward left out).
+    """
+    ph, pw = _pair(output_size)
+    rois = boxes_to_rois(boxes, input, "ps_roi_pool")
+    return torch.ops.pydet.ps_roi_pool(input, rois, float(spatial_scale), ph, pw)[0]
+
+
+def ps_roi_align(
+    input: Tensor,
+    boxes: Tensor | list[Tensor],
+    output_size: Pair,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+) -> Tensor:
+    """torchvision.ops.ps_roi_align: :func:`roi_align`'s sampling with ``aligned=True``, bin
+    ``(c, ph, pw)`` read from input channel ``(c * PH + ph) * PW + pw`` -> ``[K, C_out, PH, PW]``
+    (``C = C_out * PH * PW``).
+
+    As torchvision's, the bin's divisor is ``grid_h * grid_w`` without roi_align's floor of 1, so an
+    RoI of zero width or height with an adaptive grid gives NaN bins (0 / 0). Bit for bit
+    torchvision's CPU kernel in float32, float64 and float16; differentiable in ``input``.
+    """
+    ph, pw = _pair(output_size)
+    rois = boxes_to_rois(boxes, input, "ps_roi_align")
+    return torch.ops.pydet.ps_roi_align(input, rois, float(spatial_scale), ph, pw, int(sampling_ratio))[0]
