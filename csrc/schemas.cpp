@@ -139,6 +139,15 @@ TORCH_LIBRARY(pydet, m) {
       "SymInt pooled_height, SymInt pooled_width, int sampling_ratio, SymInt batch_size, SymInt channels, "
       "SymInt height, SymInt width) -> Tensor");
 
+  // ---- Masks: csrc/{cpu,cuda}/masks -----------------------------------------------------------
+  m.set_python_module("pydet.ops.masks");
+  m.def(
+      "paste_masks_in_image(Tensor masks, Tensor boxes, SymInt height, SymInt width, int padding=1) -> Tensor");
+  m.def(
+      "paste_masks_in_image_detectron2(Tensor masks, Tensor boxes, SymInt height, SymInt width, "
+      "float threshold=0.5) -> Tensor");
+  m.def("masks_to_boxes(Tensor masks) -> Tensor");
+
   // ---- IoU matching without the matrix: csrc/{cpu,cuda}/matching ----------------------------
   m.set_python_module("pydet.ops.matching");
   m.def(

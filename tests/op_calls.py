@@ -76,6 +76,11 @@ def larger_calls(device: str) -> list:
         (ops.depthwise_conv2d, (grad(wide), grad(w5), None, 1, 2, 1, "silu")),
         (ops.roi_align, (grad(feat), rois, 7, 0.25, 2, False)),
         (ops.roi_align, (grad(feat), rois, (14, 12), 0.25, -1, True)),
+        (
+            ops.paste_masks_in_image,
+            (torch.rand(50, 1, 28, 28, generator=g).to(device), boxes[:50] / 2, (400, 600)),
+        ),
+        (ops.masks_to_boxes, (torch.rand(20, 100, 150, generator=g).to(device) > 0.99,)),
         (ops.roi_pool, (grad(feat), rois, 7, 0.25)),
         (ops.ps_roi_pool, (grad(feat), rois, 2, 0.25)),
         (ops.ps_roi_align, (grad(feat), rois, (4, 2), 0.25, 2)),

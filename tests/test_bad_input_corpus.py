@@ -45,6 +45,7 @@ import torch
 import pydet.ops as ops
 from pydet.coders import BoxCoder
 from pydet.layers import DepthwiseConv2d
+from pydet.layers import paste_masks_in_image as paste_masks_detectron2
 from pydet.matchers.torchvision import Matcher, SSDMatcher
 
 HAS_CUDA = torch.cuda.is_available()
@@ -462,6 +463,26 @@ SPECS: list[Spec] = [
         {"input": vec(2, 12, 12, 10), "boxes": Arg(ROIS, lambda: rois(5, 2), -1)},
         {"output_size": [0, (5, 1)], "sampling_ratio": [2**31]},
         aliases={"boxes": ("rois",)},
+    ),
+    Spec(
+        "paste_masks_in_image",
+        lambda a: ops.paste_masks_in_image(a["masks"], a["boxes"], (20, 30), a["padding"]),
+        {"masks": vec(3, 1, 6, 6, fixed=1), "boxes": box(3)},
+        {"padding": [-1]},
+        groups=[[("masks", 0), ("boxes", 0)]],
+    ),
+    Spec(
+        "paste_masks_in_image_detectron2",
+        lambda a: paste_masks_detectron2(a["masks"], a["boxes"], (20, 30), 0.5),
+        {"masks": vec(3, 6, 6), "boxes": box(3)},
+        groups=[[("masks", 0), ("boxes", 0)]],
+        casts=frozenset({"masks"}),
+    ),
+    Spec(
+        "masks_to_boxes",
+        lambda a: ops.masks_to_boxes(a["masks"]),
+        {"masks": Arg(MASK, lambda: rand(3, 5, 6) > 0.5)},
+        casts=frozenset({"masks"}),
     ),
     Spec(
         "multi_scale_roi_align",

@@ -76,6 +76,7 @@ def _inputs() -> dict[str, torch.Tensor]:
         [torch.randint(0, 2, (300, 1), generator=g).float(), random_boxes(300, scale=200.0, seed=40)], 1
     )
     t["roi_levels"] = torch.randint(0, 2, (300,), generator=g)
+    t["masks"] = torch.rand(60, 1, 28, 28, generator=g)
     # anchor_grid: 3 levels, ~20K rows
     t["ag_base"] = torch.randn(9, 4, generator=g) * 40
     return t
@@ -179,6 +180,8 @@ def _workloads(t: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
         ),
         "roi_align": lambda: ops.roi_align(t["roi_in"], t["rois"], 7, 0.25, -1, False),
         "roi_align/aligned": lambda: ops.roi_align(t["roi_in"], t["rois"], (5, 3), 0.25, 2, True),
+        "paste_masks_in_image": lambda: ops.paste_masks_in_image(t["masks"], t["rois"][:60, 1:], (200, 300)),
+        "masks_to_boxes": lambda: ops.masks_to_boxes(t["roi_in"][0] > 2),
         "roi_pool": lambda: ops.roi_pool(t["roi_in"], t["rois"], 7, 0.25),
         "ps_roi_pool": lambda: ops.ps_roi_pool(t["roi_in"], t["rois"], 2, 0.25),
         "ps_roi_align": lambda: ops.ps_roi_align(t["roi_in"], t["rois"], 2, 0.25, 2),

@@ -271,6 +271,15 @@ def sample_calls(device):
             ),
         ),
     ]
+    masks = torch.rand(4, 1, 5, 5, device=device, dtype=torch.float64)
+    calls += [
+        (pd.paste_masks_in_image, (masks, b[:4].double() / 4, 20, 30, 1)),
+        (pd.paste_masks_in_image, (masks.float(), b[:4] / 4, 20, 30, 0)),
+        (pd.paste_masks_in_image_detectron2, (masks[:, 0], b[:4].double() / 4, 20, 30, 0.5)),
+        (pd.paste_masks_in_image_detectron2, (masks[:, 0].float() > 0.5, b[:4] / 4, 20, 30, -1.0)),
+        (pd.masks_to_boxes, (masks[:, 0] > 0.7,)),
+        (pd.masks_to_boxes, (masks[:, 0].float(),)),
+    ]
     ps_feat = torch.randn(2, 12, 9, 11, device=device, dtype=torch.float64)
     index = torch.zeros(4, 3, 3, 2, device=device, dtype=torch.int32)
     mapping = torch.zeros(4, 2, 3, 2, device=device, dtype=torch.int32)

@@ -449,3 +449,28 @@ def test_the_comparisons_use_torchvision_kernels():
     """Not the shim of helpers.import_torchvision: torchvision's own C++ library is loaded."""
     assert hasattr(torch.ops.torchvision, "box_iou_rotated")
     assert math.isfinite(float(tvops.box_iou(random_boxes(2), random_boxes(2)).sum()))
+
+
+# ---- masks -------------------------------------------------------------------------------------------
+def test_paste_masks_in_image():
+    """torchvision's Mask R-CNN paste: values within float rounding (ATen's resize contracts
+    multiply-adds on FMA-capable CPUs), the same pasted pixels."""
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    g = torch.Generator().manual_seed(4)
+    masks = torch.rand(40, 1, 28, 28, generator=g)
+    xy = torch.rand(40, 2, generator=g) * torch.tensor([600.0, 400.0]) - 20
+    boxes = torch.cat([xy, xy + 1 + torch.rand(40, 2, generator=g) * 200], 1)
+    for padding in (0, 1, 2):
+        ours = ops.paste_masks_in_image(masks, boxes, (427, 640), padding)
+        theirs = paste_masks_in_image(masks, boxes, (427, 640), padding)
+        assert_same(ours, theirs, atol=16 * torch.finfo(torch.float32).eps)
+        assert torch.equal(ours != 0, theirs != 0)
+
+
+def test_masks_to_boxes():
+    g = torch.Generator().manual_seed(5)
+    masks = torch.rand(12, 50, 70, generator=g) > 0.995
+    masks[3] = False
+    assert_same(ops.masks_to_boxes(masks), tvops.masks_to_boxes(masks))
+    assert_same(ops.masks_to_boxes(masks.float()), tvops.masks_to_boxes(masks.float()))

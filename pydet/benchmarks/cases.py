@@ -809,6 +809,70 @@ def _retinanet_eval_case(batched: Callable) -> Case:
     )
 
 
+# ---- masks -------------------------------------------------------------------------------------
+MASK_IMAGE = (800, 1216)
+
+
+def mask_inputs(device: str, n: int = 100, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask R-CNN's output for one 800x1216 image: ``n`` detections' 28x28 mask probabilities and boxes."""
+    masks = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    boxes, _ = image_boxes(
+        n, "cpu", seed, image=(float(MASK_IMAGE[1]), float(MASK_IMAGE[0])), sizes=(16.0, 400.0)
+    )
+    return masks.to(device), boxes.to(device)
+
+
+def mask_cases() -> list[Case]:
+    """Mask R-CNN's post-processing: 100 masks pasted into the image in torchvision's convention (float
+    probabilities) and detectron2's (thresholded), against the libraries' Python code
+    (pydet.benchmarks.reference; torchvision's own too when importable), and masks_to_boxes."""
+    from pydet.layers import paste_masks_in_image as paste_detectron2
+
+    try:
+        from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste
+    except Exception:  # torchvision missing or built for another torch
+        tv_paste = None
+    tv = _tv()
+    size = f"100x28x28 -> {MASK_IMAGE[0]}x{MASK_IMAGE[1]}"
+
+    def binary_masks(device: str) -> torch.Tensor:
+        """The 100 masks pasted and thresholded: masks_to_boxes's input."""
+        masks, boxes = mask_inputs("cpu")
+        return paste_detectron2(masks[:, 0], boxes, MASK_IMAGE).to(device)
+
+    return [
+        Case(
+            "paste_masks_in_image",
+            size,
+            "masks",
+            mask_inputs,
+            lambda m, b: ops.paste_masks_in_image(m, b, MASK_IMAGE),
+            lambda m, b: R.paste_masks_in_image(m, b, MASK_IMAGE),
+            (lambda m, b: tv_paste(m, b, MASK_IMAGE)) if tv_paste else None,
+            quick=False,
+        ),
+        Case(
+            "paste_masks_in_image detectron2",
+            size,
+            "masks",
+            mask_inputs,
+            lambda m, b: paste_detectron2(m[:, 0], b, MASK_IMAGE),
+            lambda m, b: R.paste_masks_in_image_detectron2(m[:, 0], b, MASK_IMAGE),
+            quick=False,
+        ),
+        Case(
+            "masks_to_boxes",
+            f"100x{MASK_IMAGE[0]}x{MASK_IMAGE[1]} bool",
+            "masks",
+            lambda d: (binary_masks(d),),
+            ops.masks_to_boxes,
+            R.masks_to_boxes,
+            tv.masks_to_boxes if tv else None,
+            quick=False,
+        ),
+    ]
+
+
 def all_cases() -> list[Case]:
     return (
         box_cases()
@@ -817,5 +881,6 @@ def all_cases() -> list[Case]:
         + coder_cases()
         + depthwise_cases()
         + roi_cases()
+        + mask_cases()
         + detector_cases()
     )

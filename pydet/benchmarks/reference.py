@@ -593,3 +593,71 @@ def retinanet_postprocess(
         keep = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]
         out.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
     return out
+
+
+# ---- masks -------------------------------------------------------------------------------------
+def paste_masks_in_image(
+    masks: Tensor, boxes: Tensor, img_shape: tuple[int, int], padding: int = 1
+) -> Tensor:
+    """torchvision's (models/detection/roi_heads.py): pad, expand the boxes, then mask by mask resize
+    into a zeroed image and stack. Boxes must lie where torchvision's slicing works (not beyond the
+    image's right or bottom edge)."""
+    m = masks.shape[-1]
+    scale = float(m + 2 * padding) / m
+    padded = torch.nn.functional.pad(masks, (padding,) * 4)
+    w_half = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
+    h_half = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
+    x_c = (boxes[:, 2] + boxes[:, 0]) * 0.5
+    y_c = (boxes[:, 3] + boxes[:, 1]) * 0.5
+    expanded = torch.stack([x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half], 1).to(torch.int64)
+    im_h, im_w = img_shape
+    pasted = []
+    for mask, box in zip(padded, expanded.tolist(), strict=True):
+        w, h = max(box[2] - box[0] + 1, 1), max(box[3] - box[1] + 1, 1)
+        resized = torch.nn.functional.interpolate(
+            mask[None], size=(h, w), mode="bilinear", align_corners=False
+        )
+        image = torch.zeros((im_h, im_w), dtype=masks.dtype, device=masks.device)
+        x0, x1 = max(box[0], 0), min(box[2] + 1, im_w)
+        y0, y1 = max(box[1], 0), min(box[3] + 1, im_h)
+        image[y0:y1, x0:x1] = resized[0, 0, y0 - box[1] : y1 - box[1], x0 - box[0] : x1 - box[0]]
+        pasted.append(image)
+    if not pasted:
+        return masks.new_empty((0, 1, im_h, im_w))
+    return torch.stack(pasted)[:, None]
+
+
+def paste_masks_in_image_detectron2(
+    masks: Tensor, boxes: Tensor, image_shape: tuple[int, int], threshold: float = 0.5
+) -> Tensor:
+    """detectron2's (layers/mask_ops.py) CPU path: mask by mask, grid_sample over the box's region."""
+    img_h, img_w = image_shape
+    out = torch.zeros(len(masks), img_h, img_w, dtype=torch.bool if threshold >= 0 else torch.uint8)
+    for i in range(len(masks)):
+        box = boxes[i : i + 1]
+        x0_int, y0_int = torch.clamp(box.min(dim=0).values.floor()[:2] - 1, min=0).to(dtype=torch.int32)
+        x1_int = torch.clamp(box[:, 2].max().ceil() + 1, max=img_w).to(dtype=torch.int32)
+        y1_int = torch.clamp(box[:, 3].max().ceil() + 1, max=img_h).to(dtype=torch.int32)
+        x0, y0, x1, y1 = torch.split(box, 1, dim=1)
+        img_y = (torch.arange(y0_int, y1_int, dtype=torch.float32) + 0.5 - y0) / (y1 - y0) * 2 - 1
+        img_x = (torch.arange(x0_int, x1_int, dtype=torch.float32) + 0.5 - x0) / (x1 - x0) * 2 - 1
+        gx = img_x[:, None, :].expand(1, img_y.size(1), img_x.size(1))
+        gy = img_y[:, :, None].expand(1, img_y.size(1), img_x.size(1))
+        grid = torch.stack([gx, gy], dim=3).to(masks.dtype)
+        value = torch.nn.functional.grid_sample(masks[i : i + 1, None], grid, align_corners=False)[0, 0]
+        value = value >= threshold if threshold >= 0 else (value * 255).to(torch.uint8)
+        out[i, y0_int:y1_int, x0_int:x1_int] = value
+    return out
+
+
+def masks_to_boxes(masks: Tensor) -> Tensor:
+    """torchvision.ops.masks_to_boxes (0.29)."""
+    _, h, w = masks.shape
+    rows, cols = masks.bool().any(2), masks.bool().any(1)
+    y1 = rows.float().argmax(1)
+    x1 = cols.float().argmax(1)
+    y2 = (h - 1) - rows.float().flip(1).argmax(1)
+    x2 = (w - 1) - cols.float().flip(1).argmax(1)
+    boxes = torch.stack([x1, y1, x2, y2], 1).float()
+    boxes[~rows.any(1)] = 0
+    return boxes

@@ -10,6 +10,7 @@ from pydet.layers.blocks import (
 )
 from pydet.layers.conv2d import Conv2d, ShapeSpec
 from pydet.layers.depthwise import DepthwiseConv2d, activation_name, conv_norm_act, fold_batchnorm
+from pydet.layers.mask_ops import paste_masks_in_image
 from pydet.layers.norm import FrozenBatchNorm2d, convert_frozen_batchnorm, get_norm
 from pydet.layers.roi import (
     MultiScaleRoIAlign,
@@ -43,4 +44,5 @@ __all__ = [
     "fold_batchnorm",
     "fpn_levels",
     "get_norm",
+    "paste_masks_in_image",
 ]

@@ -27,6 +27,7 @@ from pydet.ops.boxes import (
 from pydet.ops.coders import box_decode, box_encode
 from pydet.ops.conv import depthwise_conv2d
 from pydet.ops.losses import sigmoid_focal_loss
+from pydet.ops.masks import masks_to_boxes, paste_masks_in_image
 from pydet.ops.matching import OverlapMax, box_overlap_max, box_overlap_ties
 from pydet.ops.nms import (
     MulticlassNmsOutput,
@@ -69,11 +70,13 @@ __all__ = [
     "generalized_box_iou",
     "generalized_box_iou_aligned",
     "generalized_box_iou_loss",
+    "masks_to_boxes",
     "multi_scale_roi_align",
     "multiclass_nms",
     "multiclass_nms_to_list",
     "nms",
     "nms_rotated",
+    "paste_masks_in_image",
     "ps_roi_align",
     "ps_roi_pool",
     "remove_small_boxes",
