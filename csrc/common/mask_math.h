@@ -102,13 +102,13 @@ PYDET_HD Span sampled_region(B first, B last, int64_t size) {
                  whole_pixels(std::ceil(static_cast<double>(last)) + 1.0), size);
 }
 
-// Pixel p of one axis of a box spanning `size` mask pixels: grid_sample's two taps (low and low + 1,
-// each used only inside the mask) and weights.
+// Pixel p of one axis of a box spanning `size` mask pixels: grid_sample's two taps and weights. The
+// taps index the mask with a one-pixel zero border (0 .. size + 1): a tap outside the mask, which
+// grid_sample reads as 0 (zero padding), lands on the border, so sampling needs no branches.
 template <class T>
 struct GridTap {
-  int64_t low;
-  bool low_inside, high_inside;
-  T frac, rest;  // the weights of high and low
+  int64_t low, high;  // bordered indices of floor(source) and floor(source) + 1
+  T frac, rest;       // the weights of high and low
 };
 
 // B: the boxes' type (the grid is computed in it), T: the mask's.
@@ -121,21 +121,20 @@ PYDET_HD GridTap<T> grid_tap(int64_t pixel, B first, B last, int64_t size) {
   t.frac = src - fl;
   t.rest = T(1) - t.frac;
   const T extent = static_cast<T>(size);
-  t.low_inside = fl > T(-1) && fl < extent;  // false for NaN
-  t.high_inside = fl + T(1) > T(-1) && fl + T(1) < extent;
-  t.low = t.low_inside || t.high_inside ? static_cast<int64_t>(fl) : 0;
+  auto bordered = [extent](T v) {  // [-1, size] -> [0, size + 1]; NaN -> the border
+    return static_cast<int64_t>(v >= T(-1) ? (v <= extent ? v : extent) : T(-1)) + 1;
+  };
+  t.low = bordered(fl);
+  t.high = bordered(fl + T(1));
   return t;
 }
 
-// The sampled value from the rows low (v_low) and low + 1 (v_high) of the mask (nullptr: outside),
-// zero padding, in grid_sample's order: nw + ne + sw + se.
+// The sampled value from the zero-bordered mask's rows y.low and y.high, in grid_sample's order:
+// nw + ne + sw + se.
 template <class T>
 PYDET_HD T sampled(const GridTap<T>& y, const GridTap<T>& x, const T* row_low, const T* row_high) {
-  const T v00 = row_low && x.low_inside ? row_low[x.low] : T(0);
-  const T v01 = row_low && x.high_inside ? row_low[x.low + 1] : T(0);
-  const T v10 = row_high && x.low_inside ? row_high[x.low] : T(0);
-  const T v11 = row_high && x.high_inside ? row_high[x.low + 1] : T(0);
-  return v00 * (y.rest * x.rest) + v01 * (y.rest * x.frac) + v10 * (y.frac * x.rest) + v11 * (y.frac * x.frac);
+  return row_low[x.low] * (y.rest * x.rest) + row_low[x.high] * (y.rest * x.frac) +
+         row_high[x.low] * (y.frac * x.rest) + row_high[x.high] * (y.frac * x.frac);
 }
 
 // detectron2's result: value >= threshold (compared in T, as a tensor with a Python float), or for a

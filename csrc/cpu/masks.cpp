@@ -1,8 +1,9 @@
 // CPU kernels of paste_masks_in_image (both conventions) and masks_to_boxes (front end: ops/masks.h;
 // resampling: common/mask_math.h).
 //
-// Pasting writes every output byte once: one task per output row fills it with zeros outside its
-// mask's region and resamples inside, from the mask's column taps (tabulated once per mask) and the
+// Pasting writes only the masks' regions, into an output whose zeros cost nothing until read
+// (cpu::lazily_zeroed: fresh pages from the kernel, never written when no region touches them); one
+// task per mask resamples its region row by row, from the mask's column taps (tabulated once) and the
 // row's tap. The libraries paste mask by mask from Python, each into a fresh zeroed image, and then
 // stack or index-assign them: several passes over the N x H x W result plus an interpreter round trip
 // per mask.
@@ -17,40 +18,50 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common/mask_math.h"
+#include "cpu/memory.h"
 #include "ops/masks.h"
 
 namespace pydet::masks {
 namespace {
 
-// Output bytes (or mask pixels read) one task should have before a call goes parallel.
-constexpr int64_t kGrainBytes = 1 << 16;
+// Output pixels (or mask pixels read) one task should have before a call goes parallel.
+constexpr int64_t kGrainPixels = 1 << 16;
 
-// Each mask's pasted region and its columns' taps (torchvision: ResizeTap; detectron2: GridTap).
-template <class T, class Tap>
+// Each mask's pasted region (rows x cols) and its columns' taps (Tap: torchvision's ResizeTap,
+// detectron2's GridTap).
+template <class Tap>
 struct Regions {
   std::vector<Span> rows, cols;
   std::vector<int64_t> first_tap;  // mask n's column taps: taps[first_tap[n] .. first_tap[n] + cols[n] size)
   std::vector<Tap> taps;
   std::vector<int64_t> resized_h, top;  // torchvision: the box's height in pixels and its first row
+  int64_t pixels = 0;                   // in all regions
+
+  void add(Span r, Span c) {
+    rows.push_back(r);
+    cols.push_back(c);
+    first_tap.push_back(static_cast<int64_t>(taps.size()));
+    pixels += (r.end - r.begin) * (c.end - c.begin);
+  }
 };
 
 template <class B, class T>
-Regions<T, ResizeTap<T>> torchvision_regions(const B* boxes, const PasteGeometry& g) {
-  Regions<T, ResizeTap<T>> r;
+Regions<ResizeTap<T>> torchvision_regions(const B* boxes, const PasteGeometry& g) {
+  Regions<ResizeTap<T>> r;
   const B scale = static_cast<B>(g.scale);
   for (int64_t n = 0; n < g.masks; ++n) {
     const B* box = boxes + 4 * n;
     const bool finite = finite_box(box);
     const PixelBox x = expanded_axis(box[0], box[2], scale), y = expanded_axis(box[1], box[3], scale);
     const int64_t w = std::max<int64_t>(x.last - x.first + 1, 1), h = std::max<int64_t>(y.last - y.first + 1, 1);
-    r.rows.push_back(finite ? clipped(y.first, y.last + 1, g.height) : Span{0, 0});
-    r.cols.push_back(finite ? clipped(x.first, x.last + 1, g.width) : Span{0, 0});
+    r.add(finite ? clipped(y.first, y.last + 1, g.height) : Span{0, 0},
+          finite ? clipped(x.first, x.last + 1, g.width) : Span{0, 0});
     r.resized_h.push_back(h);
     r.top.push_back(y.first);
-    r.first_tap.push_back(static_cast<int64_t>(r.taps.size()));
     for (int64_t c = r.cols.back().begin; c < r.cols.back().end; ++c) {
       r.taps.push_back(resize_tap<T>(g.mask_w, w, c - x.first));
     }
@@ -59,14 +70,13 @@ Regions<T, ResizeTap<T>> torchvision_regions(const B* boxes, const PasteGeometry
 }
 
 template <class B, class T>
-Regions<T, GridTap<T>> detectron2_regions(const B* boxes, const PasteGeometry& g) {
-  Regions<T, GridTap<T>> r;
+Regions<GridTap<T>> detectron2_regions(const B* boxes, const PasteGeometry& g) {
+  Regions<GridTap<T>> r;
   for (int64_t n = 0; n < g.masks; ++n) {
     const B* box = boxes + 4 * n;
     const bool finite = finite_box(box);
-    r.rows.push_back(finite ? sampled_region(box[1], box[3], g.height) : Span{0, 0});
-    r.cols.push_back(finite ? sampled_region(box[0], box[2], g.width) : Span{0, 0});
-    r.first_tap.push_back(static_cast<int64_t>(r.taps.size()));
+    r.add(finite ? sampled_region(box[1], box[3], g.height) : Span{0, 0},
+          finite ? sampled_region(box[0], box[2], g.width) : Span{0, 0});
     for (int64_t c = r.cols.back().begin; c < r.cols.back().end; ++c) {
       r.taps.push_back(grid_tap<B, T>(c, box[0], box[2], g.mask_w));
     }
@@ -74,33 +84,29 @@ Regions<T, GridTap<T>> detectron2_regions(const B* boxes, const PasteGeometry& g
   return r;
 }
 
-// f(n, y, row) for every output row (row: out's row of mask n at image row y), in parallel.
-template <class O, class F>
-void for_each_row(const PasteGeometry& g, O* out, const F& f) {
-  const int64_t rows = g.masks * g.height;
-  const int64_t grain = std::max<int64_t>(1, kGrainBytes / std::max<int64_t>(1, g.width * int64_t(sizeof(O))));
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) f(task / g.height, task % g.height, out + task * g.width);
+// f(n, y, row) for every row y of every mask n's region (row: out's row of mask n at image row y), in
+// parallel over masks; out is zeroed, so nothing outside the regions is written.
+template <class Tap, class O, class F>
+void for_each_region_row(const Regions<Tap>& r, const PasteGeometry& g, O* out, const F& f) {
+  const int64_t per_mask = std::max<int64_t>(1, r.pixels / std::max<int64_t>(1, g.masks));
+  at::parallel_for(0, g.masks, std::max<int64_t>(1, kGrainPixels / per_mask), [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      if (r.cols[n].begin == r.cols[n].end) continue;
+      for (int64_t y = r.rows[n].begin; y < r.rows[n].end; ++y) f(n, y, out + (n * g.height + y) * g.width);
+    }
   });
 }
 
 template <class B, class T>
 void paste_torchvision(const T* masks, const B* boxes, T* out, const PasteGeometry& g) {
   const auto r = torchvision_regions<B, T>(boxes, g);
-  for_each_row(g, out, [&](int64_t n, int64_t y, T* row) {
-    const Span rows = r.rows[n], cols = r.cols[n];
-    if (y < rows.begin || y >= rows.end || cols.begin == cols.end) {
-      std::fill(row, row + g.width, T(0));
-      return;
-    }
-    std::fill(row, row + cols.begin, T(0));
-    std::fill(row + cols.end, row + g.width, T(0));
+  for_each_region_row(r, g, out, [&](int64_t n, int64_t y, T* row) {
     const ResizeTap<T> ty = resize_tap<T>(g.mask_h, r.resized_h[n], y - r.top[n]);
     const T* mask = masks + n * g.mask_h * g.mask_w;
     const T* low = mask + ty.low * g.mask_w;
     const T* high = mask + ty.high * g.mask_w;
-    const ResizeTap<T>* tx = r.taps.data() + r.first_tap[n] - cols.begin;
-    for (int64_t x = cols.begin; x < cols.end; ++x) {
+    const ResizeTap<T>* tx = r.taps.data() + r.first_tap[n] - r.cols[n].begin;
+    for (int64_t x = r.cols[n].begin; x < r.cols[n].end; ++x) {
       row[x] = resized(ty, tx[x], low[tx[x].low], low[tx[x].high], high[tx[x].low], high[tx[x].high]);
     }
   });
@@ -109,37 +115,70 @@ void paste_torchvision(const T* masks, const B* boxes, T* out, const PasteGeomet
 template <class B, class T>
 void paste_detectron2(const T* masks, const B* boxes, uint8_t* out, const PasteGeometry& g) {
   const auto r = detectron2_regions<B, T>(boxes, g);
-  for_each_row(g, out, [&](int64_t n, int64_t y, uint8_t* row) {
-    const Span rows = r.rows[n], cols = r.cols[n];
-    if (y < rows.begin || y >= rows.end || cols.begin == cols.end) {
-      std::memset(row, 0, g.width);
-      return;
-    }
-    std::memset(row, 0, cols.begin);
-    std::memset(row + cols.end, 0, g.width - cols.end);
+  const int64_t stride = g.mask_w + 2;  // the zero-bordered mask's rows
+  for_each_region_row(r, g, out, [&](int64_t n, int64_t y, uint8_t* row) {
     const B* box = boxes + 4 * n;
     const GridTap<T> ty = grid_tap<B, T>(y, box[1], box[3], g.mask_h);
-    const T* mask = masks + n * g.mask_h * g.mask_w;
-    const T* low = ty.low_inside ? mask + ty.low * g.mask_w : nullptr;
-    const T* high = ty.high_inside ? mask + (ty.low + 1) * g.mask_w : nullptr;
-    const GridTap<T>* tx = r.taps.data() + r.first_tap[n] - cols.begin;
-    for (int64_t x = cols.begin; x < cols.end; ++x) row[x] = thresholded(sampled(ty, tx[x], low, high), g.threshold);
+    const T* mask = masks + n * (g.mask_h + 2) * stride;
+    const T* low = mask + ty.low * stride;
+    const T* high = mask + ty.high * stride;
+    const GridTap<T>* tx = r.taps.data() + r.first_tap[n] - r.cols[n].begin;
+    for (int64_t x = r.cols[n].begin; x < r.cols[n].end; ++x) {
+      row[x] = thresholded(sampled(ty, tx[x], low, high), g.threshold);
+    }
   });
 }
 
-// The box of one mask (x1, y1, x2, y2 of its nonzero pixels; zeros when it has none).
+// A pixel's bits as an unsigned integer of its size, without the sign bit for floating types (so -0.0
+// is zero and NaN nonzero, as in masks.bool()): OR-ing them tests a stretch of pixels for any nonzero
+// in integer vector operations.
+template <class M>
+using Bits = std::conditional_t<
+    sizeof(M) == 1, uint8_t,
+    std::conditional_t<sizeof(M) == 2, uint16_t, std::conditional_t<sizeof(M) == 4, uint32_t, uint64_t>>>;
+
+template <class M>
+bool any_nonzero(const M* pixels, int64_t count) {
+  constexpr int kShift = std::is_integral_v<M> ? 0 : 1;
+  Bits<M> acc = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    Bits<M> b;
+    std::memcpy(&b, pixels + i, sizeof(M));
+    acc |= static_cast<Bits<M>>(b << kShift);
+  }
+  return acc != 0;
+}
+
+// The first (kForward) or last nonzero pixel of row[begin, end), or -1: chunk by chunk, then pixel by
+// pixel inside the chunk that has one.
+template <bool kForward, class M>
+int64_t nonzero_end(const M* row, int64_t begin, int64_t end) {
+  constexpr int64_t kChunk = 64;
+  while (end - begin >= kChunk && !any_nonzero(kForward ? row + begin : row + end - kChunk, kChunk)) {
+    if (kForward) {
+      begin += kChunk;
+    } else {
+      end -= kChunk;
+    }
+  }
+  for (int64_t i = 0; i < end - begin; ++i) {
+    const int64_t x = kForward ? begin + i : end - 1 - i;
+    if (any_nonzero(row + x, 1)) return x;
+  }
+  return -1;
+}
+
+// The box of one mask (x1, y1, x2, y2 of its nonzero pixels; zeros when it has none). Each row is read
+// from the left up to its first nonzero pixel and from the right down to the box's right edge so far.
 template <class M>
 void box_of(const M* mask, int64_t height, int64_t width, float* box) {
   int64_t x1 = width, x2 = -1, y1 = -1, y2 = -1;
   for (int64_t y = 0; y < height; ++y) {
     const M* row = mask + y * width;
-    int64_t left = 0;
-    while (left < width && !(row[left] != M(0))) ++left;  // NaN counts as nonzero, as in masks.bool()
-    if (left == width) continue;
-    int64_t right = width - 1;
-    while (right > x2 && !(row[right] != M(0))) --right;
+    const int64_t left = nonzero_end<true>(row, 0, width);
+    if (left < 0) continue;
     x1 = std::min(x1, left);
-    x2 = std::max(x2, right);
+    x2 = std::max(x2, nonzero_end<false>(row, std::max(x2, left), width));
     if (y1 < 0) y1 = y;
     y2 = y;
   }
@@ -154,6 +193,7 @@ struct CpuKernels {
   static at::ScalarType compute_dtype(at::ScalarType st) { return st == at::kDouble ? st : at::kFloat; }
 
   static void paste(const at::Tensor& masks, const at::Tensor& boxes, at::Tensor& out, const PasteGeometry& g) {
+    out = cpu::lazily_zeroed(out.sizes(), out.options());  // only the regions are written
     AT_DISPATCH_FLOATING_TYPES(masks.scalar_type(), "paste_masks_in_image", [&] {
       using T = scalar_t;
       AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "paste_masks_in_image", [&] {
@@ -173,7 +213,7 @@ struct CpuKernels {
     float* out = boxes.data_ptr<float>();
     AT_DISPATCH_ALL_TYPES_AND3(at::kBool, at::kHalf, at::kBFloat16, masks.scalar_type(), "masks_to_boxes", [&] {
       const scalar_t* m = masks.const_data_ptr<scalar_t>();
-      const int64_t grain = std::max<int64_t>(1, kGrainBytes / std::max<int64_t>(1, h * w * int64_t(sizeof(scalar_t))));
+      const int64_t grain = std::max<int64_t>(1, kGrainPixels / std::max<int64_t>(1, h * w));
       at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) box_of(m + i * h * w, h, w, out + 4 * i);
       });

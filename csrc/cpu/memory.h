@@ -2,9 +2,13 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/zeros.h>
+#include <c10/util/accumulate.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <new>
 #include <vector>
 
@@ -27,6 +31,21 @@ inline void advise_huge_pages(const at::Tensor& out) {
   const uintptr_t last = (begin + out.nbytes()) & ~(kHuge - 1);
   if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
 #endif
+}
+
+// A zero-filled CPU tensor whose zeros cost nothing until read: above a few MiB the storage comes from
+// calloc, which for fresh memory (mmap'd by the C library) skips the fill because the kernel hands out
+// zeroed pages on first touch, so a kernel that writes only a sparse part of a large output (pasted
+// masks: the boxes' pixels of N images) pays for the pages it writes, not for the whole output, and
+// untouched pages never become resident. The storage is not resizable (as any from_blob tensor).
+inline at::Tensor lazily_zeroed(c10::IntArrayRef sizes, const at::TensorOptions& options) {
+  constexpr size_t kCalloc = size_t(4) << 20;
+  const size_t count = static_cast<size_t>(c10::multiply_integers(sizes));
+  const size_t bytes = count * c10::elementSize(c10::typeMetaToScalarType(options.dtype()));
+  if (bytes < kCalloc) return at::zeros(sizes, options);
+  void* data = std::calloc(bytes, 1);
+  if (data == nullptr) throw std::bad_alloc();
+  return at::from_blob(data, sizes, [](void* p) { std::free(p); }, options);
 }
 
 // Scratch buffers for 64-byte vector loads and stores: std::vector's default allocator aligns to

@@ -46,10 +46,9 @@ __global__ void paste_detectron2_kernel(const T* masks, const B* boxes, PasteGeo
     }
     const GridTap<T> ty = grid_tap<B, T>(y, box[1], box[3], g.mask_h);
     const GridTap<T> tx = grid_tap<B, T>(x, box[0], box[2], g.mask_w);
-    const T* mask = masks + k * g.mask_h * g.mask_w;
-    const T* low = ty.low_inside ? mask + ty.low * g.mask_w : nullptr;
-    const T* high = ty.high_inside ? mask + (ty.low + 1) * g.mask_w : nullptr;
-    out[i] = thresholded(sampled(ty, tx, low, high), g.threshold);
+    const int64_t stride = g.mask_w + 2;  // the zero-bordered mask's rows
+    const T* mask = masks + k * (g.mask_h + 2) * stride;
+    out[i] = thresholded(sampled(ty, tx, mask + ty.low * stride, mask + ty.high * stride), g.threshold);
   }
 }
 

@@ -23,16 +23,17 @@ enum class Convention {
 
 struct PasteGeometry {
   Convention convention;
-  int64_t masks, mask_h, mask_w;  // the masks the kernel reads (torchvision: padded)
+  int64_t masks, mask_h, mask_w;  // torchvision: of the padded masks; detectron2: before the zero border
   int64_t height, width;          // the image's
   double scale;                   // torchvision: the boxes' expansion, (M + 2 padding) / M
   double threshold;               // detectron2
 };
 
-// Kernels must provide (masks [N, Mh, Mw] contiguous in compute_dtype; boxes [N, 4] contiguous
-// float32 or float64):
+// Kernels must provide (masks [N, Mh, Mw] contiguous in compute_dtype, torchvision's padded, detectron2's
+// with a one-pixel zero border: [N, Mh + 2, Mw + 2]; boxes [N, 4] contiguous float32 or float64):
 //   static void paste(const Tensor& masks, const Tensor& boxes, Tensor& out /*[N, H, W] (torchvision:
-//                     [N, 1, H, W]) of compute_dtype, bool or uint8*/, const PasteGeometry&);
+//                     [N, 1, H, W]) of compute_dtype, bool or uint8; uninitialised: the kernel writes all
+//                     of it, or replaces it with a tensor of its sizes and options*/, const PasteGeometry&);
 //   static void boxes_of(const Tensor& masks /*[N, H, W] contiguous*/, Tensor& boxes /*[N, 4] float32*/);
 //   static at::ScalarType compute_dtype(at::ScalarType);
 template <class Kernels>
@@ -70,10 +71,10 @@ struct Ops {
     if (computes(out)) {
       const at::Tensor padded = at::constant_pad_nd(masks.select(1, 0).to(dt), {padding, padding, padding, padding}, 0);
       const int64_t m = masks.size(3);  // torchvision scales by the last dimension
-      Kernels::paste(padded.contiguous(), box_values(boxes), out,
-                     PasteGeometry{Convention::kTorchvision, padded.size(0), padded.size(1), padded.size(2),
-                                   height.expect_int(), width.expect_int(),
-                                   static_cast<double>(m + 2 * padding) / static_cast<double>(m), 0.0});
+      Kernels::paste(
+          padded.contiguous(), box_values(boxes), out,
+          PasteGeometry{Convention::kTorchvision, padded.size(0), padded.size(1), padded.size(2), height.expect_int(),
+                        width.expect_int(), static_cast<double>(m + 2 * padding) / static_cast<double>(m), 0.0});
     }
     return out.to(masks.scalar_type());
   }
@@ -88,9 +89,11 @@ struct Ops {
     at::Tensor out = at::empty_symint({masks.sym_size(0), height, width},
                                       masks.options().dtype(threshold >= 0 ? at::kBool : at::kByte));
     if (computes(out)) {
-      // detectron2 samples integer and boolean masks as float32
+      // detectron2 samples integer and boolean masks as float32; the kernels read a one-pixel zero
+      // border for grid_sample's zero padding (common/mask_math.h)
       const at::ScalarType st = at::isFloatingType(masks.scalar_type()) ? masks.scalar_type() : at::kFloat;
-      Kernels::paste(masks.to(Kernels::compute_dtype(st)).contiguous(), box_values(boxes), out,
+      const at::Tensor bordered = at::constant_pad_nd(masks.to(Kernels::compute_dtype(st)), {1, 1, 1, 1}, 0);
+      Kernels::paste(bordered.contiguous(), box_values(boxes), out,
                      PasteGeometry{Convention::kDetectron2, masks.size(0), masks.size(1), masks.size(2),
                                    height.expect_int(), width.expect_int(), 1.0, threshold});
     }
