@@ -139,10 +139,19 @@ TORCH_LIBRARY(pydet, m) {
       "SymInt pooled_height, SymInt pooled_width, int sampling_ratio, SymInt batch_size, SymInt channels, "
       "SymInt height, SymInt width) -> Tensor");
 
+  // ---- Rotated RoIAlign (detectron2's ROIAlignRotated): csrc/{cpu,cuda}/roi_align_rotated ------
+  m.set_python_module("pydet.ops.roi");
+  m.def(
+      "roi_align_rotated(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, int sampling_ratio) -> Tensor");
+  m.def(
+      "_roi_align_rotated_backward(Tensor grad, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width, "
+      "int sampling_ratio) -> Tensor");
+
   // ---- Masks: csrc/{cpu,cuda}/masks -----------------------------------------------------------
   m.set_python_module("pydet.ops.masks");
-  m.def(
-      "paste_masks_in_image(Tensor masks, Tensor boxes, SymInt height, SymInt width, int padding=1) -> Tensor");
+  m.def("paste_masks_in_image(Tensor masks, Tensor boxes, SymInt height, SymInt width, int padding=1) -> Tensor");
   m.def(
       "paste_masks_in_image_detectron2(Tensor masks, Tensor boxes, SymInt height, SymInt width, "
       "float threshold=0.5) -> Tensor");

@@ -42,6 +42,10 @@ def larger_calls(device: str) -> list:
     bias = torch.randn(40, generator=g).to(device)
     feat = torch.randn(2, 32, 50, 76, generator=g).to(device)
     rois = torch.cat([(labels[:500, None] % 2).float(), boxes[:500] / 4], 1)
+    angles = torch.linspace(-90, 90, 500, device=device)[:, None]
+    rotated_rois = torch.cat(
+        [rois[:, :1], (rois[:, 1:3] + rois[:, 3:5]) / 2, rois[:, 3:5] - rois[:, 1:3], angles], 1
+    )
     base = torch.tensor([[-8.0, -8.0, 8.0, 8.0], [-16.0, -4.0, 16.0, 4.0]], device=device)
     base9 = (torch.randn(9, 4, generator=g) * 30).to(device)  # 9 anchors: groups and an overlapping tail
 
@@ -81,6 +85,7 @@ def larger_calls(device: str) -> list:
             (torch.rand(50, 1, 28, 28, generator=g).to(device), boxes[:50] / 2, (400, 600)),
         ),
         (ops.masks_to_boxes, (torch.rand(20, 100, 150, generator=g).to(device) > 0.99,)),
+        (ops.roi_align_rotated, (grad(feat), rotated_rois, 7, 0.25, 2)),
         (ops.roi_pool, (grad(feat), rois, 7, 0.25)),
         (ops.ps_roi_pool, (grad(feat), rois, 2, 0.25)),
         (ops.ps_roi_align, (grad(feat), rois, (4, 2), 0.25, 2)),

@@ -54,7 +54,8 @@ HANG_SECONDS = 30  # far above any case's run time (milliseconds): only a real h
 
 # Tensor kinds: what "a wrong fixed dimension" and "negative width" mean for the argument.
 XYXY, ROT, ROIS, FLOAT, INT, MASK, IMAGE = "xyxy", "rot", "rois", "float", "int", "mask", "image"
-FLOATING = (XYXY, ROT, ROIS, FLOAT, IMAGE)
+ROT_ROIS = "rot_rois"
+FLOATING = (XYXY, ROT, ROIS, ROT_ROIS, FLOAT, IMAGE)
 
 
 def _g(seed: int = 0) -> torch.Generator:
@@ -80,6 +81,12 @@ def rois(n: int, batch: int, seed: int = 0) -> torch.Tensor:
     """Valid RoIs ``[n, 5]``: (batch index, x1, y1, x2, y2)."""
     index = torch.arange(n, dtype=torch.float32)[:, None] % batch
     return torch.cat([index, xyxy(n, seed=seed) / 4], 1)
+
+
+def rotated_rois(n: int, batch: int, seed: int = 0) -> torch.Tensor:
+    """Valid rotated RoIs ``[n, 6]``: (batch index, cx, cy, w, h, angle in degrees)."""
+    index = torch.arange(n, dtype=torch.float32)[:, None] % batch
+    return torch.cat([index, rot(n, seed=seed) / torch.tensor([4.0, 4, 4, 4, 1])], 1)
 
 
 def rand(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -465,6 +472,12 @@ SPECS: list[Spec] = [
         aliases={"boxes": ("rois",)},
     ),
     Spec(
+        "roi_align_rotated",
+        lambda a: ops.roi_align_rotated(a["input"], a["rois"], a["output_size"], 0.5, a["sampling_ratio"]),
+        {"input": vec(2, 3, 12, 10), "rois": Arg(ROT_ROIS, lambda: rotated_rois(5, 2), -1)},
+        {"output_size": [0, (3, -1)], "sampling_ratio": [2**31]},
+    ),
+    Spec(
         "paste_masks_in_image",
         lambda a: ops.paste_masks_in_image(a["masks"], a["boxes"], (20, 30), a["padding"]),
         {"masks": vec(3, 1, 6, 6, fixed=1), "boxes": box(3)},
@@ -625,6 +638,8 @@ def _neg_width(t: torch.Tensor, arg: Arg) -> torch.Tensor | None:
         return t * torch.tensor([1.0, 1.0, -1.0, 1.0, 1.0])
     if arg.kind == ROIS:  # x2 < x1 after the batch index
         return t[..., [0, 3, 2, 1, 4]].contiguous()
+    if arg.kind == ROT_ROIS:
+        return t * torch.tensor([1.0, 1.0, 1.0, -1.0, 1.0, 1.0])
     return None
 
 
@@ -665,8 +680,8 @@ MUTATIONS: dict[str, tuple[str, Callable]] = {
     "nan": ("value", lambda t, arg: _first(t, math.nan) if arg.kind in FLOATING else None),
     "pinf": ("value", lambda t, arg: _first(t, math.inf) if arg.kind in FLOATING else None),
     "ninf": ("value", lambda t, arg: _first(t, -math.inf) if arg.kind in FLOATING else None),
-    "huge": ("value", lambda t, arg: t * 1e30 if arg.kind in (XYXY, ROT, ROIS, FLOAT) else None),
-    "tiny": ("value", lambda t, arg: t * 1e-30 if arg.kind in (XYXY, ROT, ROIS, FLOAT) else None),
+    "huge": ("value", lambda t, arg: t * 1e30 if arg.kind in (XYXY, ROT, ROIS, ROT_ROIS, FLOAT) else None),
+    "tiny": ("value", lambda t, arg: t * 1e-30 if arg.kind in (XYXY, ROT, ROIS, ROT_ROIS, FLOAT) else None),
     "neg_width": ("value", _neg_width),
     "device": ("device", lambda t, arg: t.cuda() if HAS_CUDA else t),
     # Without a GPU, a meta tensor among CPU ones reaches the same device checks (fake kernels).

@@ -77,6 +77,16 @@ def _inputs() -> dict[str, torch.Tensor]:
     )
     t["roi_levels"] = torch.randint(0, 2, (300,), generator=g)
     t["masks"] = torch.rand(60, 1, 28, 28, generator=g)
+    r = t["rois"]
+    t["rotated_rois"] = torch.cat(
+        [
+            r[:, :1],
+            (r[:, 1:3] + r[:, 3:5]) / 2,
+            (r[:, 3:5] - r[:, 1:3]).abs(),
+            torch.rand(300, 1, generator=g) * 180,
+        ],
+        1,
+    )
     # anchor_grid: 3 levels, ~20K rows
     t["ag_base"] = torch.randn(9, 4, generator=g) * 40
     return t
@@ -182,6 +192,7 @@ def _workloads(t: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
         "roi_align/aligned": lambda: ops.roi_align(t["roi_in"], t["rois"], (5, 3), 0.25, 2, True),
         "paste_masks_in_image": lambda: ops.paste_masks_in_image(t["masks"], t["rois"][:60, 1:], (200, 300)),
         "masks_to_boxes": lambda: ops.masks_to_boxes(t["roi_in"][0] > 2),
+        "roi_align_rotated": lambda: ops.roi_align_rotated(t["roi_in"], t["rotated_rois"], 7, 0.25, 2),
         "roi_pool": lambda: ops.roi_pool(t["roi_in"], t["rois"], 7, 0.25),
         "ps_roi_pool": lambda: ops.ps_roi_pool(t["roi_in"], t["rois"], 2, 0.25),
         "ps_roi_align": lambda: ops.ps_roi_align(t["roi_in"], t["rois"], 2, 0.25, 2),
@@ -241,6 +252,13 @@ def _workloads(t: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
 
     for fn in (ops.roi_pool, ops.ps_roi_pool, ops.ps_roi_align):
         w[f"{fn.__name__}/backward"] = index_pooling_grad(fn)
+
+    def rotated_grad():
+        x = _leaf(t["roi_in"])
+        out = ops.roi_align_rotated(x, t["rotated_rois"], 7, 0.25, 2)
+        return torch.autograd.grad(out, x, torch.ones_like(out))
+
+    w["roi_align_rotated/backward"] = rotated_grad
     w["depthwise_conv2d/backward"] = conv_grad
     w["sigmoid_focal_loss/backward"] = focal_grad
     w["box_decode/backward"] = decode_grad

@@ -271,6 +271,22 @@ def sample_calls(device):
             ),
         ),
     ]
+    rotated = torch.cat(
+        [
+            rois[:, :3],
+            rois[:, 3:5].abs() + 1,
+            torch.tensor([[30.0], [-45.0], [0.0], [90.0]], device=device, dtype=torch.float64),
+        ],
+        1,
+    )
+    calls += [
+        (pd.roi_align_rotated, (g(feat), rotated, 0.5, 3, 2, -1)),
+        (pd.roi_align_rotated, (g(feat.float()), rotated.float(), 1.0, 2, 4, 2)),
+        (
+            pd._roi_align_rotated_backward,
+            (torch.ones(4, 3, 3, 2, device=device).double(), rotated, 0.5, 3, 2, 2, 3, 9, 11, 2),
+        ),
+    ]
     masks = torch.rand(4, 1, 5, 5, device=device, dtype=torch.float64)
     calls += [
         (pd.paste_masks_in_image, (masks, b[:4].double() / 4, 20, 30, 1)),

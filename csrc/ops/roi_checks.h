@@ -17,9 +17,14 @@ inline void fail_batch_index(const char* op, int64_t row, double value, int64_t 
                                        batch, ") (the input's batch size), got ", value));
 }
 
-inline void check_rois(const char* op, const at::Tensor& rois, const at::Tensor& like, const char* like_name) {
-  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.sym_size(1) == 5, "pydet.", op,
-                    ": rois must have shape [K, 5] (batch index, x1, y1, x2, y2), got ", shape_str(rois.sym_sizes()));
+// rois: [K, 5] (batch index, x1, y1, x2, y2), or with rotated=true [K, 6] (batch index, cx, cy, w, h,
+// angle in degrees).
+inline void check_rois(const char* op, const at::Tensor& rois, const at::Tensor& like, const char* like_name,
+                       bool rotated = false) {
+  TORCH_CHECK_VALUE(
+      rois.dim() == 2 && rois.sym_size(1) == (rotated ? 6 : 5), "pydet.", op, ": rois must have shape ",
+      rotated ? "[K, 6] (batch index, cx, cy, w, h, angle in degrees)" : "[K, 5] (batch index, x1, y1, x2, y2)",
+      ", got ", shape_str(rois.sym_sizes()));
   TORCH_CHECK_TYPE(rois.scalar_type() == like.scalar_type(), "pydet.", op, ": rois must have ", like_name, "'s dtype (",
                    dtype_name(like.scalar_type()), "), got ", dtype_name(rois.scalar_type()));
   check_same_device(like, like_name, rois, "rois", op);

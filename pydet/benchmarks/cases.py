@@ -585,7 +585,7 @@ def roi_cases() -> list[Case]:
 
         return run
 
-    cases = [_multi_scale_case(tv, has_native)]
+    cases = [_multi_scale_case(tv, has_native), rotated_case()]
     for label, rois, size, aligned, backward in (
         ("roi_align", 1024, 7, False, False),
         ("roi_align mask head", 100, 14, True, False),
@@ -608,6 +608,32 @@ def roi_cases() -> list[Case]:
             )
         )
     return cases
+
+
+def rotated_inputs(device: str, rois: int = 512, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """P2 and ``rois`` rotated proposals (batch index, cx, cy, w, h, angle) of 16-316 px at any angle."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(P2_SHAPE, generator=g)
+    centre = torch.rand(rois, 2, generator=g) * torch.tensor([1216.0, 800.0])
+    size = 16 + torch.rand(rois, 2, generator=g) * 300
+    angle = torch.rand(rois, 1, generator=g) * 180 - 90
+    index = (torch.arange(rois) % P2_SHAPE[0]).float()[:, None]
+    return x.to(device), torch.cat([index, centre, size, angle], 1).to(device)
+
+
+def rotated_case() -> Case:
+    """detectron2's ROIAlignRotated (rotated two-stage detectors' box head) against its eager
+    formulation with F.grid_sample (pydet.benchmarks.reference.roi_align_rotated)."""
+    return Case(
+        "roi_align_rotated",
+        f"P2 {'x'.join(map(str, P2_SHAPE))}, 512 RoIs, 7x7",
+        "RoI pooling",
+        rotated_inputs,
+        lambda x, r: ops.roi_align_rotated(x, r, 7, 0.25, 2),
+        lambda x, r: R.roi_align_rotated(x, r, (7, 7), 0.25, 2),
+        quick=False,
+        memory_bound=False,
+    )
 
 
 FPN_LEVELS = ("p2", "p3", "p4", "p5")

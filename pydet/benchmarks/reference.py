@@ -661,3 +661,37 @@ def masks_to_boxes(masks: Tensor) -> Tensor:
     boxes = torch.stack([x1, y1, x2, y2], 1).float()
     boxes[~rows.any(1)] = 0
     return boxes
+
+
+# ---- rotated RoIAlign ------------------------------------------------------------------------------
+def roi_align_rotated(
+    input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int
+) -> Tensor:
+    """ROIAlignRotated written with F.grid_sample (the eager formulation; a timing baseline, not a test
+    oracle: grid_sample pads with zeros where RoIAlign clamps samples in [-1, 0] to the border).
+    detectron2's geometry: a fixed ``sampling_ratio`` grid per bin, rotated about the shifted centre;
+    image by image, so the input is expanded (a view) rather than gathered per RoI."""
+    ph, pw = output_size
+    g = sampling_ratio
+    _, c, h, w = input.shape
+    out = input.new_zeros(rois.shape[0], c, ph, pw)
+    for b in range(input.shape[0]):
+        pick = (rois[:, 0] == b).nonzero()[:, 0]
+        if not len(pick):
+            continue
+        r = rois[pick]
+        cx, cy = r[:, 1] * spatial_scale - 0.5, r[:, 2] * spatial_scale - 0.5
+        rw, rh = r[:, 3] * spatial_scale, r[:, 4] * spatial_scale
+        theta = r[:, 5] * math.pi / 180.0
+        cos, sin = theta.cos()[:, None, None], theta.sin()[:, None, None]
+        steps_y = (torch.arange(ph * g, dtype=input.dtype) + 0.5) / (ph * g)
+        steps_x = (torch.arange(pw * g, dtype=input.dtype) + 0.5) / (pw * g)
+        yy = (-rh / 2)[:, None] + steps_y[None] * rh[:, None]
+        xx = (-rw / 2)[:, None] + steps_x[None] * rw[:, None]
+        y = yy[:, :, None] * cos - xx[:, None, :] * sin + cy[:, None, None]
+        x = yy[:, :, None] * sin + xx[:, None, :] * cos + cx[:, None, None]
+        grid = torch.stack([(x + 0.5) / w * 2 - 1, (y + 0.5) / h * 2 - 1], -1)
+        image = input[b : b + 1].expand(len(pick), -1, -1, -1)
+        sampled = torch.nn.functional.grid_sample(image, grid, "bilinear", "zeros", align_corners=False)
+        out[pick] = sampled.view(len(pick), c, ph, g, pw, g).mean((3, 5))
+    return out

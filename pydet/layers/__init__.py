@@ -18,6 +18,7 @@ from pydet.layers.roi import (
     PSRoIPool,
     ROIAlign,
     RoIAlign,
+    ROIAlignRotated,
     RoIPool,
     fpn_levels,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "PSRoIAlign",
     "PSRoIPool",
     "ROIAlign",
+    "ROIAlignRotated",
     "RoIAlign",
     "RoIPool",
     "SeparableConv2d",

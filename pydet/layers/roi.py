@@ -1,5 +1,5 @@
 """RoI pooling modules over pydet.ops.roi: torchvision.ops' RoIAlign, RoIPool, PSRoIAlign, PSRoIPool and
-MultiScaleRoIAlign, and detectron2's ROIAlign."""
+MultiScaleRoIAlign, and detectron2's ROIAlign and ROIAlignRotated."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ from torch import Tensor, nn
 
 from pydet.ops.boxes import box_area
 from pydet.ops.conv import Pair, _pair
-from pydet.ops.roi import boxes_to_rois, multi_scale_roi_align, ps_roi_align, ps_roi_pool, roi_align, roi_pool
+from pydet.ops.roi import (
+    boxes_to_rois,
+    multi_scale_roi_align,
+    ps_roi_align,
+    ps_roi_pool,
+    roi_align,
+    roi_align_rotated,
+    roi_pool,
+)
 
 
 class RoIAlign(nn.Module):
@@ -42,6 +50,32 @@ class ROIAlign(RoIAlign):
         if rois.dim() != 2 or rois.shape[1] != 5:
             raise ValueError(f"pydet.ROIAlign: rois must have shape [K, 5], got {list(rois.shape)}")
         return super().forward(input, rois.to(dtype=input.dtype))
+
+
+class ROIAlignRotated(nn.Module):
+    """detectron2.layers.ROIAlignRotated: ``forward(input, rois [K, 6])`` (batch index, cx, cy, w, h,
+    angle in degrees); float16 inputs are pooled in float32 and returned in float16, as detectron2 does."""
+
+    def __init__(self, output_size: Pair, spatial_scale: float, sampling_ratio: int):
+        super().__init__()
+        self.output_size = tuple(_pair(output_size))
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+
+    def forward(self, input: Tensor, rois: Tensor) -> Tensor:
+        if rois.dim() != 2 or rois.shape[1] != 6:
+            raise ValueError(f"pydet.ROIAlignRotated: rois must have shape [K, 6], got {list(rois.shape)}")
+        dtype = input.dtype
+        if dtype == torch.float16:
+            input, rois = input.float(), rois.float()
+        out = roi_align_rotated(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio)
+        return out.to(dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}"
+        )
 
 
 class RoIPool(nn.Module):

@@ -41,7 +41,14 @@ from pydet.ops.nms import (
     soft_nms,
     topk_per_level,
 )
-from pydet.ops.roi import multi_scale_roi_align, ps_roi_align, ps_roi_pool, roi_align, roi_pool
+from pydet.ops.roi import (
+    multi_scale_roi_align,
+    ps_roi_align,
+    ps_roi_pool,
+    roi_align,
+    roi_align_rotated,
+    roi_pool,
+)
 
 __all__ = [
     "MulticlassNmsOutput",
@@ -81,6 +88,7 @@ __all__ = [
     "ps_roi_pool",
     "remove_small_boxes",
     "roi_align",
+    "roi_align_rotated",
     "roi_pool",
     "sigmoid_focal_loss",
     "soft_nms",

@@ -204,6 +204,24 @@ def _multi_scale_backward(ctx, grad):
     return list(grads), None, None, None, None, None, None, None
 
 
+def _roi_align_rotated_backward(ctx, grad):
+    (rois,) = ctx.saved_tensors
+    scale, ph, pw, ratio = ctx.args
+    grad_input = _ops._roi_align_rotated_backward(grad, rois, scale, ph, pw, *ctx.input_shape, ratio)
+    return grad_input, None, None, None, None, None
+
+
+def _roi_align_rotated_backward_setup(ctx, inputs, output):
+    _grad, rois, scale, ph, pw, _n, _c, _h, _w, ratio = inputs
+    ctx.save_for_backward(rois)
+    ctx.args = (scale, ph, pw, ratio)
+
+
+def _roi_align_rotated_double_backward(ctx, grad_grad_input):
+    (rois,) = ctx.saved_tensors
+    return (_ops.roi_align_rotated(grad_grad_input, rois, *ctx.args),) + (None,) * 9
+
+
 def _index_pooling_setup(ctx, inputs, output):
     """roi_pool, ps_roi_pool, ps_roi_align: the backward takes the forward's int32 index output."""
     input, rois, *args = inputs
@@ -228,6 +246,14 @@ torch.library.register_autograd(
 )
 torch.library.register_autograd(
     "pydet::_roi_align_backward", _roi_align_double_backward, setup_context=_roi_align_backward_setup
+)
+torch.library.register_autograd(
+    "pydet::roi_align_rotated", _roi_align_rotated_backward, setup_context=_roi_align_setup
+)
+torch.library.register_autograd(
+    "pydet::_roi_align_rotated_backward",
+    _roi_align_rotated_double_backward,
+    setup_context=_roi_align_rotated_backward_setup,
 )
 for _name in ("roi_pool", "ps_roi_pool", "ps_roi_align"):
     torch.library.register_autograd(
@@ -312,5 +338,12 @@ for _device in ("cpu", "cuda"):
         for _name in _FLOAT32_OPS:
             torch.library.register_autocast("pydet::" + _name, _device, torch.float32)
         _register_autocast_rule("depthwise_conv2d", _device, _in_active_dtype(_device))
-        for _name in ("roi_align", "multi_scale_roi_align", "roi_pool", "ps_roi_pool", "ps_roi_align"):
+        for _name in (
+            "roi_align",
+            "multi_scale_roi_align",
+            "roi_align_rotated",
+            "roi_pool",
+            "ps_roi_pool",
+            "ps_roi_align",
+        ):
             _register_autocast_rule(_name, _device, _in_float32_returning_input_dtype(_device))

@@ -149,3 +149,21 @@ def ps_roi_align(
     ph, pw = _pair(output_size)
     rois = boxes_to_rois(boxes, input, "ps_roi_align")
     return torch.ops.pydet.ps_roi_align(input, rois, float(spatial_scale), ph, pw, int(sampling_ratio))[0]
+
+
+def roi_align_rotated(
+    input: Tensor, rois: Tensor, output_size: Pair, spatial_scale: float = 1.0, sampling_ratio: int = -1
+) -> Tensor:
+    """detectron2's ROIAlignRotated: ``rois [K, 6]`` = (batch index, cx, cy, w, h, angle in degrees,
+    counter-clockwise) in image coordinates -> ``[K, C, PH, PW]``.
+
+    As detectron2: the centre is scaled and shifted by -0.5 pixel (continuous coordinates), the RoI's
+    ``PH x PW`` bins are laid out in its own frame and each of a bin's ``grid_h x grid_w`` samples
+    (``sampling_ratio`` per axis, or ``ceil(size / bins)``) is rotated about the centre, then sampled
+    bilinearly as roi_align; the bin is their mean. Bit for bit detectron2's CPU kernel in float32 and
+    float64; differentiable in ``input``, twice. A negative scaled width or height raises
+    ``ValueError`` (detectron2 asserts); an RoI with a non-finite centre, size or angle gives NaN bins
+    and no gradient; adaptive grids are capped at 1024 samples per bin side.
+    """
+    ph, pw = _pair(output_size)
+    return torch.ops.pydet.roi_align_rotated(input, rois, float(spatial_scale), ph, pw, int(sampling_ratio))
