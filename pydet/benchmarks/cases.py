@@ -30,6 +30,9 @@ class Case:
     # --heavy, which keeps the default run within two minutes on two cores
     heavy: bool = False
     memory_bound: bool = True  # report the floor: the time of a copy moving the same bytes
+    # the absolute tolerance of the agreement check: above 1e-5 only for a baseline that computes the
+    # same result through other float32 roundings (roi_align_rotated's grid_sample coordinates)
+    agree_atol: float = 1e-5
 
     @property
     def id(self) -> str:
@@ -633,6 +636,7 @@ def rotated_case() -> Case:
         lambda x, r: R.roi_align_rotated(x, r, (7, 7), 0.25, 2),
         quick=False,
         memory_bound=False,
+        agree_atol=1e-3,  # float32 sample coordinates through grid_sample's normalisation (float64: 4e-15)
     )
 
 

@@ -667,10 +667,10 @@ def masks_to_boxes(masks: Tensor) -> Tensor:
 def roi_align_rotated(
     input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int
 ) -> Tensor:
-    """ROIAlignRotated written with F.grid_sample (the eager formulation; a timing baseline, not a test
-    oracle: grid_sample pads with zeros where RoIAlign clamps samples in [-1, 0] to the border).
-    detectron2's geometry: a fixed ``sampling_ratio`` grid per bin, rotated about the shifted centre;
-    image by image, so the input is expanded (a view) rather than gathered per RoI."""
+    """ROIAlignRotated written with F.grid_sample (the eager formulation): detectron2's geometry, a fixed
+    ``sampling_ratio`` grid per bin rotated about the shifted centre; border padding (RoIAlign reads
+    the border pixel for samples in [-1, 0] and [size - 1, size]) times a mask zeroing samples beyond
+    [-1, size]; image by image, so the input is expanded (a view) rather than gathered per RoI."""
     ph, pw = output_size
     g = sampling_ratio
     _, c, h, w = input.shape
@@ -691,7 +691,10 @@ def roi_align_rotated(
         y = yy[:, :, None] * cos - xx[:, None, :] * sin + cy[:, None, None]
         x = yy[:, :, None] * sin + xx[:, None, :] * cos + cx[:, None, None]
         grid = torch.stack([(x + 0.5) / w * 2 - 1, (y + 0.5) / h * 2 - 1], -1)
+        inside = ((y >= -1) & (y <= h) & (x >= -1) & (x <= w)).to(input.dtype)[:, None]
         image = input[b : b + 1].expand(len(pick), -1, -1, -1)
-        sampled = torch.nn.functional.grid_sample(image, grid, "bilinear", "zeros", align_corners=False)
+        sampled = (
+            torch.nn.functional.grid_sample(image, grid, "bilinear", "border", align_corners=False) * inside
+        )
         out[pick] = sampled.view(len(pick), c, ph, g, pw, g).mean((3, 5))
     return out

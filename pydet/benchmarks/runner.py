@@ -25,13 +25,13 @@ def _nbytes(obj) -> int:
     return 0
 
 
-def _agree(a, b) -> bool:
+def _agree(a, b, atol: float = 1e-5) -> bool:
     if isinstance(a, (tuple, list)):
-        return all(_agree(x, y) for x, y in zip(a, b, strict=True))
+        return all(_agree(x, y, atol) for x, y in zip(a, b, strict=True))
     a, b = a.cpu(), b.cpu()
     if not (a.is_floating_point() and b.is_floating_point()):
         return torch.equal(a.long(), b.long())
-    return a.shape == b.shape and torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5, equal_nan=True)
+    return a.shape == b.shape and torch.allclose(a.double(), b.double(), rtol=1e-4, atol=atol, equal_nan=True)
 
 
 def run_case(case: Case, device: str, min_time: float) -> dict:
@@ -44,7 +44,7 @@ def run_case(case: Case, device: str, min_time: float) -> dict:
     fns = [lambda: case.pydet(*inputs)]
     row["agrees_with_reference"] = True
     if case.reference is not None:
-        row["agrees_with_reference"] = _agree(out, case.reference(*inputs))
+        row["agrees_with_reference"] = _agree(out, case.reference(*inputs), case.agree_atol)
         fns.append(lambda: case.reference(*inputs))
     if case.torchvision is not None:
         fns.append(lambda: case.torchvision(*inputs))
