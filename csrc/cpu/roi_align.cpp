@@ -149,10 +149,7 @@ PYDET_SIMD_INLINE void pool_block(const Sampling<T>& s, const Geometry& g, int64
         store_mean<kNative>(tile + (ph * g.pooled_w + pw) * L, sum, s.count[k]);
       }
     }
-    for (int64_t l = 0; l < used; ++l) {
-      T* o = out + (k * g.channels + c0 + l) * bins;
-      for (int64_t bin = 0; bin < bins; ++bin) o[bin] = tile[bin * L + l];
-    }
+    tile_to_rows(tile, used, bins, out + (k * g.channels + c0) * bins);
   }
 }
 
@@ -166,10 +163,7 @@ PYDET_SIMD_INLINE void scatter_block(const Sampling<T>& s, const Geometry& g, in
   for (int64_t r = s.group_first[gl]; r < s.group_first[gl + 1]; ++r) {
     const int64_t k = s.in_group[r];
     if (!s.finite[k]) continue;
-    for (int64_t l = 0; l < used; ++l) {
-      const T* src = grad + (k * g.channels + c0 + l) * bins;
-      for (int64_t bin = 0; bin < bins; ++bin) tile[bin * L + l] = src[bin];
-    }
+    rows_to_tile(grad + (k * g.channels + c0) * bins, used, bins, tile);
     const T count = s.count[k];
     for (int64_t ph = 0; ph < g.pooled_h; ++ph) {
       const int64_t* yf = &s.y_first[k * g.pooled_h + ph];

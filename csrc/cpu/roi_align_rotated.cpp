@@ -93,10 +93,7 @@ PYDET_SIMD_INLINE void pool_block(const RotatedTable<T>& table, const RotatedGeo
       }
     }
     if (!r.finite) std::fill(tile, tile + bins * L, std::numeric_limits<T>::quiet_NaN());
-    for (int64_t l = 0; l < used; ++l) {
-      T* o = out + (k * g.channels + c0 + l) * bins;
-      for (int64_t bin = 0; bin < bins; ++bin) o[bin] = tile[bin * L + l];
-    }
+    tile_to_rows(tile, used, bins, out + (k * g.channels + c0) * bins);
   }
 }
 
@@ -111,10 +108,7 @@ PYDET_SIMD_INLINE void scatter_block(const RotatedTable<T>& table, const Rotated
     const int64_t k = table.in_image[i];
     const RotatedGrid<T>& r = table.grids[k];
     if (!r.finite) continue;
-    for (int64_t l = 0; l < used; ++l) {
-      const T* src = grad + (k * g.channels + c0 + l) * bins;
-      for (int64_t bin = 0; bin < bins; ++bin) tile[bin * L + l] = src[bin];
-    }
+    rows_to_tile(grad + (k * g.channels + c0) * bins, used, bins, tile);
     for (int64_t ph = 0; ph < g.pooled_h; ++ph) {
       for (int64_t pw = 0; pw < g.pooled_w; ++pw) {
         const T* gv = tile + (ph * g.pooled_w + pw) * L;

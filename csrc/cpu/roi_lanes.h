@@ -110,4 +110,19 @@ PYDET_SIMD_INLINE void add_share(T* pixel, const T* grad, T w, T count) {
   }
 }
 
+// A RoI's bins for `used` channels between the [bin][L] tile and the output's (or its gradient's)
+// [channel][bin] rows, which start at `rows` (the RoI's first channel of the block).
+template <class T>
+PYDET_SIMD_INLINE void tile_to_rows(const T* tile, int64_t used, int64_t bins, T* rows) {
+  for (int64_t l = 0; l < used; ++l) {
+    for (int64_t bin = 0; bin < bins; ++bin) rows[l * bins + bin] = tile[bin * kLanes<T> + l];
+  }
+}
+template <class T>
+PYDET_SIMD_INLINE void rows_to_tile(const T* rows, int64_t used, int64_t bins, T* tile) {
+  for (int64_t l = 0; l < used; ++l) {
+    for (int64_t bin = 0; bin < bins; ++bin) tile[bin * kLanes<T> + l] = rows[l * bins + bin];
+  }
+}
+
 }  // namespace pydet::roi
