@@ -13,10 +13,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "common/roi_align_math.h"
 #include "common/roi_pool_math.h"
+#include "cpu/memory.h"
+#include "cpu/roi_lanes.h"
 #include "ops/roi_pool.h"
 
 namespace pydet::roi {
@@ -84,35 +87,12 @@ int64_t mapped_channel(const PoolGeometry& g, int64_t c, int64_t ph, int64_t pw)
   return (c * g.pooled_h + ph) * g.pooled_w + pw;
 }
 
-// One RoI's bins of output channel c (planes: its image's), into out and index ([PH * PW] each).
+// One RoI's bins of output channel c of the position-sensitive ops (planes: its image's), into out and
+// index ([PH * PW] each).
 template <class T>
 void pool_roi(const T* roi, const T* planes, int64_t c, const PoolGeometry& g, T* out, int32_t* index) {
   const int64_t plane_size = g.height * g.width, bins = g.pooled_h * g.pooled_w;
   const T scale = static_cast<T>(g.spatial_scale);
-  if (g.pooling == Pooling::kMax) {
-    const PoolGrid<T> r = pool_grid(roi, scale, g.pooled_h, g.pooled_w, max_pool(g));
-    const T* plane = planes + c * plane_size;
-    for (int64_t ph = 0; ph < g.pooled_h; ++ph) {
-      const PixelRange ys = pool_bin(r.y, ph, g.height, max_pool(g));
-      for (int64_t pw = 0; pw < g.pooled_w; ++pw) {
-        const PixelRange xs = pool_bin(r.x, pw, g.width, max_pool(g));
-        const bool empty = ys.end <= ys.begin || xs.end <= xs.begin;
-        T best = empty ? T(0) : max_pool_floor<T>();
-        int64_t at = -1;
-        for (int64_t h = ys.begin; r.finite && h < ys.end; ++h) {
-          for (int64_t w = xs.begin; w < xs.end; ++w) {
-            if (plane[h * g.width + w] > best) {  // strict: the first maximum in row-major order; NaN never
-              best = plane[h * g.width + w];
-              at = h * g.width + w;
-            }
-          }
-        }
-        out[ph * g.pooled_w + pw] = r.finite ? best : std::numeric_limits<T>::quiet_NaN();
-        index[ph * g.pooled_w + pw] = static_cast<int32_t>(at);
-      }
-    }
-    return;
-  }
   for (int64_t bin = 0; bin < bins; ++bin) index[bin] = static_cast<int32_t>(c * bins + bin);
   if (g.pooling == Pooling::kPsAverage) {
     const PoolGrid<T> r = pool_grid(roi, scale, g.pooled_h, g.pooled_w, max_pool(g));
@@ -151,6 +131,92 @@ void pool_roi(const T* roi, const T* planes, int64_t c, const PoolGeometry& g, T
         }
       }
       out[ph * g.pooled_w + pw] = r.finite ? sum / count : std::numeric_limits<T>::quiet_NaN();
+    }
+  }
+}
+
+// roi_pool's maximum of one bin for the kLanes channels of a block ([pixels][kLanes], width pixels a
+// row): lane by lane the scalar kernel's strict comparison in its row-major order (so the same maximum
+// and the first pixel holding it; NaN never wins). For float and double as native vectors of kNative
+// bytes, compares and selects (GCC's vector extensions: written as scalar lane loops the compiler
+// unrolls them and vectorises nothing), with the argmax in lanes of the value's width.
+template <int kNative, class T>
+PYDET_SIMD_INLINE void max_of_bin(const T* block, int64_t width, const PixelRange& ys, const PixelRange& xs, T* best,
+                                  int32_t* at) {
+  constexpr int64_t L = kLanes<T>;
+  if constexpr (std::is_floating_point_v<T>) {
+    using I = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+    using V = simd::Vec<T, kNative>;
+    using M = simd::Vec<I, kNative>;
+    constexpr int64_t W = kNative / int64_t(sizeof(T)), kParts = L / W;
+    V m[kParts];
+    M a[kParts];
+    for (int64_t j = 0; j < kParts; ++j) {
+      I lanes[W];
+      for (int64_t l = 0; l < W; ++l) lanes[l] = at[j * W + l];
+      m[j] = simd::load_vec<V>(best + j * W);
+      a[j] = simd::load_vec<M>(lanes);
+    }
+    for (int64_t h = ys.begin; h < ys.end; ++h) {
+      for (int64_t w = xs.begin; w < xs.end; ++w) {
+        const T* v = block + (h * width + w) * L;
+        const M pixel = M{} + static_cast<I>(h * width + w);
+        for (int64_t j = 0; j < kParts; ++j) {
+          const V x = simd::load_vec<V>(v + j * W);
+          const M greater = x > m[j];
+          m[j] = greater ? x : m[j];
+          a[j] = greater ? pixel : a[j];
+        }
+      }
+    }
+    for (int64_t j = 0; j < kParts; ++j) {
+      I lanes[W];
+      simd::store_vec(best + j * W, m[j]);
+      simd::store_vec(lanes, a[j]);
+      for (int64_t l = 0; l < W; ++l) at[j * W + l] = static_cast<int32_t>(lanes[l]);
+    }
+  } else {  // float16: lane by lane
+    for (int64_t h = ys.begin; h < ys.end; ++h) {
+      for (int64_t w = xs.begin; w < xs.end; ++w) {
+        const T* v = block + (h * width + w) * L;
+        for (int64_t l = 0; l < L; ++l) {
+          if (v[l] > best[l]) {
+            best[l] = v[l];
+            at[l] = static_cast<int32_t>(h * width + w);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Every RoI of image b from its channel block [c0, c0 + used): bins into values[bin * L + lane] and
+// argmax[bin * L + lane], then into out and index at [k, c0 + lane].
+template <int kNative, class T>
+PYDET_SIMD_INLINE void max_pool_block(const RoiTable<T>& table, const T* rois, const PoolGeometry& g, int64_t b,
+                                      int64_t c0, int64_t used, const T* block, T* values, int32_t* argmax, T* out,
+                                      int32_t* index) {
+  constexpr int64_t L = kLanes<T>;
+  const int64_t bins = g.pooled_h * g.pooled_w;
+  const T scale = static_cast<T>(g.spatial_scale);
+  for (int64_t i = table.image_first[b]; i < table.image_first[b + 1]; ++i) {
+    const int64_t k = table.in_image[i];
+    const PoolGrid<T> r = pool_grid(rois + 5 * k, scale, g.pooled_h, g.pooled_w, true);
+    for (int64_t ph = 0; ph < g.pooled_h; ++ph) {
+      const PixelRange ys = pool_bin(r.y, ph, g.height, true);
+      for (int64_t pw = 0; pw < g.pooled_w; ++pw) {
+        const PixelRange xs = pool_bin(r.x, pw, g.width, true);
+        const bool empty = ys.end <= ys.begin || xs.end <= xs.begin;
+        T* best = values + (ph * g.pooled_w + pw) * L;
+        int32_t* at = argmax + (ph * g.pooled_w + pw) * L;
+        std::fill(best, best + L, !r.finite ? std::numeric_limits<T>::quiet_NaN() : empty ? T(0) : max_pool_floor<T>());
+        std::fill(at, at + L, -1);
+        if (r.finite) max_of_bin<kNative>(block, g.width, ys, xs, best, at);
+      }
+    }
+    tile_to_rows(values, used, bins, out + (k * g.channels + c0) * bins);
+    for (int64_t l = 0; l < used; ++l) {
+      for (int64_t bin = 0; bin < bins; ++bin) index[(k * g.channels + c0 + l) * bins + bin] = argmax[bin * L + l];
     }
   }
 }
@@ -231,7 +297,27 @@ struct CpuKernels {
       const T* in = input.const_data_ptr<T>();
       T* o = out.data_ptr<T>();
       int32_t* idx = index.data_ptr<int32_t>();
-      const int64_t bins = g.pooled_h * g.pooled_w, tasks = g.rois * g.out_channels;
+      const int64_t bins = g.pooled_h * g.pooled_w;
+      if (g.pooling == Pooling::kMax) {  // (image, channel block) tasks, as roi_align's kernel
+        constexpr int64_t L = kLanes<T>;
+        const int64_t blocks = (g.channels + L - 1) / L, tasks = g.batch * blocks;
+        const int64_t work = table.work * L + g.height * g.width * L * g.batch;  // reads, transposes
+        at::parallel_for(0, tasks, RoiTable<T>::grain(work * blocks, tasks), [&](int64_t lo, int64_t hi) {
+          cpu::AlignedVector<T> block(g.height * g.width * L), values(bins * L);
+          std::vector<int32_t> argmax(bins * L);
+          for (int64_t task = lo; task < hi; ++task) {
+            const int64_t b = task / blocks, c0 = task % blocks * L, used = std::min(L, g.channels - c0);
+            if (table.image_first[b] == table.image_first[b + 1]) continue;
+            simd::dispatch([&](auto isa) {
+              constexpr int kNative = decltype(isa)::kVectorBytes;
+              to_block<kNative>(in, false, b, c0, used, g.channels, g.height, g.width, block.data());
+              max_pool_block<kNative>(table, r, g, b, c0, used, block.data(), values.data(), argmax.data(), o, idx);
+            });
+          }
+        });
+        return;
+      }
+      const int64_t tasks = g.rois * g.out_channels;
       at::parallel_for(0, tasks, RoiTable<T>::grain(table.work * g.out_channels, tasks), [&](int64_t lo, int64_t hi) {
         for (int64_t task = lo; task < hi; ++task) {
           const int64_t k = task / g.out_channels, c = task % g.out_channels;
