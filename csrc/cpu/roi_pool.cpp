@@ -1,8 +1,11 @@
 // CPU kernels of roi_pool, ps_roi_pool, ps_roi_align and their backwards (front end: ops/roi_pool.h;
 // bins: common/roi_pool_math.h; ps_roi_align's sampling: common/roi_align_math.h).
 //
-// The forwards run one task per (RoI, output channel), each reading its bins from the input planes in
-// torchvision's order, so every bin is torchvision's value bit for bit. The backwards run one task per
+// roi_pool's forward runs one task per (image, block of kLanes channels), as roi_align's kernel: the
+// block is transposed to [pixels][kLanes] (cpu/roi_lanes.h) and every RoI of the image takes each
+// bin's maximum across the block as vector compares and selects. The position-sensitive forwards read
+// another channel for every bin, so they run one task per (RoI, output channel). All read each bin in
+// torchvision's order, so every bin (and argmax) is torchvision's bit for bit. The backwards run one task per
 // input plane (image, channel), which adds the gradient of every RoI on that image in torchvision's
 // order (RoI, bin, pixel or sample, corner): no atomics, and results that do not depend on the thread
 // count. torchvision's kernels run on one thread. float16 is computed in float16, as there.
