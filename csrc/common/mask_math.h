@@ -29,8 +29,10 @@ namespace pydet::masks {
 
 inline constexpr double kMaxPixel = 1099511627776.0;  // 2^40: beyond any image, far from int64 overflow
 
+// A whole-pixel value saturated to +-kMaxPixel; NaN gives 0 (callers skip non-finite boxes, but the
+// conversion itself must stay defined).
 PYDET_HD int64_t whole_pixels(double v) {
-  return v > kMaxPixel ? int64_t(kMaxPixel) : v < -kMaxPixel ? -int64_t(kMaxPixel) : int64_t(v);
+  return v > kMaxPixel ? int64_t(kMaxPixel) : v < -kMaxPixel ? -int64_t(kMaxPixel) : v == v ? int64_t(v) : 0;
 }
 
 template <class B>
