@@ -40,6 +40,18 @@ def _taps(v, extent):
     return low, high, frac, 1.0 - frac
 
 
+def _bilinear(image, ty, tx):
+    """The bilinear sample of ``image [..., H, W]`` from one tap pair per axis (``_taps``), in the order
+    the kernels add the four corners."""
+    (yl, yh, ly, hy), (xl, xh, lx, hx) = ty, tx
+    return (
+        hy * hx * image[..., yl, xl]
+        + hy * lx * image[..., yl, xh]
+        + ly * hx * image[..., yh, xl]
+        + ly * lx * image[..., yh, xh]
+    )
+
+
 def reference(input, rois, pooled, scale, ratio, aligned):
     """Plain loops over RoIs, bins and samples (channels as one vector), in float64; differentiable in input."""
     ph_n, pw_n = pooled
@@ -61,13 +73,7 @@ def reference(input, rois, pooled, scale, ratio, aligned):
                         tx = _taps(xs + pw * xb + (ix + 0.5) * xb / gx, w)
                         if ty is None or tx is None:
                             continue
-                        (yl, yh, ly, hy), (xl, xh, lx, hx) = ty, tx
-                        total = total + (
-                            hy * hx * x[b, :, yl, xl]
-                            + hy * lx * x[b, :, yl, xh]
-                            + ly * hx * x[b, :, yh, xl]
-                            + ly * lx * x[b, :, yh, xh]
-                        )
+                        total = total + _bilinear(x[b], ty, tx)
                 bins.append(total / count)
         out.append(torch.stack(bins, 1).reshape(c, ph_n, pw_n) if bins else x.new_zeros(c, ph_n, pw_n))
     return torch.stack(out) if out else x.new_zeros(0, c, ph_n, pw_n)

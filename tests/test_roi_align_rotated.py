@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_roi_align import _taps
+from test_roi_align import _bilinear, _taps
 
 import pydet.ops as ops
 from pydet.layers import ROIAlignRotated
@@ -40,13 +40,7 @@ def reference(input, rois, pooled, scale, ratio):
                         tx = _taps(yy * sin + xx * cos + cw, w)
                         if ty is None or tx is None:
                             continue
-                        (yl, yh, ly, hy), (xl, xh, lx, hx) = ty, tx
-                        total = total + (
-                            hy * hx * x[int(b), :, yl, xl]
-                            + hy * lx * x[int(b), :, yl, xh]
-                            + ly * hx * x[int(b), :, yh, xl]
-                            + ly * lx * x[int(b), :, yh, xh]
-                        )
+                        total = total + _bilinear(x[int(b)], ty, tx)
                 bins.append(total / count)
         out.append(torch.stack(bins, 1).reshape(c, ph_n, pw_n))
     return torch.stack(out) if out else x.new_zeros(0, c, ph_n, pw_n)

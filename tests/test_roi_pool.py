@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_roi_align import _axis, _taps, make_rois
+from test_roi_align import _axis, _bilinear, _taps, make_rois
 
 import pydet.ops as ops
 from pydet.layers import PSRoIAlign, PSRoIPool, RoIPool
@@ -98,13 +98,7 @@ def reference_ps_roi_align(x, rois, pooled, scale, ratio):
                             tx = _taps(xs + pw * xb + (ix + 0.5) * xb / gx, w)
                             if ty is None or tx is None:
                                 continue
-                            (yl, yh, ly, hy), (xl, xh, lx, hx) = ty, tx
-                            total = total + (
-                                hy * hx * plane[yl, xl]
-                                + hy * lx * plane[yl, xh]
-                                + ly * hx * plane[yh, xl]
-                                + ly * lx * plane[yh, xh]
-                            )
+                            total = total + _bilinear(plane, ty, tx)
                     bins.append(total / count if count else total * math.nan)
         out.append(torch.stack(bins).reshape(c_out, ph_n, pw_n))
     return torch.stack(out) if out else x.new_zeros(0, c_out, ph_n, pw_n)
