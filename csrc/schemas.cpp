@@ -149,6 +149,18 @@ TORCH_LIBRARY(pydet, m) {
       "SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width, "
       "int sampling_ratio) -> Tensor");
 
+  // ---- Deformable convolution (v1, and v2 with use_mask): csrc/{cpu,cuda}/deform_conv --------
+  m.set_python_module("pydet.ops.deform_conv");
+  m.def(
+      "deform_conv2d(Tensor input, Tensor weight, Tensor offset, Tensor mask, Tensor bias, int stride_h, "
+      "int stride_w, int pad_h, int pad_w, int dilation_h, int dilation_w, int groups, int offset_groups, "
+      "bool use_mask) -> Tensor");
+  m.def(
+      "_deform_conv2d_backward(Tensor grad, Tensor input, Tensor weight, Tensor offset, Tensor mask, Tensor bias, "
+      "int stride_h, int stride_w, int pad_h, int pad_w, int dilation_h, int dilation_w, int groups, "
+      "int offset_groups, bool use_mask) -> (Tensor grad_input, Tensor grad_weight, Tensor grad_offset, "
+      "Tensor grad_mask, Tensor grad_bias)");
+
   // ---- Masks: csrc/{cpu,cuda}/masks -----------------------------------------------------------
   m.set_python_module("pydet.ops.masks");
   m.def("paste_masks_in_image(Tensor masks, Tensor boxes, SymInt height, SymInt width, int padding=1) -> Tensor");

@@ -26,6 +26,7 @@ from pydet.ops.boxes import (
 )
 from pydet.ops.coders import box_decode, box_encode
 from pydet.ops.conv import depthwise_conv2d
+from pydet.ops.deform_conv import deform_conv2d
 from pydet.ops.losses import sigmoid_focal_loss
 from pydet.ops.masks import masks_to_boxes, paste_masks_in_image
 from pydet.ops.matching import OverlapMax, box_overlap_max, box_overlap_ties
@@ -70,6 +71,7 @@ __all__ = [
     "complete_box_iou",
     "complete_box_iou_aligned",
     "complete_box_iou_loss",
+    "deform_conv2d",
     "depthwise_conv2d",
     "distance_box_iou",
     "distance_box_iou_aligned",

@@ -9,7 +9,7 @@ torchvision).
 Autocast: box arithmetic is precision-sensitive (areas overflow float16 above 65504 px^2), so under
 ``torch.autocast`` the box ops run in float32, like PyTorch's own "fp32" autocast ops; the depthwise
 convolution runs in the active autocast dtype (``torch.get_autocast_dtype``), like ``conv2d``;
-the RoI pooling ops run in float32 and return the input's dtype, as torchvision's roi_align does.
+the RoI pooling ops and deform_conv2d run in float32 and return the input's dtype, as torchvision's do.
 """
 
 from __future__ import annotations
@@ -263,6 +263,18 @@ for _name in ("roi_pool", "ps_roi_pool", "ps_roi_align"):
     )
 
 
+# ---- deformable convolution --------------------------------------------------------------------
+def _deform_conv2d_backward(ctx, grad):
+    input, weight, offset, mask, bias = ctx.saved_tensors
+    grads = _ops._deform_conv2d_backward(grad, input, weight, offset, mask, bias, *ctx.args)
+    grad_input, grad_weight, grad_offset, grad_mask, grad_bias = grads
+    use_mask = ctx.args[-1]
+    return (grad_input, grad_weight, grad_offset, grad_mask if use_mask else None, grad_bias) + (None,) * 9
+
+
+_register("deform_conv2d", _deform_conv2d_backward)
+
+
 # ---- autocast ----------------------------------------------------------------------------------
 _FLOAT32_OPS = (
     "box_area",
@@ -345,5 +357,6 @@ for _device in ("cpu", "cuda"):
             "roi_pool",
             "ps_roi_pool",
             "ps_roi_align",
+            "deform_conv2d",
         ):
             _register_autocast_rule(_name, _device, _in_float32_returning_input_dtype(_device))
