@@ -87,6 +87,19 @@ def larger_calls(device: str) -> list:
         (ops.masks_to_boxes, (torch.rand(20, 100, 150, generator=g).to(device) > 0.99,)),
         (ops.roi_align_rotated, (grad(feat), rotated_rois, 7, 0.25, 2)),
         (ops.roi_pool, (grad(feat), rois, 7, 0.25)),
+        (
+            ops.deform_conv2d,
+            (
+                grad(feat),
+                grad(torch.randn(2, 36, 25, 38, generator=g).to(device) * 3),
+                grad(torch.randn(24, 16, 3, 3, generator=g).to(device) * 0.1),
+                grad(bias[:24]),
+                2,
+                1,
+                1,
+                grad(torch.rand(2, 18, 25, 38, generator=g).to(device)),
+            ),
+        ),
         (ops.ps_roi_pool, (grad(feat), rois, 2, 0.25)),
         (ops.ps_roi_align, (grad(feat), rois, (4, 2), 0.25, 2)),
         (

@@ -429,6 +429,28 @@ SPECS: list[Spec] = [
         groups=[[("input", 1), ("weight", 0), ("bias", 0)]],
     ),
     Spec(
+        "deform_conv2d",
+        lambda a: ops.deform_conv2d(
+            a["input"],
+            a["offset"],
+            a["weight"],
+            a["bias"],
+            a["stride"],
+            a["padding"],
+            a["dilation"],
+            a["mask"],
+        ),
+        {
+            "input": vec(1, 4, 6, 6, fixed=1),
+            "offset": vec(1, 18, 6, 6, fixed=1),
+            "weight": vec(2, 4, 3, 3, fixed=1),
+            "bias": vec(2),
+            "mask": vec(1, 9, 6, 6, fixed=1),
+        },
+        {"stride": [0, (1, 0), -1], "padding": [-1], "dilation": [0]},
+        groups=[[("input", 0), ("offset", 0), ("mask", 0)], [("weight", 0), ("bias", 0)]],
+    ),
+    Spec(
         "sigmoid_focal_loss",
         lambda a: ops.sigmoid_focal_loss(a["inputs"], a["targets"], a["alpha"], a["gamma"], a["reduction"]),
         {"inputs": vec(4, 3), "targets": vec(4, 3, seed=1)},

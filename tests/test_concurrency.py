@@ -72,6 +72,9 @@ def _inputs() -> dict[str, torch.Tensor]:
     t["conv_b"] = torch.randn(32, generator=g)
     # roi_align: 2 images x 16 channels, 300 RoIs (several planes per parallel task)
     t["roi_in"] = torch.randn(2, 16, 40, 60, generator=g)
+    t["deform_offset"] = torch.randn(2, 18, 40, 60, generator=g) * 2
+    t["deform_mask"] = torch.rand(2, 9, 40, 60, generator=g)
+    t["deform_w"] = torch.randn(8, 16, 3, 3, generator=g) * 0.1
     t["rois"] = torch.cat(
         [torch.randint(0, 2, (300, 1), generator=g).float(), random_boxes(300, scale=200.0, seed=40)], 1
     )
@@ -196,6 +199,9 @@ def _workloads(t: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
         "roi_pool": lambda: ops.roi_pool(t["roi_in"], t["rois"], 7, 0.25),
         "ps_roi_pool": lambda: ops.ps_roi_pool(t["roi_in"], t["rois"], 2, 0.25),
         "ps_roi_align": lambda: ops.ps_roi_align(t["roi_in"], t["rois"], 2, 0.25, 2),
+        "deform_conv2d": lambda: ops.deform_conv2d(
+            t["roi_in"], t["deform_offset"], t["deform_w"], None, 1, 1, 1, t["deform_mask"]
+        ),
         "multi_scale_roi_align": lambda: ops.multi_scale_roi_align(
             [t["roi_in"], t["roi_in"][:, :, ::2, ::2]], t["rois"], t["roi_levels"], [0.25, 0.125], 7, 2
         ),
@@ -259,6 +265,15 @@ def _workloads(t: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
         return torch.autograd.grad(out, x, torch.ones_like(out))
 
     w["roi_align_rotated/backward"] = rotated_grad
+
+    def deform_grad():
+        x, offset, weight, mask = (
+            _leaf(t[k]) for k in ("roi_in", "deform_offset", "deform_w", "deform_mask")
+        )
+        out = ops.deform_conv2d(x, offset, weight, None, 1, 1, 1, mask)
+        return torch.autograd.grad(out, (x, offset, weight, mask), torch.ones_like(out))
+
+    w["deform_conv2d/backward"] = deform_grad
     w["depthwise_conv2d/backward"] = conv_grad
     w["sigmoid_focal_loss/backward"] = focal_grad
     w["box_decode/backward"] = decode_grad

@@ -321,6 +321,40 @@ def sample_calls(device):
             (torch.ones(4, 2, 3, 2, device=device).double(), rois, mapping, 0.5, 3, 2, 2, 2, 12, 9, 11),
         ),
     ]
+    d_in = torch.randn(2, 4, 6, 7, device=device, dtype=torch.float64)
+    d_weight = torch.randn(6, 2, 3, 3, device=device, dtype=torch.float64)  # 2 weight groups
+    d_offset = torch.randn(2, 36, 6, 7, device=device, dtype=torch.float64) * 1.5  # 2 offset groups
+    d_mask = torch.rand(2, 18, 6, 7, device=device, dtype=torch.float64)
+    d_bias = torch.randn(6, device=device, dtype=torch.float64)
+    conv = (1, 1, 1, 1, 1, 1, 2, 2)  # stride, padding, dilation (h, w), groups, offset groups
+    calls += [
+        (pd.deform_conv2d, (g(d_in), g(d_weight), g(d_offset), g(d_mask), g(d_bias), *conv, True)),
+        (
+            pd.deform_conv2d,
+            (
+                g(d_in.float().contiguous(memory_format=torch.channels_last)),
+                g(d_weight[:, :, :2].float()),
+                g(d_offset[:, :24, :3, :5].float()),
+                torch.zeros(0, device=device),
+                g(d_bias.float()),
+                *(2, 1, 0, 1, 1, 2, 2, 2),
+                False,
+            ),
+        ),
+        (
+            pd._deform_conv2d_backward,
+            (
+                torch.ones(2, 6, 6, 7, device=device).double(),
+                d_in,
+                d_weight,
+                d_offset,
+                d_mask,
+                d_bias,
+                *conv,
+                True,
+            ),
+        ),
+    ]
     logits = torch.randn(4, 5, device=device, dtype=torch.float64)
     labels = (torch.rand(4, 5, generator=torch.Generator().manual_seed(4)) < 0.3).double().to(device)
     calls += [

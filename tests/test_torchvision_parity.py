@@ -475,3 +475,69 @@ def test_masks_to_boxes():
     masks[3] = False
     assert_same(ops.masks_to_boxes(masks), tvops.masks_to_boxes(masks))
     assert_same(ops.masks_to_boxes(masks.float()), tvops.masks_to_boxes(masks.float()))
+
+
+# ---- deformable convolution --------------------------------------------------------------------------
+def _deform_inputs(dtype, n, c, size, oc, k, groups, offset_groups, stride, padding, dilation, seed):
+    g = torch.Generator().manual_seed(seed)
+    oh = (size[0] + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+    ow = (size[1] + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+    x = torch.randn(n, c, *size, generator=g).to(dtype)
+    offset = (torch.randn(n, 2 * offset_groups * k * k, oh, ow, generator=g) * 3).to(dtype)
+    offset[:, :, ::3] = offset[:, :, ::3].round()  # samples on pixels and on the borders
+    mask = torch.rand(n, offset_groups * k * k, oh, ow, generator=g).to(dtype)
+    weight = torch.randn(oc, c // groups, k, k, generator=g).to(dtype)
+    bias = torch.randn(oc, generator=g).to(dtype)
+    return x, offset, mask, weight, bias
+
+
+DEFORM_CASES = [  # n, c, (h, w), oc, k, groups, offset_groups, stride, padding, dilation
+    (2, 6, (9, 11), 4, 3, 1, 1, 1, 1, 1),
+    (1, 8, (10, 7), 6, 3, 2, 4, 2, 0, 1),
+    (2, 4, (8, 9), 4, 2, 2, 2, 1, 2, 2),
+]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", DEFORM_CASES)
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_deform_conv2d_columns(dtype, case, use_mask):
+    """The sampled columns bit for bit: with one-hot weights (output channel = one (channel, tap)) each
+    output is one column value, which both GEMMs return exactly."""
+    n, c, size, _, k, _, og, stride, padding, dilation = case
+    x, offset, mask, _, _ = _deform_inputs(dtype, n, c, size, 1, k, 1, og, stride, padding, dilation, seed=3)
+    weight = torch.eye(c * k * k, dtype=dtype).reshape(c * k * k, c, k, k)
+    args = (stride, padding, dilation, mask if use_mask else None)
+    ours = ops.deform_conv2d(x, offset, weight, None, *args)
+    assert_same(ours, tvops.deform_conv2d(x, offset, weight, None, *args))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", DEFORM_CASES)
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_deform_conv2d(dtype, case, use_mask):
+    """Output and the five gradients within float rounding: both multiply the same columns by the
+    weight through a GEMM, but in different column orders and tiles."""
+    stride, padding, dilation = case[7:]
+    inputs = _deform_inputs(dtype, *case, seed=4)
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-10}
+    results = []
+    for fn in (ops.deform_conv2d, tvops.deform_conv2d):
+        x, offset, mask, weight, bias = (t.clone().requires_grad_() for t in inputs)
+        out = fn(x, offset, weight, bias, stride, padding, dilation, mask if use_mask else None)
+        leaves = (x, offset, weight, bias) + ((mask,) if use_mask else ())
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(9)).to(dtype)
+        results.append((out, *torch.autograd.grad(out, leaves, grad)))
+    for ours, theirs in zip(*results, strict=True):
+        torch.testing.assert_close(ours, theirs, **tol)
+
+
+def test_deform_conv2d_module_state_dicts():
+    from pydet.layers import DeformConv2d
+
+    theirs = tvops.DeformConv2d(8, 6, 3, stride=2, padding=1, groups=2)
+    ours = DeformConv2d(8, 6, 3, stride=2, padding=1, groups=2)
+    ours.load_state_dict(theirs.state_dict())
+    x, offset, mask, _, _ = _deform_inputs(torch.float32, 2, 8, (11, 9), 6, 3, 2, 1, 2, 1, 1, seed=5)
+    torch.testing.assert_close(ours(x, offset, mask), theirs(x, offset, mask), rtol=1e-5, atol=1e-5)
+    assert set(ours.state_dict()) == set(theirs.state_dict())

@@ -41,14 +41,16 @@ def deform_conv2d(
     stride_h, stride_w = _pair(stride)
     pad_h, pad_w = _pair(padding)
     dil_h, dil_w = _pair(dilation)
-    groups = input.shape[1] // weight.shape[1] if weight.dim() == 4 and weight.shape[1] > 0 else 1
-    taps = weight.shape[-2] * weight.shape[-1] if weight.dim() == 4 else 1
-    offset_groups = offset.shape[1] // (2 * taps) if offset.dim() == 4 and taps > 0 else 1
+    # Inferred only where the ranks allow; the op's checks name whatever is wrong.
+    shaped = input.dim() == 4 and weight.dim() == 4 and offset.dim() == 4
+    taps = weight.shape[2] * weight.shape[3] if shaped else 0
+    groups = input.shape[1] // weight.shape[1] if shaped and weight.shape[1] > 0 else 1
+    offset_groups = offset.shape[1] // (2 * taps) if shaped and taps > 0 else 1
     use_mask = mask is not None
     if mask is None:
-        mask = torch.zeros((input.shape[0], 0), device=input.device, dtype=input.dtype)
+        mask = input.new_zeros(0)  # not read
     if bias is None:
-        bias = torch.zeros(weight.shape[0], device=input.device, dtype=input.dtype)
+        bias = input.new_zeros(weight.shape[0] if weight.dim() > 0 else 0)
     return torch.ops.pydet.deform_conv2d(
         input,
         weight,
