@@ -1,10 +1,11 @@
-"""ONNX export of pydet's NMS and RoI pooling ops to standard ONNX operators.
+"""ONNX export of pydet's NMS, RoI pooling and deformable convolution ops to standard ONNX operators.
 
 ``torch.onnx.export(..., dynamo=True, custom_translation_table=pydet.onnx.translation_table())``
 (or :func:`export`) rewrites ``pydet::nms`` and ``pydet::multiclass_nms`` as ``NonMaxSuppression``
 plus ``TopK``/``Gather``/``Pad`` graphs (``multiclass_nms``'s labels form first spreads the scores
 into per-class columns with ``ScatterElements``), ``pydet::topk_per_level`` as a ``TopK`` per level, and
-``pydet::roi_align`` as ``RoiAlign`` (``half_pixel`` when aligned), that any ONNX runtime executes.
+``pydet::roi_align`` as ``RoiAlign`` (``half_pixel`` when aligned) and ``pydet::deform_conv2d`` as
+``DeformConv`` (opset 19), that any ONNX runtime executes.
 Requires ``onnxscript``.
 
 Differences from the eager ops, all in corner cases: ONNX runtimes break ties between equal scores
@@ -20,6 +21,7 @@ from typing import NamedTuple
 
 import torch
 from onnxscript import opset18 as op
+from onnxscript import opset19
 
 
 def _column(x, k: int):
@@ -253,6 +255,38 @@ def _roi_align(
     )
 
 
+def _deform_conv2d(
+    input,
+    weight,
+    offset,
+    mask,
+    bias,
+    stride_h: int,
+    stride_w: int,
+    pad_h: int,
+    pad_w: int,
+    dilation_h: int,
+    dilation_w: int,
+    groups: int,
+    offset_groups: int,
+    use_mask: bool,
+):
+    # ONNX's DeformConv (opset 19) is torchvision's: the same offset layout ((dy, dx) per tap, tap-major
+    # within each offset group) and bilinear sampling; the kernel size comes from the weight.
+    return opset19.DeformConv(
+        input,
+        weight,
+        offset,
+        bias,
+        mask if use_mask else None,
+        dilations=[dilation_h, dilation_w],
+        group=groups,
+        offset_group=offset_groups,
+        pads=[pad_h, pad_w, pad_h, pad_w],
+        strides=[stride_h, stride_w],
+    )
+
+
 def translation_table() -> dict:
     """The ``custom_translation_table`` for ``torch.onnx.export(..., dynamo=True)``."""
     return {
@@ -260,6 +294,7 @@ def translation_table() -> dict:
         torch.ops.pydet.multiclass_nms.default: _multiclass_nms,
         torch.ops.pydet.topk_per_level.default: _topk_per_level,
         torch.ops.pydet.roi_align.default: _roi_align,
+        torch.ops.pydet.deform_conv2d.default: _deform_conv2d,
     }
 
 

@@ -159,3 +159,29 @@ def test_roi_align_exports_to_roialign(tmp_path, aligned):
     r = rois(17)
     (got,) = run_onnx(program, tmp_path / "roi_align.onnx", x, r)
     np.testing.assert_allclose(got, RoiAlign(aligned)(x, r).numpy(), rtol=1e-5, atol=1e-5)
+
+
+class DeformConv(torch.nn.Module):
+    def __init__(self, modulated: bool):
+        super().__init__()
+        self.modulated = modulated
+
+    def forward(self, x, offset, weight, bias, mask):
+        return ops.deform_conv2d(x, offset, weight, bias, 1, 1, 1, mask if self.modulated else None)
+
+
+@pytest.mark.parametrize("modulated", [False, True])
+def test_deform_conv2d_exports_to_deformconv(tmp_path, modulated):
+    """ONNX's DeformConv (opset 19) samples as torchvision does; onnxruntime's GEMM sums in another
+    order, so values agree to float rounding. Weight and offset groups are kept."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 8, 9, 10, generator=g)
+    offset = torch.randn(2, 36, 9, 10, generator=g) * 2  # 2 offset groups
+    mask = torch.rand(2, 18, 9, 10, generator=g)
+    weight = torch.randn(6, 4, 3, 3, generator=g)  # 2 weight groups
+    bias = torch.randn(6, generator=g)
+    args = (x, offset, weight, bias, mask)
+    program = pydet.onnx.export(DeformConv(modulated), args, verbose=False)
+    assert "DeformConv" in {node.op_type for node in program.model_proto.graph.node}
+    (got,) = run_onnx(program, tmp_path / "deform_conv.onnx", *args)
+    np.testing.assert_allclose(got, DeformConv(modulated)(*args).numpy(), rtol=1e-5, atol=1e-5)

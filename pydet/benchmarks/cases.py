@@ -686,6 +686,77 @@ def _multi_scale_case(tv, has_native: bool) -> Case:
     )
 
 
+# ---- deformable convolution -------------------------------------------------------------------
+DEFORM_SHAPE = (2, 256, 50, 76)  # ResNet-50's res4 (stride 16) of an 800x1216 image, batch 2
+
+
+def deform_inputs(device: str, seed: int = 0) -> tuple:
+    """Input, offsets of a few pixels (as a trained DCN's), mask, 3x3 weight 256 -> 256, bias."""
+    g = torch.Generator().manual_seed(seed)
+    n, c, h, w = DEFORM_SHAPE
+    x = torch.randn(DEFORM_SHAPE, generator=g)
+    offset = torch.randn(n, 18, h, w, generator=g) * 2
+    mask = torch.rand(n, 9, h, w, generator=g)
+    weight = torch.randn(c, c, 3, 3, generator=g) * 0.02
+    bias = torch.randn(c, generator=g)
+    return tuple(t.to(device) for t in (x, offset, mask, weight, bias))
+
+
+def deform_cases() -> list[Case]:
+    """deform_conv2d as DCN layers in ResNet-50's res4 run it (3x3, padding 1), v1 and v2, forward and
+    forward + backward (all five gradients), against torchvision's CPU kernel (written as torchvision
+    writes it, bench/deform_conv_reference.cpp, and torchvision's own when importable)."""
+    tv = _tv()
+    has_native = native.library() is not None
+
+    def step(conv, modulated: bool, backward: bool):
+        def run(x, offset, mask, weight, bias):
+            leaves = [t.detach().requires_grad_(backward) for t in (x, offset, weight, bias, mask)]
+            y = conv(*leaves[:4], 1, 1, 1, leaves[4] if modulated else None)
+            if not backward:
+                return y
+            wrt = leaves if modulated else leaves[:4]
+            return (y, *torch.autograd.grad(y, wrt, torch.ones_like(y)))
+
+        return run
+
+    def native_step(modulated: bool, backward: bool):
+        def run(x, offset, mask, weight, bias):
+            conv = native.DeformConv2d(x, offset, weight, 1, 1, 1, mask if modulated else None)
+            y = conv.forward(bias)
+            if not backward:
+                return y
+            gx, goffset, gweight, gmask = conv.backward(torch.ones_like(y))
+            gbias = torch.ones_like(y).sum((0, 2, 3))
+            return (y, gx, goffset, gweight, gbias) + ((gmask,) if modulated else ())
+
+        return run
+
+    cases = []
+    for label, modulated, backward in (
+        ("deform_conv2d", False, False),
+        ("deform_conv2d v2", True, False),
+        ("deform_conv2d fwd+bwd", False, True),
+        ("deform_conv2d v2 fwd+bwd", True, True),
+    ):
+        cases.append(
+            Case(
+                label,
+                f"{'x'.join(map(str, DEFORM_SHAPE))}, 3x3, 256->256",
+                "deformable convolution",
+                deform_inputs,
+                step(ops.deform_conv2d, modulated, backward),
+                native_step(modulated, backward) if has_native else None,
+                step(tv.deform_conv2d, modulated, backward) if tv else None,
+                quick=False,
+                heavy=backward,  # torchvision's forward + backward: about 2.5 s
+                memory_bound=False,
+                agree_atol=1e-3,  # float32 GEMMs of 2304 terms in other orders
+            )
+        )
+    return cases
+
+
 # ---- detectors --------------------------------------------------------------------------------
 @functools.cache
 def detector(name: str):
@@ -911,6 +982,7 @@ def all_cases() -> list[Case]:
         + coder_cases()
         + depthwise_cases()
         + roi_cases()
+        + deform_cases()
         + mask_cases()
         + detector_cases()
     )
