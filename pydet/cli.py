@@ -68,8 +68,8 @@ def _bench(args: argparse.Namespace) -> int:
         "speed-up: baseline / pydet, medians in one process"
         + (f"; median (min–max) of {args.repeat} runs" if args.repeat > 1 else "")
         + ". Baseline: the eager PyTorch formula\n"
-        "(pydet.benchmarks.reference, as torchvision/mmdet write it); for NMS and roi_align, torchvision's/mmcv's "
-        "CPU kernels (bench/*_reference.cpp).\n"
+        "(pydet.benchmarks.reference, as torchvision/mmdet write it); for NMS, roi_align and deform_conv2d, "
+        "torchvision's/mmcv's CPU kernels (bench/*_reference.cpp).\n"
         "floor: the time of a copy moving the bytes the op reads + writes (a buffer of half of them into "
         "another), timed in alternation with pydet and the baselines;\n"
         "of copy bw: floor / pydet time, the fraction of that bandwidth the op achieves (memory-bound ops)."

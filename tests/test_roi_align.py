@@ -340,3 +340,62 @@ def test_detectron2_roialign_module():
     assert torch.equal(module(x, rois), ops.roi_align(x, rois.float(), (4, 3), 0.25, 0, True))
     with pytest.raises(ValueError, match=r"rois must have shape \[K, 5\]"):
         module(x, rois[:, 1:])
+
+
+def test_detectron2_roi_pooler():
+    """detectron2's ROIPooler: its level rule (1e-8 inside the log, where torchvision adds 1e-6 to the
+    level), then every pooler type equals its op called level by level."""
+    from pydet.layers import ROIAlignRotated, ROIPooler, assign_boxes_to_levels, fpn_levels
+
+    # a side just under 224 px: log2(side / 224) is -7e-7, which torchvision's + 1e-6 lifts to level 4
+    # and detectron2's + 1e-8 inside the log leaves at level 3; sides 112 and 111.99 straddle 3 and 2
+    boxes = [
+        torch.tensor(
+            [
+                [0.0, 0.0, 223.9999, 223.9999],
+                [0.0, 0.0, 112.0, 112.0],
+                [0.0, 0.0, 111.99, 111.99],
+                [5, 5, 600, 500],
+            ]
+        )
+    ]
+    assert assign_boxes_to_levels(boxes, 2, 5, 224, 4).tolist() == [1, 1, 0, 3]
+    assert fpn_levels(boxes, 2, 5).tolist() == [2, 1, 0, 3]
+    g = torch.Generator().manual_seed(6)
+    x = [torch.randn(2, 3, 256 >> i, 320 >> i, generator=g) for i in range(2, 6)]
+    scales = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    xy = torch.rand(2, 30, 2, generator=g) * 300
+    box_lists = [torch.cat([xy[i], xy[i] + 8 + torch.rand(30, 2, generator=g) * 500], 1) for i in range(2)]
+    rois = torch.cat([torch.cat([torch.full((30, 1), float(i)), b], 1) for i, b in enumerate(box_lists)])
+    levels = assign_boxes_to_levels(box_lists, 2, 5, 224, 4)
+    assert len(set(levels.tolist())) == 4
+    for pooler_type in ("ROIAlign", "ROIAlignV2", "ROIPool"):
+        pooled = ROIPooler(7, scales, 2, pooler_type)(x, box_lists)
+        for level in range(4):
+            pick = levels == level
+            if pooler_type == "ROIPool":
+                want = ops.roi_pool(x[level], rois[pick], 7, scales[level])
+            else:
+                want = ops.roi_align(x[level], rois[pick], 7, scales[level], 2, pooler_type == "ROIAlignV2")
+            assert torch.equal(pooled[pick], want)
+    rotated = [
+        torch.cat([(b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2], torch.full_like(b[:, :1], 30.0)], 1)
+        for b in box_lists
+    ]
+    pooled = ROIPooler((5, 4), scales, 2, "ROIAlignRotated")(x, rotated)
+    rotated_rois = torch.cat(
+        [torch.cat([torch.full((30, 1), float(i)), b], 1) for i, b in enumerate(rotated)]
+    )
+    for level in range(4):
+        pick = levels == level  # the same areas
+        want = ROIAlignRotated((5, 4), scales[level], 2)(x[level], rotated_rois[pick])
+        assert torch.equal(pooled[pick], want)
+    assert ROIPooler(7, scales, 2, "ROIAlign")(x, [b[:0] for b in box_lists]).shape == (0, 3, 7, 7)
+    with pytest.raises(ValueError, match=r"pydet.ROIPooler: pooler_type must be one of"):
+        ROIPooler(7, scales, 2, "ROIAlignV3")
+    with pytest.raises(ValueError, match=r"pydet.ROIPooler: scales must be powers of 2"):
+        ROIPooler(7, [1 / 3], 2, "ROIAlign")
+    with pytest.raises(ValueError, match=r"pydet.ROIPooler: scales must form a pyramid"):
+        ROIPooler(7, [1 / 4, 1 / 16], 2, "ROIAlign")
+    with pytest.raises(ValueError, match=r"pydet.ROIPooler: box_lists must have one tensor per image \(2\)"):
+        ROIPooler(7, scales, 2, "ROIAlign")(x, box_lists[:1])

@@ -22,6 +22,8 @@ from pydet.layers.roi import (
     RoIAlign,
     ROIAlignRotated,
     RoIPool,
+    ROIPooler,
+    assign_boxes_to_levels,
     fpn_levels,
 )
 
@@ -41,11 +43,13 @@ __all__ = [
     "PSRoIPool",
     "ROIAlign",
     "ROIAlignRotated",
+    "ROIPooler",
     "RoIAlign",
     "RoIPool",
     "SeparableConv2d",
     "ShapeSpec",
     "activation_name",
+    "assign_boxes_to_levels",
     "conv_norm_act",
     "convert_frozen_batchnorm",
     "fold_batchnorm",

@@ -1,7 +1,9 @@
 """RoI pooling modules over pydet.ops.roi: torchvision.ops' RoIAlign, RoIPool, PSRoIAlign, PSRoIPool and
-MultiScaleRoIAlign, and detectron2's ROIAlign and ROIAlignRotated."""
+MultiScaleRoIAlign, and detectron2's ROIAlign, ROIAlignRotated and ROIPooler."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -125,6 +127,10 @@ def _infer_scale(feature: Tensor, original_size: tuple[int, int]) -> float:
     return 2 ** float(torch.tensor(approx).log2().round())
 
 
+def _clamped(target: Tensor, k_min: int, k_max: int) -> Tensor:
+    return torch.clamp(target, min=k_min, max=k_max).to(torch.int64) - k_min
+
+
 def fpn_levels(
     boxes: list[Tensor], k_min: int, k_max: int, canonical_scale: int = 224, canonical_level: int = 4
 ):
@@ -135,8 +141,104 @@ def fpn_levels(
     target = torch.floor(
         canonical_level + torch.log2(s / canonical_scale) + torch.tensor(1e-6, dtype=s.dtype)
     )
-    target = torch.clamp(target, min=k_min, max=k_max)
-    return (target.to(torch.int64) - k_min).to(torch.int64)
+    return _clamped(target, k_min, k_max)
+
+
+def assign_boxes_to_levels(
+    box_lists: list[Tensor], min_level: int, max_level: int, canonical_box_size: int, canonical_level: int
+) -> Tensor:
+    """detectron2's FPN level of every box (``detectron2.modeling.poolers``, same operations): ``floor(
+    canonical_level + log2(sqrt(area) / canonical_box_size + 1e-8))`` clamped to ``[min_level,
+    max_level]``, minus ``min_level``, as int64 over the concatenated boxes. Boxes are ``[L, 4]`` xyxy
+    or ``[L, 5]`` rotated ``(cx, cy, w, h, angle)`` (area ``w h``), one tensor per image."""
+    areas = [b[:, 2] * b[:, 3] if b.shape[-1] == 5 else box_area(b) for b in box_lists]
+    sizes = torch.sqrt(torch.cat(areas))
+    return _clamped(
+        torch.floor(canonical_level + torch.log2(sizes / canonical_box_size + 1e-8)), min_level, max_level
+    )
+
+
+_POOLER_TYPES = ("ROIAlign", "ROIAlignV2", "ROIPool", "ROIAlignRotated")
+
+
+class ROIPooler(nn.Module):
+    """detectron2.modeling.poolers.ROIPooler: each box pooled from the FPN level detectron2 assigns it
+    (:func:`assign_boxes_to_levels`), ``forward(x: list[Tensor], box_lists: list[Tensor]) -> [M, C,
+    PH, PW]`` in the boxes' concatenated order. ``pooler_type``: ``"ROIAlign"`` (``aligned=False``),
+    ``"ROIAlignV2"`` (``aligned=True``), both every level in one :func:`pydet.ops.multi_scale_roi_align`
+    call; ``"ROIPool"`` and ``"ROIAlignRotated"`` (boxes ``[L, 5]``) level by level, as detectron2."""
+
+    def __init__(
+        self,
+        output_size: Pair,
+        scales: list[float],
+        sampling_ratio: int,
+        pooler_type: str,
+        canonical_box_size: int = 224,
+        canonical_level: int = 4,
+    ):
+        super().__init__()
+        if pooler_type not in _POOLER_TYPES:
+            raise ValueError(
+                f"pydet.ROIPooler: pooler_type must be one of {_POOLER_TYPES}, got {pooler_type!r}"
+            )
+        levels = [-math.log2(s) for s in scales]
+        if not scales or any(not math.isclose(v, round(v)) for v in levels):
+            raise ValueError(
+                f"pydet.ROIPooler: scales must be powers of 2 (feature-map strides), got {scales}"
+            )
+        self.min_level, self.max_level = round(levels[0]), round(levels[-1])
+        if len(scales) != self.max_level - self.min_level + 1:
+            raise ValueError(f"pydet.ROIPooler: scales must form a pyramid (one per level), got {scales}")
+        if canonical_box_size <= 0:
+            raise ValueError(f"pydet.ROIPooler: canonical_box_size must be > 0, got {canonical_box_size}")
+        self.output_size = tuple(_pair(output_size))
+        self.scales, self.sampling_ratio, self.pooler_type = list(scales), sampling_ratio, pooler_type
+        self.canonical_box_size, self.canonical_level = canonical_box_size, canonical_level
+
+    def _pool_level(self, level: int, feature: Tensor, rois: Tensor) -> Tensor:
+        scale = self.scales[level]
+        if self.pooler_type == "ROIPool":
+            return roi_pool(feature, rois, self.output_size, scale)
+        return ROIAlignRotated(self.output_size, scale, self.sampling_ratio)(feature, rois)
+
+    def forward(self, x: list[Tensor], box_lists: list[Tensor]) -> Tensor:
+        if len(x) != len(self.scales):
+            raise ValueError(f"pydet.ROIPooler: x must have {len(self.scales)} feature maps, got {len(x)}")
+        if len(box_lists) != x[0].shape[0]:
+            raise ValueError(
+                f"pydet.ROIPooler: box_lists must have one tensor per image ({x[0].shape[0]}), got {len(box_lists)}"
+            )
+        rotated = self.pooler_type == "ROIAlignRotated"
+        rois = (
+            torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(box_lists)])
+            if box_lists
+            else x[0].new_zeros(0, 6 if rotated else 5)
+        )
+        rois = rois.to(x[0].dtype)
+        levels = (
+            assign_boxes_to_levels(
+                box_lists, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level
+            )
+            if box_lists
+            else torch.zeros(0, dtype=torch.int64, device=rois.device)
+        )
+        if self.pooler_type in ("ROIAlign", "ROIAlignV2"):
+            aligned = self.pooler_type == "ROIAlignV2"
+            return multi_scale_roi_align(
+                x, rois, levels, self.scales, self.output_size, self.sampling_ratio, aligned
+            )
+        out = x[0].new_zeros(len(rois), x[0].shape[1], *self.output_size)
+        for level, feature in enumerate(x):
+            pick = torch.nonzero(levels == level).squeeze(1)
+            out[pick] = self._pool_level(level, feature, rois[pick])
+        return out
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, scales={self.scales}, sampling_ratio={self.sampling_ratio}, "
+            f"pooler_type={self.pooler_type!r}"
+        )
 
 
 class MultiScaleRoIAlign(nn.Module):
