@@ -64,22 +64,22 @@ class DeformConv2d(nn.Module):
 
 
 class _Detectron2DeformConv(nn.Module):
-    """What detectron2's two deformable convolutions share: the weight (Kaiming-uniform for ReLU),
-    then the convolution, ``norm`` and ``activation``."""
+    """What detectron2's two deformable convolutions share: their signature (ModulatedDeformConv's
+    defaults), the weight (Kaiming-uniform for ReLU), then the convolution, ``norm`` and ``activation``."""
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
         kernel_size: Pair,
-        stride: Pair,
-        padding: Pair,
-        dilation: Pair,
-        groups: int,
-        deformable_groups: int,
-        bias: bool,
-        norm: nn.Module | None,
-        activation: Callable[[Tensor], Tensor] | None,
+        stride: Pair = 1,
+        padding: Pair = 0,
+        dilation: Pair = 1,
+        groups: int = 1,
+        deformable_groups: int = 1,
+        bias: bool = True,
+        norm: nn.Module | None = None,
+        activation: Callable[[Tensor], Tensor] | None = None,
     ):
         super().__init__()
         name = type(self).__name__
@@ -93,7 +93,20 @@ class _Detectron2DeformConv(nn.Module):
         nn.init.kaiming_uniform_(self.weight, nonlinearity="relu")
 
     def _convolve(self, x: Tensor, offset: Tensor, mask: Tensor | None) -> Tensor:
-        x = deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+        # the operator itself: groups and deformable groups as given (detectron2 passes both), not inferred
+        x = torch.ops.pydet.deform_conv2d(
+            x,
+            self.weight,
+            offset,
+            x.new_zeros(0) if mask is None else mask,
+            x.new_zeros(self.out_channels) if self.bias is None else self.bias,
+            *self.stride,
+            *self.padding,
+            *self.dilation,
+            self.groups,
+            self.deformable_groups,
+            mask is not None,
+        )
         if self.norm is not None:
             x = self.norm(x)
         if self.activation is not None:
@@ -110,8 +123,8 @@ class _Detectron2DeformConv(nn.Module):
 
 class DeformConv(_Detectron2DeformConv):
     """detectron2.layers.DeformConv (DCNv1): ``forward(x, offset)``, no bias (detectron2 asserts
-    ``not bias``), state dict ``weight`` (+ the norm's under ``norm.``). The deformable groups come from
-    ``offset.shape[1] // (2 KH KW)``, which must equal ``deformable_groups``."""
+    ``not bias``), state dict ``weight`` (+ the norm's under ``norm.``); ``offset`` is ``[N, 2
+    deformable_groups KH KW, OH, OW]``."""
 
     def __init__(
         self,
@@ -150,34 +163,6 @@ class DeformConv(_Detectron2DeformConv):
 class ModulatedDeformConv(_Detectron2DeformConv):
     """detectron2.layers.ModulatedDeformConv (DCNv2): ``forward(x, offset, mask)``; ``bias`` (zeros
     at initialisation) when ``bias``, state dict ``weight``, ``bias`` (+ the norm's under ``norm.``)."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Pair,
-        stride: Pair = 1,
-        padding: Pair = 0,
-        dilation: Pair = 1,
-        groups: int = 1,
-        deformable_groups: int = 1,
-        bias: bool = True,
-        norm: nn.Module | None = None,
-        activation: Callable[[Tensor], Tensor] | None = None,
-    ):
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-            groups,
-            deformable_groups,
-            bias,
-            norm,
-            activation,
-        )
 
     def forward(self, x: Tensor, offset: Tensor, mask: Tensor) -> Tensor:
         return self._convolve(x, offset, mask)
