@@ -140,7 +140,8 @@ def test_gradients_do_not_depend_on_threads():
 @st.composite
 def roi_cases(draw):
     n = draw(st.integers(1, 2))
-    c = draw(st.integers(1, 3))
+    # float64 blocks hold 8 channels: 19 = two whole blocks (channels_last: read in place) and a part
+    c = draw(st.sampled_from([1, 3, 8, 19]))
     h, w = draw(st.integers(0, 9)), draw(st.integers(0, 9))
     k = draw(st.integers(0, 5))
     coordinate = st.one_of(
@@ -399,3 +400,23 @@ def test_detectron2_roi_pooler():
         ROIPooler(7, [1 / 4, 1 / 16], 2, "ROIAlign")
     with pytest.raises(ValueError, match=r"pydet.ROIPooler: box_lists must have one tensor per image \(2\)"):
         ROIPooler(7, scales, 2, "ROIAlign")(x, box_lists[:1])
+
+
+def test_channels_last_read_in_place_equals_contiguous():
+    """Whole 16-channel blocks of a channels_last float32 map are sampled in place, the last part block
+    from a copy: both give the contiguous input's bits, over several levels too."""
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 40, 30, 44, generator=g)
+    rois = make_rois(50, 2, 120, seed=13).float()
+    cl = x.contiguous(memory_format=torch.channels_last)
+    for aligned in (False, True):
+        assert torch.equal(
+            ops.roi_align(cl, rois, 5, 0.25, 2, aligned), ops.roi_align(x, rois, 5, 0.25, 2, aligned)
+        )
+    small = x[:, :, ::2, ::2].contiguous()
+    levels = torch.randint(0, 2, (50,), generator=g)
+    want = ops.multi_scale_roi_align([x, small], rois, levels, [0.25, 0.125], 4, 2)
+    got = ops.multi_scale_roi_align(
+        [cl, small.contiguous(memory_format=torch.channels_last)], rois, levels, [0.25, 0.125], 4, 2
+    )
+    assert torch.equal(got, want)

@@ -27,6 +27,12 @@ PYDET_SIMD_INLINE void to_block(const T* input, bool channels_last, int64_t b, i
     constexpr int64_t L = kLanes<T>;
     const T* pixels = input + b * plane * channels + c0;
     for (int64_t p = 0; p < plane; ++p) {
+      if constexpr (std::is_floating_point_v<T>) {
+        if (used == L) {  // one 64-byte line a pixel
+          simd::store64(block + p * L, simd::load64(pixels + p * channels));
+          continue;
+        }
+      }
       std::copy(pixels + p * channels, pixels + p * channels + used, block + p * L);
       std::fill(block + p * L + used, block + (p + 1) * L, T(0));
     }
