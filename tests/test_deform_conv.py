@@ -336,3 +336,22 @@ def test_modules():
         ValueError, match=r"pydet.DeformConv: in_channels \(7\) must be divisible by groups \(2\)"
     ):
         DeformConv(7, 6, 3, groups=2)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", CASES[1:4])
+def test_cuda_matches_cpu(case, dtype):
+    """The CUDA kernels against the CPU's: the same columns, GEMMs and atomics in other orders."""
+    inputs = [t.to(dtype) if t is not None else None for t in make_case(*case, seed=11)]
+    stride, padding, dilation = case[8:11]
+    results = []
+    for device in ("cpu", "cuda"):
+        leaves = [t.to(device).requires_grad_() if t is not None else None for t in inputs]
+        out = ops.deform_conv2d(*leaves[:4], stride, padding, dilation, leaves[4])
+        wrt = [t for t in leaves if t is not None]
+        grad = torch.ones_like(out)
+        results.append([out, *torch.autograd.grad(out, wrt, grad)])
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(b.cpu(), a, rtol=tol, atol=tol)
