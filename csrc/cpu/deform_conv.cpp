@@ -119,12 +119,14 @@ PYDET_SIMD_INLINE auto lane_sum(const V& v) {
 }
 
 // Pixel q's offset and mask gradients from its row of column gradients, and its samples into table
-// ([offset group][tap]) for the input's gradient.
-template <int kNative, class T>
+// ([offset group][tap]) for the input's gradient. The sums over channels run in 64-byte lanes on every
+// ISA (the compiler splits them into native vectors), then lane by lane: the same order, so the same
+// bits, on every CPU variant.
+template <class T>
 PYDET_SIMD_INLINE void coordinate_grads(const Geometry& g, const T* input, const T* zero, const T* offset,
                                         const T* mask, int64_t q, const T* grad_row, TapSample<T>* table,
                                         T* grad_offset, T* grad_mask) {
-  using V = simd::Vec<T, kNative>;
+  using V = simd::V64<T>;
   const Pixel px = pixel_at(g, q);
   const T* image = input + px.b * g.height * g.width * g.channels;
   const int64_t co = g.offset_group_channels(), taps = g.taps();
@@ -137,7 +139,7 @@ PYDET_SIMD_INLINE void coordinate_grads(const Geometry& g, const T* input, const
       for_each_run(g, o * co, (o + 1) * co, k, [&](int64_t c, int64_t n, int64_t column) {
         const Corners<T> v(t.s, image, zero, g.channels, c);
         const T* gc = grad_row + column;
-        over_lanes<kNative, T>(n, [&](int64_t l, auto lanes) {
+        over_lanes<64, T>(n, [&](int64_t l, auto lanes) {
           using U = decltype(lanes);
           const U v0 = load<U>(v.v[0] + l), v1 = load<U>(v.v[1] + l), v2 = load<U>(v.v[2] + l),
                   v3 = load<U>(v.v[3] + l), gv = load<U>(gc + l);
@@ -239,11 +241,10 @@ struct CpuKernels {
       T* g_mask = g.use_mask ? grad_mask.data_ptr<T>() : nullptr;
       at::parallel_for(0, count, std::max<int64_t>(1, kGrainWork / std::max<int64_t>(width, 1)),
                        [&](int64_t begin, int64_t end) {
-                         simd::dispatch([&](auto isa) {
-                           constexpr int kNative = decltype(isa)::kVectorBytes;
+                         simd::dispatch([&] {
                            for (int64_t i = begin; i < end; ++i) {
-                             coordinate_grads<kNative>(g, in, zero.data(), off, msk, first + i, gcols + i * width,
-                                                       table.data() + i * per_pixel, g_off, g_mask);
+                             coordinate_grads(g, in, zero.data(), off, msk, first + i, gcols + i * width,
+                                              table.data() + i * per_pixel, g_off, g_mask);
                            }
                          });
                        });
