@@ -118,18 +118,31 @@ void pool_roi(const T* roi, const T* planes, int64_t c, const PoolGeometry& g, T
   }
   const RoiGrid<T> r = roi_grid(roi, scale, true, g.pooled_h, g.pooled_w, g.sampling_ratio);
   const T count = static_cast<T>(r.y.grid * r.x.grid);  // torchvision's: 0 (a NaN bin) for an empty grid
+  // Each axis's taps once per bin row or column (torchvision recomputes them for every sample).
+  thread_local std::vector<Tap<T>> y_taps, x_taps;
+  thread_local std::vector<int64_t> y_first, x_first;
+  const auto tabulate = [&](const AxisGrid<T>& a, int64_t pooled, int64_t extent, std::vector<Tap<T>>& taps,
+                            std::vector<int64_t>& first) {
+    taps.clear();
+    first.assign(pooled + 1, 0);
+    for (int64_t p = 0; r.finite && p < pooled; ++p) {
+      const SampleRange range = samples_inside(a, p, extent);
+      for (int64_t i = range.begin; i < range.end; ++i) taps.push_back(tap_at(sample_at(a, p, i), extent));
+      first[p + 1] = static_cast<int64_t>(taps.size());
+    }
+  };
+  tabulate(r.y, g.pooled_h, g.height, y_taps, y_first);
+  tabulate(r.x, g.pooled_w, g.width, x_taps, x_first);
   for (int64_t ph = 0; ph < g.pooled_h; ++ph) {
-    const SampleRange ys = samples_inside(r.y, ph, g.height);
     for (int64_t pw = 0; pw < g.pooled_w; ++pw) {
-      const SampleRange xs = samples_inside(r.x, pw, g.width);
       const T* plane = planes + mapped_channel(g, c, ph, pw) * plane_size;
       T sum = T(0);
-      for (int64_t iy = ys.begin; r.finite && iy < ys.end; ++iy) {
-        const Tap<T> y = tap_at(sample_at(r.y, ph, iy), g.height);
+      for (int64_t ty = y_first[ph]; ty < y_first[ph + 1]; ++ty) {
+        const Tap<T>& y = y_taps[ty];
         const T* lo = plane + y.low * g.width;
         const T* hi = plane + y.high * g.width;
-        for (int64_t ix = xs.begin; ix < xs.end; ++ix) {
-          const Tap<T> x = tap_at(sample_at(r.x, pw, ix), g.width);
+        for (int64_t tx = x_first[pw]; tx < x_first[pw + 1]; ++tx) {
+          const Tap<T>& x = x_taps[tx];
           sum = sum + interpolate(weights(y, x), lo[x.low], lo[x.high], hi[x.low], hi[x.high]);
         }
       }

@@ -588,7 +588,7 @@ def roi_cases() -> list[Case]:
 
         return run
 
-    cases = [_multi_scale_case(tv, has_native), rotated_case()]
+    cases = [_multi_scale_case(tv, has_native), rotated_case(), *_max_and_ps_cases(tv, step)]
     for label, rois, size, aligned, backward in (
         ("roi_align", 1024, 7, False, False),
         ("roi_align mask head", 100, 14, True, False),
@@ -607,6 +607,70 @@ def roi_cases() -> list[Case]:
                 else None,
                 quick=rois == 100,
                 heavy=backward,  # torchvision's backward: about 1.2 s
+                memory_bound=False,
+            )
+        )
+    return cases
+
+
+def ps_inputs(device: str, rois: int = 300, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """R-FCN's position-sensitive score maps (8 x 7 x 7 channels at stride 16 of an 800x1216 image pair)
+    and ``rois`` proposals of 16-400 px."""
+    x = torch.randn(2, 392, 50, 76, generator=torch.Generator().manual_seed(seed))
+    boxes, _ = image_boxes(rois, "cpu", seed, image=(1216.0, 800.0), sizes=(16.0, 400.0))
+    index = (torch.arange(rois) % 2).float()[:, None]
+    return x.to(device), torch.cat([index, boxes], 1).to(device)
+
+
+def _max_and_ps_cases(tv, step) -> list[Case]:
+    """roi_pool (Fast R-CNN's max pooling) on P2 and the position-sensitive ops on R-FCN's score maps,
+    against torchvision's own kernels where importable (no baseline is written for them otherwise)."""
+    cases = []
+    for label, make, size, pool, theirs, backward in (
+        (
+            "roi_pool",
+            lambda d: p2_inputs(1024, d),
+            "P2 2x256x200x304, 1024 RoIs, 7x7",
+            lambda x, r: ops.roi_pool(x, r, 7, 0.25),
+            tv and (lambda x, r: tv.roi_pool(x, r, 7, 0.25)),
+            False,
+        ),
+        (
+            "roi_pool fwd+bwd",
+            lambda d: p2_inputs(1024, d),
+            "P2 2x256x200x304, 1024 RoIs, 7x7",
+            lambda x, r: ops.roi_pool(x, r, 7, 0.25),
+            tv and (lambda x, r: tv.roi_pool(x, r, 7, 0.25)),
+            True,
+        ),
+        (
+            "ps_roi_pool",
+            ps_inputs,
+            "2x392x50x76, 300 RoIs, 7x7",
+            lambda x, r: ops.ps_roi_pool(x, r, 7, 1 / 16),
+            tv and (lambda x, r: tv.ps_roi_pool(x, r, 7, 1 / 16)),
+            False,
+        ),
+        (
+            "ps_roi_align",
+            ps_inputs,
+            "2x392x50x76, 300 RoIs, 7x7",
+            lambda x, r: ops.ps_roi_align(x, r, 7, 1 / 16, 2),
+            tv and (lambda x, r: tv.ps_roi_align(x, r, 7, 1 / 16, 2)),
+            False,
+        ),
+    ):
+        cases.append(
+            Case(
+                label,
+                size,
+                "RoI pooling",
+                make,
+                step(pool, backward),
+                None,
+                step(theirs, backward) if theirs else None,
+                quick=False,
+                heavy=backward,  # torchvision's roi_pool forward + backward: over a second
                 memory_bound=False,
             )
         )
