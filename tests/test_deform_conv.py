@@ -16,8 +16,11 @@ def _out_size(size, k, s, p, d):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-def reference(input, offset, weight, bias=None, stride=1, padding=0, dilation=1, mask=None):
-    """torchvision's deform_conv2d in float64 tensor operations, differentiable in every argument.
+def reference(
+    input, offset, weight, bias=None, stride=1, padding=0, dilation=1, mask=None, dtype=torch.float64
+):
+    """torchvision's deform_conv2d in tensor operations of ``dtype`` (float64 unless asked; its sampling
+    operations are torchvision's, in its order), differentiable in every argument.
 
     Tap k = (i, j) of offset group o at output pixel (y, x) samples at (y s - p + i d + dy, x s - p + j d
     + dx) bilinearly (corners outside the input read 0; the sample is 0 unless -1 < y < H and
@@ -25,17 +28,17 @@ def reference(input, offset, weight, bias=None, stride=1, padding=0, dilation=1,
     on the -1 border contributes nothing, yet its offsets' gradient is the derivative of the
     bilinear formula there (its corners inside the input)."""
     (sh, sw), (ph, pw), (dh, dw) = ((v, v) if isinstance(v, int) else v for v in (stride, padding, dilation))
-    x = input.double()
+    x = input.to(dtype)
     n, c, h, w = x.shape
     oc, cw, kh, kw = weight.shape
     groups, taps = c // cw, kh * kw
     og = offset.shape[1] // (2 * taps)
     oh, ow = _out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw)
-    off = offset.double().reshape(n, og, taps, 2, oh, ow)
-    i = torch.arange(kh, dtype=torch.float64).repeat_interleave(kw).view(1, 1, taps, 1, 1)
-    j = torch.arange(kw, dtype=torch.float64).repeat(kh).view(1, 1, taps, 1, 1)
-    ys = (torch.arange(oh, dtype=torch.float64) * sh - ph).view(1, 1, 1, oh, 1) + i * dh + off[:, :, :, 0]
-    xs = (torch.arange(ow, dtype=torch.float64) * sw - pw).view(1, 1, 1, 1, ow) + j * dw + off[:, :, :, 1]
+    off = offset.to(dtype).reshape(n, og, taps, 2, oh, ow)
+    i = torch.arange(kh, dtype=dtype).repeat_interleave(kw).view(1, 1, taps, 1, 1)
+    j = torch.arange(kw, dtype=dtype).repeat(kh).view(1, 1, taps, 1, 1)
+    ys = (torch.arange(oh, dtype=dtype) * sh - ph).view(1, 1, 1, oh, 1) + i * dh + off[:, :, :, 0]
+    xs = (torch.arange(ow, dtype=dtype) * sw - pw).view(1, 1, 1, 1, ow) + j * dw + off[:, :, :, 1]
     inside = (ys > -1) & (ys < h) & (xs > -1) & (xs < w)
     y0, x0 = ys.detach().floor(), xs.detach().floor()
     fy, fx = ys - y0, xs - x0
@@ -62,11 +65,11 @@ def reference(input, offset, weight, bias=None, stride=1, padding=0, dilation=1,
     border = bilinear(planes.detach())  # the offsets' gradient outside, without the input's
     cols = torch.where(inside.unsqueeze(2), sampled, border - border.detach())
     if mask is not None:
-        cols = cols * mask.double().reshape(n, og, 1, taps, oh, ow)
+        cols = cols * mask.to(dtype).reshape(n, og, 1, taps, oh, ow)
     cols = cols.reshape(n, groups, cw * taps, oh * ow)
-    out = torch.einsum("gok,ngkp->ngop", weight.double().reshape(groups, oc // groups, cw * taps), cols)
+    out = torch.einsum("gok,ngkp->ngop", weight.to(dtype).reshape(groups, oc // groups, cw * taps), cols)
     out = out.reshape(n, oc, oh, ow)
-    return out if bias is None else out + bias.double().view(1, -1, 1, 1)
+    return out if bias is None else out + bias.to(dtype).view(1, -1, 1, 1)
 
 
 def make_case(
@@ -162,26 +165,15 @@ def test_gradcheck():
 
 
 def test_columns_are_exact_in_float32():
-    """With a 1x1 identity weight, the output is the sampled columns: the same bits as the float32
-    formula (torchvision's order, no fused multiply-add)."""
-    x, offset, _, _, mask = make_case(2, 5, 9, 8, 5, 1, 1, 1, 1, 0, 1, True, seed=5, scale=3.0)
-    x, offset, mask = x.float(), offset.float(), mask.float()
-    got = ops.deform_conv2d(x, offset, torch.eye(5).view(5, 5, 1, 1), None, mask=mask)
-    ys = torch.arange(9.0).view(9, 1) + offset[:, 0:1]
-    xs = torch.arange(8.0).view(1, 8) + offset[:, 1:2]
-    y0, x0 = ys.floor(), xs.floor()
-    ly, lx = ys - y0, xs - x0
-    hy, hx = 1 - ly, 1 - lx
-    want = 0
-    for dy, dx, wt in ((0, 0, hy * hx), (0, 1, hy * lx), (1, 0, ly * hx), (1, 1, ly * lx)):
-        yy, xx = y0 + dy, x0 + dx
-        valid = (yy >= 0) & (yy < 9) & (xx >= 0) & (xx < 8)
-        idx = torch.where(valid, yy * 8 + xx, 0).long().expand(-1, 5, -1, -1).reshape(2, 5, -1)
-        v = torch.where(valid, torch.gather(x.reshape(2, 5, -1), 2, idx).view(2, 5, 9, 8), 0)
-        want = wt * v if dy == 0 and dx == 0 else want + wt * v
-    inside = (ys > -1) & (ys < 9) & (xs > -1) & (xs < 8)
-    want = mask * torch.where(inside, want, 0)
-    assert torch.equal(got, want)
+    """With a 1x1 identity weight, the output is the sampled columns: the float32 reference's bits
+    (torchvision's operations in its order, no fused multiply-add)."""
+    x, offset, _, _, mask = (
+        t.float() if t is not None else None
+        for t in make_case(2, 5, 9, 8, 5, 1, 1, 1, 1, 0, 1, True, seed=5, scale=3.0)
+    )
+    identity = torch.eye(5).view(5, 5, 1, 1)
+    got = ops.deform_conv2d(x, offset, identity, None, mask=mask)
+    assert torch.equal(got, reference(x, offset, identity, mask=mask, dtype=torch.float32))
 
 
 def test_special_values():

@@ -625,50 +625,25 @@ def ps_inputs(device: str, rois: int = 300, seed: int = 0) -> tuple[torch.Tensor
 def _max_and_ps_cases(tv, step) -> list[Case]:
     """roi_pool (Fast R-CNN's max pooling) on P2 and the position-sensitive ops on R-FCN's score maps,
     against torchvision's own kernels where importable (no baseline is written for them otherwise)."""
+    p2 = (lambda d: p2_inputs(1024, d), "P2 2x256x200x304, 1024 RoIs, 7x7")
+    score_maps = (ps_inputs, "2x392x50x76, 300 RoIs, 7x7")
     cases = []
-    for label, make, size, pool, theirs, backward in (
-        (
-            "roi_pool",
-            lambda d: p2_inputs(1024, d),
-            "P2 2x256x200x304, 1024 RoIs, 7x7",
-            lambda x, r: ops.roi_pool(x, r, 7, 0.25),
-            tv and (lambda x, r: tv.roi_pool(x, r, 7, 0.25)),
-            False,
-        ),
-        (
-            "roi_pool fwd+bwd",
-            lambda d: p2_inputs(1024, d),
-            "P2 2x256x200x304, 1024 RoIs, 7x7",
-            lambda x, r: ops.roi_pool(x, r, 7, 0.25),
-            tv and (lambda x, r: tv.roi_pool(x, r, 7, 0.25)),
-            True,
-        ),
-        (
-            "ps_roi_pool",
-            ps_inputs,
-            "2x392x50x76, 300 RoIs, 7x7",
-            lambda x, r: ops.ps_roi_pool(x, r, 7, 1 / 16),
-            tv and (lambda x, r: tv.ps_roi_pool(x, r, 7, 1 / 16)),
-            False,
-        ),
-        (
-            "ps_roi_align",
-            ps_inputs,
-            "2x392x50x76, 300 RoIs, 7x7",
-            lambda x, r: ops.ps_roi_align(x, r, 7, 1 / 16, 2),
-            tv and (lambda x, r: tv.ps_roi_align(x, r, 7, 1 / 16, 2)),
-            False,
-        ),
+    for label, (make, size), name, args, backward in (
+        ("roi_pool", p2, "roi_pool", (7, 0.25), False),
+        ("roi_pool fwd+bwd", p2, "roi_pool", (7, 0.25), True),
+        ("ps_roi_pool", score_maps, "ps_roi_pool", (7, 1 / 16), False),
+        ("ps_roi_align", score_maps, "ps_roi_align", (7, 1 / 16, 2), False),
     ):
+        ours, theirs = getattr(ops, name), getattr(tv, name) if tv else None
         cases.append(
             Case(
                 label,
                 size,
                 "RoI pooling",
                 make,
-                step(pool, backward),
+                step(lambda x, r, f=ours, a=args: f(x, r, *a), backward),
                 None,
-                step(theirs, backward) if theirs else None,
+                step(lambda x, r, f=theirs, a=args: f(x, r, *a), backward) if theirs else None,
                 quick=False,
                 heavy=backward,  # torchvision's roi_pool forward + backward: over a second
                 memory_bound=False,

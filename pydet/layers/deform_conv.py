@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from pydet.ops.conv import Pair, _pair
-from pydet.ops.deform_conv import deform_conv2d
+from pydet.ops.deform_conv import deform_conv2d, deform_conv2d_grouped
 
 
 def _weight(module: str, in_channels: int, out_channels: int, kernel_size: Pair, groups: int) -> nn.Parameter:
@@ -93,19 +93,17 @@ class _Detectron2DeformConv(nn.Module):
         nn.init.kaiming_uniform_(self.weight, nonlinearity="relu")
 
     def _convolve(self, x: Tensor, offset: Tensor, mask: Tensor | None) -> Tensor:
-        # the operator itself: groups and deformable groups as given (detectron2 passes both), not inferred
-        x = torch.ops.pydet.deform_conv2d(
+        x = deform_conv2d_grouped(
             x,
-            self.weight,
             offset,
-            x.new_zeros(0) if mask is None else mask,
-            x.new_zeros(self.out_channels) if self.bias is None else self.bias,
-            *self.stride,
-            *self.padding,
-            *self.dilation,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            mask,
             self.groups,
             self.deformable_groups,
-            mask is not None,
         )
         if self.norm is not None:
             x = self.norm(x)

@@ -211,11 +211,10 @@ class ROIPooler(nn.Module):
             )
         rotated = self.pooler_type == "ROIAlignRotated"
         rois = (
-            torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(box_lists)])
+            boxes_to_rois([b.to(x[0].dtype) for b in box_lists], x[0], "ROIPooler", rotated)
             if box_lists
             else x[0].new_zeros(0, 6 if rotated else 5)
         )
-        rois = rois.to(x[0].dtype)
         levels = (
             assign_boxes_to_levels(
                 box_lists, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level

@@ -38,32 +38,40 @@ def deform_conv2d(
     float rounding of the GEMM's summation order. Differentiable in input, offset, mask, weight and
     bias (no second derivative, as in torchvision). float16/bfloat16 are computed in float32.
     """
-    stride_h, stride_w = _pair(stride)
-    pad_h, pad_w = _pair(padding)
-    dil_h, dil_w = _pair(dilation)
     # Inferred only where the ranks allow; the op's checks name whatever is wrong.
     shaped = input.dim() == 4 and weight.dim() == 4 and offset.dim() == 4
     taps = weight.shape[2] * weight.shape[3] if shaped else 0
     groups = input.shape[1] // weight.shape[1] if shaped and weight.shape[1] > 0 else 1
     offset_groups = offset.shape[1] // (2 * taps) if shaped and taps > 0 else 1
-    use_mask = mask is not None
-    if mask is None:
-        mask = input.new_zeros(0)  # not read
-    if bias is None:
-        bias = input.new_zeros(weight.shape[0] if weight.dim() > 0 else 0)
+    return deform_conv2d_grouped(
+        input, offset, weight, bias, stride, padding, dilation, mask, max(groups, 1), max(offset_groups, 1)
+    )
+
+
+def deform_conv2d_grouped(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair,
+    mask: Tensor | None,
+    groups: int,
+    offset_groups: int,
+) -> Tensor:
+    """:func:`deform_conv2d` with the weight groups and offset groups given rather than inferred (as
+    detectron2's modules pass them): the operator call, without bias or mask where they are None."""
     return torch.ops.pydet.deform_conv2d(
         input,
         weight,
         offset,
-        mask,
-        bias,
-        stride_h,
-        stride_w,
-        pad_h,
-        pad_w,
-        dil_h,
-        dil_w,
-        max(groups, 1),
-        max(offset_groups, 1),
-        use_mask,
+        input.new_zeros(0) if mask is None else mask,  # not read without a mask
+        input.new_zeros(weight.shape[0] if weight.dim() > 0 else 0) if bias is None else bias,
+        *_pair(stride),
+        *_pair(padding),
+        *_pair(dilation),
+        groups,
+        offset_groups,
+        mask is not None,
     )

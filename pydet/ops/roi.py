@@ -21,16 +21,20 @@ from pydet.ops._checks import check_same_device, dtype_name
 from pydet.ops.conv import Pair, _pair
 
 
-def boxes_to_rois(boxes: Tensor | list[Tensor], input: Tensor, op: str = "roi_align") -> Tensor:
+def boxes_to_rois(
+    boxes: Tensor | list[Tensor], input: Tensor, op: str = "roi_align", rotated: bool = False
+) -> Tensor:
     """``[K, 5]`` rois (batch index, x1, y1, x2, y2) from a ``[K, 5]`` tensor (returned as is) or a
     per-image list of ``[L_i, 4]`` boxes (torchvision's ``convert_boxes_to_roi_format``), each of
-    ``input``'s dtype and device (torchvision's concatenation would promote mixed dtypes instead)."""
+    ``input``'s dtype and device (torchvision's concatenation would promote mixed dtypes instead).
+    ``rotated``: ``[K, 6]`` rois from ``[L_i, 5]`` boxes (cx, cy, w, h, angle), detectron2's layout."""
     if isinstance(boxes, Tensor):
         return boxes
+    columns, layout = (5, "(cx, cy, w, h, angle)") if rotated else (4, "(x1, y1, x2, y2)")
     for i, b in enumerate(boxes):
-        if b.dim() != 2 or b.shape[-1] != 4:
+        if b.dim() != 2 or b.shape[-1] != columns:
             raise ValueError(
-                f"pydet.{op}: boxes[{i}] must have shape [L, 4] (x1, y1, x2, y2), got {list(b.shape)}"
+                f"pydet.{op}: boxes[{i}] must have shape [L, {columns}] {layout}, got {list(b.shape)}"
             )
         if b.dtype != input.dtype:
             raise TypeError(
@@ -39,7 +43,9 @@ def boxes_to_rois(boxes: Tensor | list[Tensor], input: Tensor, op: str = "roi_al
             )
         check_same_device(input, "input", b, f"boxes[{i}]", op)
     if not boxes:
-        raise ValueError(f"pydet.{op}: boxes must be a [K, 5] tensor or a non-empty list of [L, 4] tensors")
+        raise ValueError(
+            f"pydet.{op}: boxes must be a [K, {columns + 1}] tensor or a non-empty list of [L, {columns}] tensors"
+        )
     index = [torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)]
     return torch.cat([torch.cat(index), torch.cat(list(boxes))], dim=1)
 
